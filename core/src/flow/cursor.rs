@@ -1,0 +1,272 @@
+//! Reliable-reader cursors (mcm extension to MXL): the back-pressure handshake.
+//!
+//! A reliable reader publishes, in its own file `mcm-cursors/<uuid>.cursor`, the next grain
+//! index it needs. The flow itself stays read-only for the reader. A writer created with
+//! back-pressure refuses to overwrite a grain a live cursor still needs, waiting on the
+//! cursor's futex word. Readers hold a shared `flock` on their cursor file; a writer that can
+//! lock it exclusively knows the reader died and removes the file.
+
+use std::fs::{self, File, OpenOptions};
+use std::mem::{offset_of, size_of};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rustix::fs::FlockOperation;
+
+use super::error::FlowError;
+use super::files::CURSOR_DIR;
+use super::shm::{futex_wait, futex_wake_all, Mapping};
+use super::Result;
+
+const CURSOR_MAGIC: u32 = 0x4d43_4d43; // "MCMC"
+const CURSOR_VERSION: u32 = 1;
+const CURSOR_SUFFIX: &str = ".cursor";
+/// How often a blocked writer re-checks that the readers it waits for are alive.
+const LIVENESS_PERIOD: Duration = Duration::from_millis(50);
+
+/// The 64-byte cursor file.
+#[repr(C)]
+pub struct CursorData {
+    pub magic: u32,
+    pub version: u32,
+    /// Reader's process id, for display.
+    pub pid: AtomicU32,
+    pub padding: u32,
+    /// First index the reader has not consumed yet.
+    pub next_index: AtomicU64,
+    /// Futex word bumped whenever `next_index` moves.
+    pub counter: AtomicU32,
+    pub padding2: u32,
+    pub reserved: [u8; 32],
+}
+
+const _: () = {
+    assert!(size_of::<CursorData>() == 64);
+    assert!(offset_of!(CursorData, next_index) == 16);
+    assert!(offset_of!(CursorData, counter) == 24);
+};
+
+/// A reliable reader's own cursor.
+pub(crate) struct ReaderCursor {
+    path: PathBuf,
+    _file: File,
+    map: Mapping,
+}
+
+impl ReaderCursor {
+    /// Registers a cursor at `next_index` in the flow at `flow_dir`.
+    pub fn register(flow_dir: &Path, next_index: u64) -> Result<Self> {
+        let dir = flow_dir.join(CURSOR_DIR);
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let tmp = dir.join(format!(".tmp-{name}"));
+        let path = dir.join(format!("{name}{CURSOR_SUFFIX}"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)
+            .map_err(|e| FlowError::io(&tmp, e))?;
+        file.set_len(64).map_err(|e| FlowError::io(&tmp, e))?;
+        rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared)
+            .map_err(|e| FlowError::io(&tmp, e))?;
+        let mut map = Mapping::map(&file, true).map_err(|e| FlowError::io(&tmp, e))?;
+        let mut image = [0u8; 64];
+        image[0..4].copy_from_slice(&CURSOR_MAGIC.to_ne_bytes());
+        image[4..8].copy_from_slice(&CURSOR_VERSION.to_ne_bytes());
+        image[8..12].copy_from_slice(&std::process::id().to_ne_bytes());
+        image[16..24].copy_from_slice(&next_index.to_ne_bytes());
+        map.bytes_mut(0, 64).copy_from_slice(&image);
+        // Publish complete: writers only look at `*.cursor` names.
+        fs::rename(&tmp, &path).map_err(|e| FlowError::io(&path, e))?;
+        Ok(Self {
+            path,
+            _file: file,
+            map,
+        })
+    }
+
+    fn data(&self) -> &CursorData {
+        self.map
+            .header::<CursorData>(0)
+            .expect("cursor file is 64 bytes, page-aligned")
+    }
+
+    pub fn next_index(&self) -> u64 {
+        self.data().next_index.load(Ordering::Acquire)
+    }
+
+    /// Marks every index before `next` as consumed and wakes a waiting writer.
+    pub fn advance(&self, next: u64) {
+        let d = self.data();
+        if d.next_index.fetch_max(next, Ordering::AcqRel) < next {
+            d.counter.fetch_add(1, Ordering::Release);
+            futex_wake_all(&d.counter);
+        }
+    }
+}
+
+impl Drop for ReaderCursor {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// A cursor as a writer sees it.
+struct PeerCursor {
+    path: PathBuf,
+    file: File,
+    map: Mapping,
+}
+
+impl PeerCursor {
+    fn data(&self) -> &CursorData {
+        self.map
+            .header::<CursorData>(0)
+            .expect("validated when opened")
+    }
+
+    fn is_alive(&self) -> bool {
+        // The reader holds LOCK_SH for its lifetime: an exclusive lock means it is gone.
+        match rustix::fs::flock(&self.file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {
+                let _ = rustix::fs::flock(&self.file, FlockOperation::Unlock);
+                false
+            }
+            Err(_) => true,
+        }
+    }
+}
+
+/// Summary of one registered reader, for `mcm info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderStatus {
+    pub pid: u32,
+    pub next_index: u64,
+    pub alive: bool,
+}
+
+/// The cursors of a flow, as tracked by a back-pressure writer.
+pub(crate) struct CursorSet {
+    dir: PathBuf,
+    stamp: Option<(i64, i64, i64, i64)>,
+    cursors: Vec<PeerCursor>,
+}
+
+impl CursorSet {
+    pub fn new(flow_dir: &Path) -> Self {
+        Self {
+            dir: flow_dir.join(CURSOR_DIR),
+            stamp: None,
+            cursors: Vec::new(),
+        }
+    }
+
+    /// Re-reads the directory when its modification time changed.
+    fn refresh(&mut self) {
+        let Ok(meta) = fs::metadata(&self.dir) else {
+            self.cursors.clear();
+            return;
+        };
+        let stamp = (
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+        );
+        if self.stamp == Some(stamp) {
+            return;
+        }
+        self.stamp = Some(stamp);
+        let mut found = Vec::new();
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let path = e.path();
+                if !path.to_string_lossy().ends_with(CURSOR_SUFFIX) {
+                    continue;
+                }
+                if let Some(pos) = self.cursors.iter().position(|c| c.path == path) {
+                    found.push(self.cursors.swap_remove(pos));
+                } else if let Some(c) = open_peer(&path) {
+                    found.push(c);
+                }
+            }
+        }
+        self.cursors = found;
+    }
+
+    /// Blocks until no live cursor needs the grain that writing `index` overwrites.
+    ///
+    /// A reader at `next` can still read `next` after the writer commits `index` when
+    /// `index <= next + grain_count - 2` (the oldest readable grain is `head - grainCount + 2`).
+    pub fn wait_for_room(&mut self, index: u64, grain_count: u64, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last_liveness = Instant::now();
+        loop {
+            self.refresh();
+            let blocking = self.cursors.iter().enumerate().find(|(_, c)| {
+                index + 2 > c.data().next_index.load(Ordering::Acquire) + grain_count
+            });
+            let Some((i, c)) = blocking else {
+                return Ok(());
+            };
+            let d = c.data();
+            let seen = d.counter.load(Ordering::Acquire);
+            let next = d.next_index.load(Ordering::Acquire);
+            if index + 2 <= next + grain_count {
+                continue;
+            }
+            let now = Instant::now();
+            if now.duration_since(last_liveness) >= LIVENESS_PERIOD || now >= deadline {
+                last_liveness = now;
+                if !c.is_alive() {
+                    tracing::info!(cursor = %c.path.display(), "reliable reader died; no longer waiting for it");
+                    let _ = fs::remove_file(&c.path);
+                    self.cursors.swap_remove(i);
+                    continue;
+                }
+            }
+            if now >= deadline {
+                return Err(FlowError::BackPressureTimeout {
+                    index,
+                    reader: format!("pid {}", d.pid.load(Ordering::Relaxed)),
+                    reader_next: next,
+                });
+            }
+            futex_wait(&d.counter, seen, (deadline - now).min(LIVENESS_PERIOD));
+        }
+    }
+}
+
+fn open_peer(path: &Path) -> Option<PeerCursor> {
+    let file = File::open(path).ok()?;
+    if file.metadata().ok()?.len() < 64 {
+        return None;
+    }
+    let map = Mapping::map(&file, false).ok()?;
+    let d = map.header::<CursorData>(0)?;
+    if d.magic != CURSOR_MAGIC || d.version != CURSOR_VERSION {
+        return None;
+    }
+    Some(PeerCursor {
+        path: path.to_owned(),
+        file,
+        map,
+    })
+}
+
+/// Lists the cursors of a flow (for `mcm info`).
+pub(crate) fn list(flow_dir: &Path) -> Vec<ReaderStatus> {
+    let mut set = CursorSet::new(flow_dir);
+    set.refresh();
+    set.cursors
+        .iter()
+        .map(|c| ReaderStatus {
+            pid: c.data().pid.load(Ordering::Relaxed),
+            next_index: c.data().next_index.load(Ordering::Acquire),
+            alive: c.is_alive(),
+        })
+        .collect()
+}

@@ -1,0 +1,484 @@
+//! Flow readers. They map every file read-only and never write the flow; a reliable reader
+//! writes only its own cursor file.
+
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::cursor::ReaderCursor;
+use super::error::FlowError;
+use super::files::{FlowFiles, Shape};
+use super::layout::*;
+use super::shm::futex_wait;
+use super::writer::ring_fragments;
+use super::Result;
+use crate::format::FlowDef;
+use crate::time::{index_to_timestamp, now_tai_ns, Rational};
+
+/// Readers touch `access` at most this often (MXL touches it on every read; the writer
+/// samples it every 100 ms anyway).
+const ACCESS_TOUCH_PERIOD_NS: u64 = 10_000_000;
+/// Longest single futex wait; between waits a reader checks that its flow was not recreated.
+const INVALID_CHECK_PERIOD: Duration = Duration::from_millis(100);
+
+/// Options of a flow reader.
+#[derive(Debug, Clone, Default)]
+pub struct ReaderOptions {
+    /// Register a cursor so a back-pressure writer never overwrites a grain this reader has
+    /// not consumed (a grain counts as consumed when its [`Grain`] is dropped).
+    pub reliable: bool,
+    /// First index a reliable reader needs; default: the current head index.
+    pub start_index: Option<u64>,
+}
+
+/// State shared by both reader kinds.
+struct ReaderCore {
+    files: FlowFiles,
+    def: Option<FlowDef>,
+}
+
+impl ReaderCore {
+    fn open(dir: &Path, id: Uuid) -> Result<Self> {
+        let files = super::files::open(dir, id, false)?;
+        let def = std::fs::read_to_string(dir.join("flow_def.json"))
+            .ok()
+            .and_then(|t| FlowDef::parse(&t).ok());
+        Ok(Self { files, def })
+    }
+
+    fn header(&self) -> &FlowData {
+        self.files.header()
+    }
+
+    fn rate(&self) -> Rational {
+        let r = self.header().info.common.grain_rate;
+        Rational::new(r.numerator, r.denominator)
+    }
+
+    fn end_of_stream(&self) -> Option<u64> {
+        let rt = &self.header().info.runtime;
+        let flags = rt.mcm_flags.load(Ordering::Acquire);
+        (rt.mcm_magic.load(Ordering::Relaxed) == MCM_EXT_MAGIC
+            && flags & MCM_EXT_END_OF_STREAM != 0)
+            .then(|| rt.mcm_end_index.load(Ordering::Relaxed))
+    }
+
+    /// The MXL wait loop: snapshot the futex word, try, wait while the word is unchanged.
+    fn wait<T>(&self, timeout: Duration, mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
+        let deadline = Instant::now() + timeout;
+        let word = &self.header().state.sync_counter;
+        loop {
+            let seen = word.load(Ordering::Acquire);
+            match attempt() {
+                Err(FlowError::TooEarly { .. }) => {}
+                other => return other,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                if self.files.is_replaced() {
+                    return Err(FlowError::FlowInvalid { id: self.files.id });
+                }
+                return attempt();
+            }
+            futex_wait(word, seen, (deadline - now).min(INVALID_CHECK_PERIOD));
+            if word.load(Ordering::Acquire) == seen && self.files.is_replaced() {
+                return Err(FlowError::FlowInvalid { id: self.files.id });
+            }
+        }
+    }
+}
+
+/// Reads grains of a discrete flow.
+pub struct GrainReader {
+    core: ReaderCore,
+    grain_count: u64,
+    slice_sizes: [u32; 4],
+    access: Option<File>,
+    last_touch: AtomicU64,
+    cursor: Option<ReaderCursor>,
+}
+
+impl GrainReader {
+    pub(crate) fn open(dir: &Path, id: Uuid, options: &ReaderOptions) -> Result<Self> {
+        let core = ReaderCore::open(dir, id)?;
+        let Shape::Discrete {
+            slice_sizes,
+            grain_count,
+            ..
+        } = core.files.shape
+        else {
+            return Err(FlowError::InvalidArgument(format!(
+                "flow {id} is continuous (audio samples); open it with open_samples_reader"
+            )));
+        };
+        // Touching needs write permission on `access`; without it reads still work.
+        let access = OpenOptions::new().write(true).open(dir.join("access")).ok();
+        let cursor = if options.reliable {
+            let start = options.start_index.unwrap_or_else(|| {
+                core.header()
+                    .info
+                    .runtime
+                    .head_index
+                    .load(Ordering::Acquire)
+            });
+            Some(ReaderCursor::register(dir, start)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            core,
+            grain_count: u64::from(grain_count),
+            slice_sizes,
+            access,
+            last_touch: AtomicU64::new(0),
+            cursor,
+        })
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.core.files.id
+    }
+    /// The parsed `flow_def.json`, if it is one mcm understands.
+    pub fn flow_def(&self) -> Option<&FlowDef> {
+        self.core.def.as_ref()
+    }
+    pub fn grain_count(&self) -> u64 {
+        self.grain_count
+    }
+    /// Grain rate of the index (field rate for interlaced video).
+    pub fn grain_rate(&self) -> Rational {
+        self.core.rate()
+    }
+    pub fn slice_sizes(&self) -> [u32; 4] {
+        self.slice_sizes
+    }
+    pub fn head_index(&self) -> u64 {
+        self.core
+            .header()
+            .info
+            .runtime
+            .head_index
+            .load(Ordering::Acquire)
+    }
+    /// Index after the last grain, once the writer ended the stream.
+    pub fn end_of_stream(&self) -> Option<u64> {
+        self.core.end_of_stream()
+    }
+    /// Next index this reliable reader needs, if reliable.
+    pub fn cursor(&self) -> Option<u64> {
+        self.cursor.as_ref().map(ReaderCursor::next_index)
+    }
+
+    /// Waits up to `timeout` for the complete grain `index`.
+    pub fn get_grain(&self, index: u64, timeout: Duration) -> Result<Grain<'_>> {
+        self.get_grain_slices(index, super::VALID_SLICES_ALL, timeout)
+    }
+
+    /// Waits up to `timeout` until grain `index` has at least `min_slices` valid slices
+    /// (capped at the grain's total), or is marked invalid.
+    pub fn get_grain_slices(
+        &self,
+        index: u64,
+        min_slices: u16,
+        timeout: Duration,
+    ) -> Result<Grain<'_>> {
+        let grain = self
+            .core
+            .wait(timeout, || self.try_read(index, min_slices))?;
+        self.touch_access();
+        Ok(grain)
+    }
+
+    /// Like [`Self::get_grain_slices`] without waiting.
+    pub fn try_get_grain_slices(&self, index: u64, min_slices: u16) -> Result<Grain<'_>> {
+        let grain = self.try_read(index, min_slices)?;
+        self.touch_access();
+        Ok(grain)
+    }
+
+    fn try_read(&self, index: u64, min_slices: u16) -> Result<Grain<'_>> {
+        let head = self.head_index();
+        let n = self.grain_count;
+        let too_early = || match self.core.end_of_stream() {
+            Some(end) if index >= end => FlowError::EndOfStream { end_index: end },
+            _ => FlowError::TooEarly { index, head },
+        };
+        if index > head {
+            return Err(too_early());
+        }
+        // The slot after the head may be open for writing: it is never readable (MXL #692).
+        let oldest = if head >= n { head - n + 2 } else { 0 };
+        if index < oldest {
+            return Err(FlowError::TooLate { index, oldest });
+        }
+        let slot = (index % n) as usize;
+        let gi = self.core.files.grain_info(slot);
+        let flags = gi.flags.load(Ordering::Acquire);
+        let valid = gi.valid_slices.load(Ordering::Acquire);
+        let slot_index = gi.index.load(Ordering::Acquire);
+        if slot_index != index {
+            // Older: the writer skipped this index without marking it; newer: overwritten.
+            return Err(FlowError::TooLate { index, oldest });
+        }
+        let total = gi.total_slices.load(Ordering::Relaxed);
+        if flags & GRAIN_FLAG_INVALID == 0 && valid < min_slices.min(total) {
+            return Err(too_early());
+        }
+        let capacity = self.core.files.grains[slot].1.len() - GRAIN_PAYLOAD_OFFSET;
+        let size = (gi.grain_size.load(Ordering::Relaxed) as usize).min(capacity);
+        Ok(Grain {
+            reader: self,
+            index,
+            slot,
+            flags,
+            total_slices: total,
+            valid_slices: valid,
+            payload: self.core.files.grains[slot]
+                .1
+                .bytes(GRAIN_PAYLOAD_OFFSET, size),
+        })
+    }
+
+    fn touch_access(&self) {
+        let Some(access) = &self.access else { return };
+        let now = now_tai_ns();
+        if now.saturating_sub(self.last_touch.load(Ordering::Relaxed)) < ACCESS_TOUCH_PERIOD_NS {
+            return;
+        }
+        self.last_touch.store(now, Ordering::Relaxed);
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_NOW,
+            },
+            last_modification: rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+        };
+        let _ = rustix::fs::futimens(access, &times);
+    }
+}
+
+/// A grain as read: a header snapshot and the payload in shared memory.
+pub struct Grain<'a> {
+    reader: &'a GrainReader,
+    index: u64,
+    slot: usize,
+    flags: u32,
+    total_slices: u16,
+    valid_slices: u16,
+    payload: &'a [u8],
+}
+
+impl<'a> Grain<'a> {
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+    /// TAI ns of this grain's index.
+    pub fn timestamp(&self) -> u64 {
+        index_to_timestamp(self.reader.grain_rate(), self.index)
+    }
+    /// The payload: `grainSize` bytes (the unit's length for opaque flows).
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+    /// The bytes of plane `p` covered by the valid slices.
+    pub fn valid_plane(&self, plane: usize) -> &'a [u8] {
+        let sizes = self.reader.slice_sizes;
+        let Some(&slice) = sizes.get(plane) else {
+            return &[];
+        };
+        let offset: usize = sizes[..plane]
+            .iter()
+            .map(|&s| s as usize * self.total_slices as usize)
+            .sum();
+        let len = slice as usize * self.valid_slices as usize;
+        self.payload.get(offset..offset + len).unwrap_or(&[])
+    }
+    pub fn total_slices(&self) -> u16 {
+        self.total_slices
+    }
+    pub fn valid_slices(&self) -> u16 {
+        self.valid_slices
+    }
+    pub fn is_complete(&self) -> bool {
+        self.valid_slices >= self.total_slices && !self.is_invalid()
+    }
+    /// The writer marked this index as carrying no media.
+    pub fn is_invalid(&self) -> bool {
+        self.flags & GRAIN_FLAG_INVALID != 0
+    }
+    /// False once the writer reused the slot for a later grain: the payload may then hold
+    /// newer data. Check after consuming the payload when the reader may lag.
+    pub fn is_intact(&self) -> bool {
+        self.reader
+            .core
+            .files
+            .grain_info(self.slot)
+            .index
+            .load(Ordering::Acquire)
+            == self.index
+    }
+}
+
+impl Drop for Grain<'_> {
+    fn drop(&mut self) {
+        if let Some(cursor) = &self.reader.cursor {
+            if self.is_complete() || self.is_invalid() {
+                cursor.advance(self.index + 1);
+            }
+        }
+    }
+}
+
+/// Reads samples of a continuous (audio) flow.
+pub struct SamplesReader {
+    core: ReaderCore,
+    channels: u32,
+    buffer_length: u64,
+    word_size: usize,
+}
+
+impl SamplesReader {
+    pub(crate) fn open(dir: &Path, id: Uuid) -> Result<Self> {
+        let core = ReaderCore::open(dir, id)?;
+        let Shape::Continuous {
+            channels,
+            buffer_length,
+            word_size,
+        } = core.files.shape
+        else {
+            return Err(FlowError::InvalidArgument(format!(
+                "flow {id} is discrete (grains); open it with open_grain_reader"
+            )));
+        };
+        Ok(Self {
+            core,
+            channels,
+            buffer_length: u64::from(buffer_length),
+            word_size: word_size as usize,
+        })
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.core.files.id
+    }
+    pub fn flow_def(&self) -> Option<&FlowDef> {
+        self.core.def.as_ref()
+    }
+    pub fn channels(&self) -> u32 {
+        self.channels
+    }
+    pub fn sample_rate(&self) -> Rational {
+        self.core.rate()
+    }
+    /// Bytes per sample word (4 for float32, 8 for float64).
+    pub fn word_size(&self) -> usize {
+        self.word_size
+    }
+    pub fn buffer_length(&self) -> u64 {
+        self.buffer_length
+    }
+    /// Most samples one read may cover: half the ring (MXL).
+    pub fn max_read_length(&self) -> u64 {
+        self.buffer_length / 2
+    }
+    /// One past the newest committed sample.
+    pub fn head_index(&self) -> u64 {
+        self.core
+            .header()
+            .info
+            .runtime
+            .head_index
+            .load(Ordering::Acquire)
+    }
+    pub fn end_of_stream(&self) -> Option<u64> {
+        self.core.end_of_stream()
+    }
+
+    /// Waits up to `timeout` for the `count` samples ending before `index`.
+    pub fn get_samples(
+        &self,
+        index: u64,
+        count: u64,
+        timeout: Duration,
+    ) -> Result<SamplesRead<'_>> {
+        self.core
+            .wait(timeout, || self.try_get_samples(index, count))
+    }
+
+    /// Like [`Self::get_samples`] without waiting.
+    pub fn try_get_samples(&self, index: u64, count: u64) -> Result<SamplesRead<'_>> {
+        if count == 0 || count > self.max_read_length() || index < count {
+            return Err(FlowError::InvalidArgument(format!(
+                "{count} samples ending at {index}; between 1 and {} per read",
+                self.max_read_length()
+            )));
+        }
+        let head = self.head_index();
+        if index > head {
+            return Err(match self.core.end_of_stream() {
+                Some(end) if index > end => FlowError::EndOfStream { end_index: end },
+                _ => FlowError::TooEarly { index, head },
+            });
+        }
+        let half = self.buffer_length / 2;
+        let oldest = head.saturating_sub(half);
+        if index < oldest || index - oldest < count {
+            return Err(FlowError::TooLate {
+                index,
+                oldest: oldest + count,
+            });
+        }
+        Ok(SamplesRead {
+            reader: self,
+            index,
+            count,
+        })
+    }
+}
+
+/// A window of samples as read, in shared memory.
+pub struct SamplesRead<'a> {
+    reader: &'a SamplesReader,
+    index: u64,
+    count: u64,
+}
+
+impl<'a> SamplesRead<'a> {
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+    /// The two ring fragments of channel `c` as bytes; the second is empty unless the
+    /// window wraps.
+    pub fn channel(&self, c: u32) -> (&'a [u8], &'a [u8]) {
+        if c >= self.reader.channels {
+            return (&[], &[]);
+        }
+        let r = self.reader;
+        let ((off1, len1), len2) = ring_fragments(r.buffer_length, self.index, self.count);
+        let stride = r.buffer_length as usize * r.word_size;
+        let map = &r.core.files.channels.as_ref().expect("continuous flow").1;
+        let base = c as usize * stride;
+        (
+            map.bytes(base + off1 * r.word_size, len1 * r.word_size),
+            map.bytes(base, len2 * r.word_size),
+        )
+    }
+
+    /// Channel `c` as f32 samples (float32 flows).
+    pub fn channel_f32(&self, c: u32) -> Vec<f32> {
+        let (a, b) = self.channel(c);
+        a.chunks_exact(4)
+            .chain(b.chunks_exact(4))
+            .map(|w| f32::from_ne_bytes([w[0], w[1], w[2], w[3]]))
+            .collect()
+    }
+}

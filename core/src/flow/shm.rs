@@ -1,0 +1,115 @@
+//! Shared-memory mappings and futex calls: the only module of the flow code with `unsafe`.
+//!
+//! A [`Mapping`] maps a whole file `MAP_SHARED`, read-only for readers and read-write for
+//! writers, and hands out typed views of its headers only after checking size and alignment.
+
+use std::fs::File;
+use std::io;
+use std::mem::{align_of, size_of};
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use memmap2::{MmapOptions, MmapRaw};
+use rustix::thread::futex;
+
+/// Marker for the `#[repr(C)]` header types that may be viewed inside a mapping.
+///
+/// # Safety
+/// Implementors must be `#[repr(C)]`, valid for any bit pattern (integers, atomics and byte
+/// arrays only), and use atomics for every field another process may write concurrently.
+pub(crate) unsafe trait SharedHeader: Sized {}
+
+// SAFETY: all of these are repr(C) aggregates of integers, atomics and byte arrays.
+unsafe impl SharedHeader for super::layout::FlowData {}
+// SAFETY: as above.
+unsafe impl SharedHeader for super::layout::GrainInfo {}
+// SAFETY: as above.
+unsafe impl SharedHeader for super::cursor::CursorData {}
+
+/// A whole file mapped `MAP_SHARED`.
+pub(crate) struct Mapping {
+    raw: MmapRaw,
+    writable: bool,
+}
+
+impl Mapping {
+    /// Maps all `file.metadata().len()` bytes; read-only unless `writable`.
+    pub(crate) fn map(file: &File, writable: bool) -> io::Result<Self> {
+        let len = file.metadata()?.len();
+        let len = usize::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large to map"))?;
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "empty file"));
+        }
+        let mut options = MmapOptions::new();
+        options.len(len);
+        let raw = if writable {
+            options.map_raw(file)?
+        } else {
+            options.map_raw_read_only(file)?
+        };
+        Ok(Self { raw, writable })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// A view of the header `T` at `offset`, or `None` if it does not fit or is misaligned.
+    pub(crate) fn header<T: SharedHeader>(&self, offset: usize) -> Option<&T> {
+        let end = offset.checked_add(size_of::<T>())?;
+        if end > self.raw.len() {
+            return None;
+        }
+        // SAFETY: offset is within the mapping (checked above), so the pointer stays in bounds.
+        let ptr = unsafe { self.raw.as_ptr().add(offset) };
+        if (ptr as usize) % align_of::<T>() != 0 {
+            return None;
+        }
+        // SAFETY: the range is in bounds and aligned; `T: SharedHeader` is valid for any bit
+        // pattern and uses atomics for concurrently written fields, so a shared reference to
+        // memory that other processes also write is sound. The mapping outlives `&self`.
+        Some(unsafe { &*ptr.cast::<T>() })
+    }
+
+    /// Bytes `[offset, offset + len)`, clamped to the mapping.
+    ///
+    /// Other processes may write these bytes while the slice is alive (the MXL model: a
+    /// reader checks the grain header again after use to detect an overwrite).
+    pub(crate) fn bytes(&self, offset: usize, len: usize) -> &[u8] {
+        let start = offset.min(self.raw.len());
+        let len = len.min(self.raw.len() - start);
+        // SAFETY: `start..start+len` is inside the mapping, which lives as long as `&self`.
+        // u8 is valid for any bit pattern; concurrent writers are the documented MXL contract.
+        unsafe { std::slice::from_raw_parts(self.raw.as_ptr().add(start), len) }
+    }
+
+    /// Mutable bytes `[offset, offset + len)`, clamped; empty for a read-only mapping.
+    pub(crate) fn bytes_mut(&mut self, offset: usize, len: usize) -> &mut [u8] {
+        if !self.writable {
+            return &mut [];
+        }
+        let start = offset.min(self.raw.len());
+        let len = len.min(self.raw.len() - start);
+        // SAFETY: in bounds as above; the mapping is writable; `&mut self` ensures this is the
+        // only slice handed out by this process for the mapping at a time.
+        unsafe { std::slice::from_raw_parts_mut(self.raw.as_mut_ptr().add(start), len) }
+    }
+}
+
+/// Waits while `*word == expected`, at most `timeout`, on a shared (inter-process) futex.
+///
+/// Returns on a wake-up, a changed value, a signal or the timeout; callers re-check state.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = rustix::time::Timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    // Errors (EAGAIN when the value changed, EINTR, ETIMEDOUT) all mean "re-check".
+    let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&ts));
+}
+
+/// Wakes every process waiting on `word`.
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
+}

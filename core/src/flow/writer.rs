@@ -1,0 +1,615 @@
+//! Flow writers: grains (discrete flows) and samples (continuous flows).
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::cursor::CursorSet;
+use super::error::FlowError;
+use super::files::{try_lock_exclusive, FlowFiles, Shape};
+use super::layout::*;
+use super::shm::futex_wake_all;
+use super::Result;
+use crate::format::{FlowDef, GrainGeometry};
+use crate::time::{now_tai_ns, Rational};
+
+/// How often a writer folds the readers' `access` touches into `lastReadTime`.
+const LAST_READ_REFRESH_NS: u64 = 100_000_000;
+
+/// Options of a flow writer.
+#[derive(Debug, Clone, Default)]
+pub struct WriterOptions {
+    /// Reliable mode: wait up to this long for registered reliable readers instead of
+    /// overwriting a grain they have not consumed. `None`: never wait (MXL behaviour).
+    pub back_pressure: Option<Duration>,
+    /// `maxCommitBatchSizeHint` (slices for grains, samples for audio); default: a whole
+    /// grain, or 10 ms of samples.
+    pub max_commit_batch_size_hint: Option<u32>,
+    /// `maxSyncBatchSizeHint`, a multiple of the commit hint; default: the commit hint.
+    pub max_sync_batch_size_hint: Option<u32>,
+}
+
+/// State shared by both writer kinds: the files, end of stream and release.
+struct WriterCore {
+    files: FlowFiles,
+    def: FlowDef,
+    created: bool,
+}
+
+impl WriterCore {
+    fn header(&self) -> &FlowData {
+        self.files.header()
+    }
+
+    fn signal(&self) {
+        let state = &self.header().state;
+        state.sync_counter.fetch_add(1, Ordering::Release);
+        futex_wake_all(&state.sync_counter);
+    }
+
+    fn set_end_of_stream(&self, end_index: u64) {
+        let rt = &self.header().info.runtime;
+        rt.mcm_magic.store(MCM_EXT_MAGIC, Ordering::Relaxed);
+        rt.mcm_end_index.store(end_index, Ordering::Relaxed);
+        rt.mcm_flags
+            .fetch_or(MCM_EXT_END_OF_STREAM, Ordering::Release);
+        self.signal();
+    }
+
+    fn clear_end_of_stream(&self) {
+        let rt = &self.header().info.runtime;
+        rt.mcm_magic.store(MCM_EXT_MAGIC, Ordering::Relaxed);
+        rt.mcm_flags
+            .fetch_and(!MCM_EXT_END_OF_STREAM, Ordering::Release);
+    }
+}
+
+impl Drop for WriterCore {
+    fn drop(&mut self) {
+        // The last writer (exclusive lock granted) deletes the flow, as MXL does.
+        if try_lock_exclusive(&self.files.data_file) {
+            if let Err(e) = fs::remove_dir_all(&self.files.dir) {
+                tracing::warn!(dir = %self.files.dir.display(), "cannot remove released flow: {e}");
+            }
+        }
+    }
+}
+
+/// Writes grains of a discrete flow (video, PCM packets, ancillary data, opaque units).
+pub struct GrainWriter {
+    core: WriterCore,
+    geometry: GrainGeometry,
+    grain_count: u64,
+    open_index: Option<u64>,
+    last_committed: Option<u64>,
+    back_pressure: Option<(CursorSet, Duration)>,
+    next_last_read_refresh: u64,
+}
+
+impl GrainWriter {
+    pub(crate) fn new(
+        files: FlowFiles,
+        def: FlowDef,
+        created: bool,
+        options: &WriterOptions,
+    ) -> Result<Self> {
+        let Shape::Discrete {
+            slice_sizes,
+            total_slices,
+            grain_count,
+        } = files.shape
+        else {
+            return Err(FlowError::InvalidArgument(
+                "flow is continuous, not discrete".into(),
+            ));
+        };
+        let geometry = GrainGeometry {
+            slice_sizes,
+            total_slices,
+            grain_size: def.grain_geometry()?.grain_size,
+        };
+        let back_pressure = match options.back_pressure {
+            Some(_) if grain_count < 2 => {
+                return Err(FlowError::InvalidArgument(format!(
+                    "back-pressure needs at least 2 grains in the ring, this flow has {grain_count}"
+                )))
+            }
+            Some(t) => {
+                let rt = &files.header().info.runtime;
+                rt.mcm_magic.store(MCM_EXT_MAGIC, Ordering::Relaxed);
+                rt.mcm_flags
+                    .fetch_or(MCM_EXT_BACK_PRESSURE, Ordering::Relaxed);
+                Some((CursorSet::new(&files.dir), t))
+            }
+            None => None,
+        };
+        let core = WriterCore {
+            files,
+            def,
+            created,
+        };
+        core.clear_end_of_stream();
+        Ok(Self {
+            core,
+            geometry,
+            grain_count: u64::from(grain_count),
+            open_index: None,
+            last_committed: None,
+            back_pressure,
+            next_last_read_refresh: 0,
+        })
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.core.files.id
+    }
+    pub fn flow_def(&self) -> &FlowDef {
+        &self.core.def
+    }
+    pub fn dir(&self) -> &Path {
+        &self.core.files.dir
+    }
+    /// True if this writer created the flow, false if it joined an existing one.
+    pub fn created(&self) -> bool {
+        self.core.created
+    }
+    pub fn geometry(&self) -> GrainGeometry {
+        self.geometry
+    }
+    /// Grains in the ring (`grainCount`).
+    pub fn grain_count(&self) -> u64 {
+        self.grain_count
+    }
+    /// Grain rate of the flow's index (field rate for interlaced video).
+    pub fn grain_rate(&self) -> Rational {
+        let r = self.core.header().info.common.grain_rate;
+        Rational::new(r.numerator, r.denominator)
+    }
+    pub fn head_index(&self) -> u64 {
+        self.core
+            .header()
+            .info
+            .runtime
+            .head_index
+            .load(Ordering::Acquire)
+    }
+
+    /// Opens grain `index` for writing; its ring slot is `index mod grainCount`.
+    ///
+    /// Indices must increase from one complete commit to the next. Slots skipped by a jump
+    /// forward are marked invalid so no reader takes their old content for the new index.
+    /// With back-pressure, this waits until every live reliable reader can spare the slot.
+    pub fn open_grain(&mut self, index: u64) -> Result<GrainWrite<'_>> {
+        let reopening = self.open_index == Some(index);
+        if let Some(open) = self.open_index.filter(|&o| o != index) {
+            return Err(FlowError::InvalidArgument(format!(
+                "grain {open} is still open; commit or cancel it before opening {index}"
+            )));
+        }
+        if index == u64::MAX {
+            return Err(FlowError::InvalidArgument(
+                "index u64::MAX is the undefined index".into(),
+            ));
+        }
+        if let Some(last) = self.last_committed {
+            if index <= last && !reopening {
+                return Err(FlowError::InvalidArgument(format!(
+                    "grain {index} is not after the last committed grain {last}"
+                )));
+            }
+        }
+        if let Some((cursors, timeout)) = &mut self.back_pressure {
+            cursors.wait_for_room(index, self.grain_count, *timeout)?;
+        }
+        let n = self.grain_count;
+        if let Some(last) = self.last_committed {
+            if index > last + 1 {
+                let skipped = (index - last - 1).min(n);
+                for m in index - skipped..index {
+                    let gi = self.core.files.grain_info((m % n) as usize);
+                    gi.index.store(m, Ordering::Relaxed);
+                    gi.valid_slices.store(0, Ordering::Relaxed);
+                    gi.flags.fetch_or(GRAIN_FLAG_INVALID, Ordering::Release);
+                }
+            }
+        }
+        let slot = (index % n) as usize;
+        let gi = self.core.files.grain_info(slot);
+        gi.index.store(index, Ordering::Relaxed);
+        gi.flags.store(0, Ordering::Relaxed);
+        if !reopening {
+            gi.valid_slices.store(0, Ordering::Release);
+        }
+        self.open_index = Some(index);
+        Ok(GrainWrite {
+            writer: self,
+            index,
+            slot,
+            done: false,
+        })
+    }
+
+    /// Ends the stream: readers asking for any index after the last committed grain get
+    /// [`FlowError::EndOfStream`] instead of waiting.
+    pub fn end_of_stream(&mut self) {
+        let end = self.last_committed.map_or(self.head_index() + 1, |l| l + 1);
+        self.core.set_end_of_stream(end);
+    }
+
+    fn publish(&mut self, index: u64, slot: usize, valid: u16, size: u32, flags: u32) {
+        let now = now_tai_ns();
+        let gi = self.core.files.grain_info(slot);
+        gi.grain_size.store(size, Ordering::Relaxed);
+        gi.flags.store(flags, Ordering::Relaxed);
+        gi.valid_slices.store(valid, Ordering::Release);
+        let rt = &self.core.header().info.runtime;
+        rt.head_index.store(index, Ordering::Release);
+        rt.last_write_time.store(now, Ordering::Relaxed);
+        if valid >= self.geometry.total_slices || flags & GRAIN_FLAG_INVALID != 0 {
+            self.open_index = None;
+            self.last_committed = Some(index);
+        }
+        self.core.signal();
+        if now >= self.next_last_read_refresh {
+            self.next_last_read_refresh = now + LAST_READ_REFRESH_NS;
+            self.refresh_last_read_time(now);
+        }
+    }
+
+    /// Folds the readers' `access` touches (atime, on CLOCK_REALTIME) into `lastReadTime`.
+    fn refresh_last_read_time(&self, now_tai: u64) {
+        let Ok(meta) = fs::metadata(self.core.files.dir.join("access")) else {
+            return;
+        };
+        let atime = meta.atime() as i128 * 1_000_000_000 + meta.atime_nsec() as i128;
+        let utc = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+        let utc = utc.tv_sec as i128 * 1_000_000_000 + utc.tv_nsec as i128;
+        let tai_read = atime + (now_tai as i128 - utc);
+        let rt = &self.core.header().info.runtime;
+        if let Ok(t) = u64::try_from(tai_read) {
+            rt.last_read_time.fetch_max(t, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A grain open for writing. Dropping it without committing cancels it.
+pub struct GrainWrite<'a> {
+    writer: &'a mut GrainWriter,
+    index: u64,
+    slot: usize,
+    done: bool,
+}
+
+impl GrainWrite<'_> {
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    pub fn geometry(&self) -> GrainGeometry {
+        self.writer.geometry
+    }
+
+    /// The whole payload (capacity) of the grain, in shared memory.
+    pub fn payload(&mut self) -> &mut [u8] {
+        let size = self.writer.geometry.grain_size as usize;
+        self.writer.core.files.grains[self.slot]
+            .1
+            .bytes_mut(GRAIN_PAYLOAD_OFFSET, size)
+    }
+
+    /// Publishes the first `valid_slices` slices and keeps the grain open (sub-frame latency,
+    /// e.g. line by line). Committing all slices completes the grain.
+    pub fn commit_slices(&mut self, valid_slices: u16) -> Result<()> {
+        let total = self.writer.geometry.total_slices;
+        if valid_slices > total {
+            return Err(FlowError::InvalidArgument(format!(
+                "{valid_slices} valid slices, the grain has {total}"
+            )));
+        }
+        let size = self.writer.geometry.grain_size;
+        self.writer
+            .publish(self.index, self.slot, valid_slices, size, 0);
+        if valid_slices == total {
+            self.done = true;
+        }
+        Ok(())
+    }
+
+    /// Publishes the complete grain.
+    pub fn commit(mut self) -> Result<()> {
+        let total = self.writer.geometry.total_slices;
+        self.commit_slices(total)
+    }
+
+    /// Publishes a complete grain of `len` payload bytes (opaque flows: one unit per grain).
+    pub fn commit_len(mut self, len: usize) -> Result<()> {
+        let cap = self.writer.geometry.grain_size as usize;
+        if len > cap {
+            return Err(FlowError::InvalidArgument(format!(
+                "payload of {len} bytes exceeds the grain capacity {cap}"
+            )));
+        }
+        let total = self.writer.geometry.total_slices;
+        self.writer
+            .publish(self.index, self.slot, total, len as u32, 0);
+        self.done = true;
+        Ok(())
+    }
+
+    /// Publishes the grain as invalid (no media for this index; the ring still advances).
+    pub fn commit_invalid(mut self) -> Result<()> {
+        let size = self.writer.geometry.grain_size;
+        self.writer
+            .publish(self.index, self.slot, 0, size, GRAIN_FLAG_INVALID);
+        self.done = true;
+        Ok(())
+    }
+
+    /// Abandons the grain; readers never see it complete.
+    pub fn cancel(mut self) {
+        self.done = true;
+        self.writer.open_index = None;
+    }
+}
+
+impl Drop for GrainWrite<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.writer.open_index = None;
+        }
+    }
+}
+
+/// Writes samples of a continuous (audio) flow: one ring of `bufferLength` samples per channel.
+pub struct SamplesWriter {
+    core: WriterCore,
+    channels: u32,
+    buffer_length: u64,
+    word_size: usize,
+    last_committed: Option<u64>,
+    commit_batch: u64,
+    sync_batch: u64,
+    last_signal_batch: u64,
+}
+
+impl SamplesWriter {
+    pub(crate) fn new(files: FlowFiles, def: FlowDef, created: bool) -> Result<Self> {
+        let Shape::Continuous {
+            channels,
+            buffer_length,
+            word_size,
+        } = files.shape
+        else {
+            return Err(FlowError::InvalidArgument(
+                "flow is discrete, not continuous".into(),
+            ));
+        };
+        let common = &files.header().info.common;
+        let commit_batch = u64::from(common.max_commit_batch_size_hint.max(1));
+        let sync_batch = u64::from(common.max_sync_batch_size_hint.max(1));
+        let core = WriterCore {
+            files,
+            def,
+            created,
+        };
+        core.clear_end_of_stream();
+        Ok(Self {
+            core,
+            channels,
+            buffer_length: u64::from(buffer_length),
+            word_size: word_size as usize,
+            last_committed: None,
+            commit_batch,
+            sync_batch,
+            last_signal_batch: 0,
+        })
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.core.files.id
+    }
+    pub fn flow_def(&self) -> &FlowDef {
+        &self.core.def
+    }
+    pub fn created(&self) -> bool {
+        self.core.created
+    }
+    pub fn channels(&self) -> u32 {
+        self.channels
+    }
+    /// Samples per channel ring.
+    pub fn buffer_length(&self) -> u64 {
+        self.buffer_length
+    }
+    /// Most samples one `open_samples` may cover: half the ring (MXL).
+    pub fn max_write_length(&self) -> u64 {
+        self.buffer_length / 2
+    }
+    pub fn sample_rate(&self) -> Rational {
+        let r = self.core.header().info.common.grain_rate;
+        Rational::new(r.numerator, r.denominator)
+    }
+    pub fn head_index(&self) -> u64 {
+        self.core
+            .header()
+            .info
+            .runtime
+            .head_index
+            .load(Ordering::Acquire)
+    }
+
+    /// Opens the `count` samples ending before `index` (samples `index-count .. index`).
+    /// After commit the head index is `index`. Samples skipped since the last commit are
+    /// zeroed (silence), as MXL does.
+    pub fn open_samples(&mut self, index: u64, count: u64) -> Result<SamplesWrite<'_>> {
+        if count == 0 || count > self.max_write_length() {
+            return Err(FlowError::InvalidArgument(format!(
+                "{count} samples; between 1 and {} per write",
+                self.max_write_length()
+            )));
+        }
+        if index < count || index == u64::MAX {
+            return Err(FlowError::InvalidArgument(format!(
+                "index {index} is before the first {count} samples"
+            )));
+        }
+        let start = index - count;
+        if let Some(last) = self.last_committed {
+            if index <= last || start < last {
+                return Err(FlowError::InvalidArgument(format!(
+                    "samples {start}..{index} overlap the last commit (head {last})"
+                )));
+            }
+            if start > last {
+                let cleared = (start - last).min(self.buffer_length - count);
+                self.zero(start - cleared, cleared);
+            }
+        }
+        Ok(SamplesWrite {
+            writer: self,
+            index,
+            count,
+        })
+    }
+
+    fn ring_ranges(&self, end: u64, count: u64) -> ((usize, usize), usize) {
+        ring_fragments(self.buffer_length, end, count)
+    }
+
+    fn zero(&mut self, start: u64, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let ((off1, len1), len2) = self.ring_ranges(start + count, count);
+        let (w, stride) = (self.word_size, self.buffer_length as usize * self.word_size);
+        let map = &mut self
+            .core
+            .files
+            .channels
+            .as_mut()
+            .expect("continuous flow")
+            .1;
+        for c in 0..self.channels as usize {
+            map.bytes_mut(c * stride + off1 * w, len1 * w).fill(0);
+            map.bytes_mut(c * stride, len2 * w).fill(0);
+        }
+    }
+
+    /// Ends the stream after the last committed sample.
+    pub fn end_of_stream(&mut self) {
+        let end = self.last_committed.unwrap_or_else(|| self.head_index());
+        self.core.set_end_of_stream(end);
+    }
+
+    fn commit(&mut self, index: u64) {
+        let rt = &self.core.header().info.runtime;
+        rt.head_index.store(index, Ordering::Release);
+        rt.last_write_time.store(now_tai_ns(), Ordering::Relaxed);
+        self.last_committed = Some(index);
+        // Wake readers once per sync batch, or early once within one commit batch of the
+        // next boundary (MXL `signalCompletedBatch`).
+        let threshold = self.sync_batch.saturating_sub(self.commit_batch);
+        let batch = index / self.sync_batch;
+        let signal = if batch > self.last_signal_batch {
+            self.last_signal_batch = batch;
+            true
+        } else if batch == self.last_signal_batch && index % self.sync_batch > threshold {
+            self.last_signal_batch = batch + 1;
+            true
+        } else {
+            false
+        };
+        if signal {
+            self.core.signal();
+        }
+    }
+}
+
+/// Ring offsets of samples `end-count .. end`: `((first offset, first length), second length)`;
+/// the second fragment, when not empty, starts at offset 0 (MXL `OpenSamples`).
+pub(crate) fn ring_fragments(ring: u64, end: u64, count: u64) -> ((usize, usize), usize) {
+    let start = (end + ring - count % ring) % ring;
+    let stop = end % ring;
+    let len1 = if start < stop { count } else { ring - start };
+    let len2 = count - len1;
+    ((start as usize, len1 as usize), len2 as usize)
+}
+
+/// Samples open for writing; dropping without commit cancels.
+pub struct SamplesWrite<'a> {
+    writer: &'a mut SamplesWriter,
+    index: u64,
+    count: u64,
+}
+
+impl SamplesWrite<'_> {
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The two ring fragments of channel `c`, as bytes: `(first, second)`; `second` is empty
+    /// unless the range wraps around the end of the ring.
+    pub fn channel(&mut self, c: u32) -> (&mut [u8], &mut [u8]) {
+        let ((off1, len1), len2) = self.writer.ring_ranges(self.index, self.count);
+        let w = self.writer.word_size;
+        let stride = self.writer.buffer_length as usize * w;
+        let channels = self.writer.channels;
+        let map = &mut self
+            .writer
+            .core
+            .files
+            .channels
+            .as_mut()
+            .expect("continuous flow")
+            .1;
+        if c >= channels {
+            return (&mut [], &mut []);
+        }
+        let ring = map.bytes_mut(c as usize * stride, stride);
+        let (low, high) = ring.split_at_mut(off1 * w);
+        (&mut high[..len1 * w], &mut low[..len2 * w])
+    }
+
+    /// Copies `samples` (native-endian f32, `count` of them) into channel `c`.
+    pub fn write_f32(&mut self, c: u32, samples: &[f32]) -> Result<()> {
+        if self.writer.word_size != 4 || samples.len() as u64 != self.count {
+            return Err(FlowError::InvalidArgument(format!(
+                "{} f32 samples for a window of {} samples of {} bytes",
+                samples.len(),
+                self.count,
+                self.writer.word_size
+            )));
+        }
+        let (a, b) = self.channel(c);
+        let mut bytes = samples.iter().flat_map(|s| s.to_ne_bytes());
+        for dst in a.iter_mut().chain(b.iter_mut()) {
+            *dst = bytes.next().unwrap_or(0);
+        }
+        Ok(())
+    }
+
+    /// Publishes the samples: the head index becomes `index`.
+    pub fn commit(self) {
+        self.writer.commit(self.index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ring_fragments;
+
+    #[test]
+    fn fragments_wrap() {
+        assert_eq!(ring_fragments(100, 10, 10), ((0, 10), 0));
+        assert_eq!(ring_fragments(100, 105, 10), ((95, 5), 5));
+        assert_eq!(ring_fragments(100, 100, 10), ((90, 10), 0));
+        assert_eq!(ring_fragments(100, 150, 50), ((100 % 100, 50), 0));
+    }
+}

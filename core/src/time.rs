@@ -1,0 +1,150 @@
+//! TAI time and the grain index model of MXL (`IndexConversion.hpp`, `time.cpp`).
+//!
+//! Time is nanoseconds since the SMPTE ST 2059 epoch (1970-01-01 00:00:00 TAI), read from
+//! `CLOCK_TAI`. A grain index is the number of grain periods since that epoch, rounded to
+//! the nearest period; the ring slot of index `i` is `i mod grainCount`.
+
+use std::fmt;
+use std::sync::Once;
+
+use serde::{Deserialize, Serialize};
+
+/// Index returned for an undefined (zero or negative) rate (MXL `MXL_UNDEFINED_INDEX`).
+pub const UNDEFINED_INDEX: u64 = u64::MAX;
+
+const NS_PER_SEC: u128 = 1_000_000_000;
+
+/// A grain rate or sample rate in grains (samples) per second, `numerator / denominator`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Rational {
+    pub numerator: i64,
+    pub denominator: i64,
+}
+
+impl Rational {
+    pub const fn new(numerator: i64, denominator: i64) -> Self {
+        Self {
+            numerator,
+            denominator,
+        }
+    }
+
+    /// True when both terms are positive.
+    pub fn is_valid(&self) -> bool {
+        self.numerator > 0 && self.denominator > 0
+    }
+
+    /// The same rate with numerator and denominator divided by their gcd.
+    pub fn reduced(&self) -> Self {
+        let g = gcd(
+            self.numerator.unsigned_abs(),
+            self.denominator.unsigned_abs(),
+        )
+        .max(1) as i64;
+        Self::new(self.numerator / g, self.denominator / g)
+    }
+
+    /// The rate in Hz as a float, for display.
+    pub fn as_f64(&self) -> f64 {
+        self.numerator as f64 / self.denominator as f64
+    }
+}
+
+impl fmt::Display for Rational {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.numerator, self.denominator)
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Grain index at TAI time `ts_ns`, rounded to nearest:
+/// `(ts * num + 5e8 * den) / (1e9 * den)` in 128-bit arithmetic (MXL `timestampToIndex`).
+pub fn timestamp_to_index(rate: Rational, ts_ns: u64) -> u64 {
+    if !rate.is_valid() {
+        return UNDEFINED_INDEX;
+    }
+    let (num, den) = (rate.numerator as u128, rate.denominator as u128);
+    let index = (ts_ns as u128 * num + 500_000_000 * den) / (NS_PER_SEC * den);
+    u64::try_from(index).unwrap_or(UNDEFINED_INDEX)
+}
+
+/// TAI time of grain `index`, rounded to nearest:
+/// `(index * den * 1e9 + num / 2) / num` in 128-bit arithmetic (MXL `indexToTimestamp`).
+pub fn index_to_timestamp(rate: Rational, index: u64) -> u64 {
+    if !rate.is_valid() || index == UNDEFINED_INDEX {
+        return u64::MAX;
+    }
+    let (num, den) = (rate.numerator as u128, rate.denominator as u128);
+    let ts = (index as u128 * den * NS_PER_SEC + num / 2) / num;
+    u64::try_from(ts).unwrap_or(u64::MAX)
+}
+
+/// Current TAI time in ns since the SMPTE ST 2059 epoch (`CLOCK_TAI`).
+///
+/// When the kernel's TAI offset was never set (no PTP daemon or chrony), `CLOCK_TAI` equals
+/// UTC and indices are 37 s off true TAI; this is logged once, as a warning.
+pub fn now_tai_ns() -> u64 {
+    static CHECK: Once = Once::new();
+    let tai = rustix::time::clock_gettime_dynamic(rustix::time::DynamicClockId::Tai)
+        .unwrap_or_else(|_| rustix::time::clock_gettime(rustix::time::ClockId::Realtime));
+    CHECK.call_once(|| {
+        let utc = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+        if (tai.tv_sec - utc.tv_sec).abs() < 1 {
+            tracing::warn!(
+                "the kernel TAI offset is unset (CLOCK_TAI == CLOCK_REALTIME): grain indices \
+                 follow UTC, 37 s off TAI; run ptp4l/phc2sys or chrony to set it"
+            );
+        }
+    });
+    tai.tv_sec as u64 * 1_000_000_000 + tai.tv_nsec as u64
+}
+
+/// Grain index of now at `rate` (MXL `mxlGetCurrentIndex`).
+pub fn current_index(rate: Rational) -> u64 {
+    timestamp_to_index(rate, now_tai_ns())
+}
+
+/// Nanoseconds from now until grain `index` starts; 0 if it already has (MXL `mxlGetNsUntilIndex`).
+pub fn ns_until_index(rate: Rational, index: u64) -> u64 {
+    index_to_timestamp(rate, index).saturating_sub(now_tai_ns())
+}
+
+/// Sleeps until TAI time `ts_ns` (returns at once if it has passed).
+pub fn sleep_until_tai(ts_ns: u64) {
+    let now = now_tai_ns();
+    if ts_ns > now {
+        std::thread::sleep(std::time::Duration::from_nanos(ts_ns - now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_is_to_nearest() {
+        let r = Rational::new(25, 1);
+        // 40 ms period: 19.999 ms rounds down, 20 ms rounds up.
+        assert_eq!(timestamp_to_index(r, 19_999_999), 0);
+        assert_eq!(timestamp_to_index(r, 20_000_000), 1);
+        assert_eq!(index_to_timestamp(r, 3), 120_000_000);
+        let ntsc = Rational::new(30000, 1001);
+        // 1001/30 ms = 33_366_666.67 ns rounds to 33_366_667.
+        assert_eq!(index_to_timestamp(ntsc, 1), 33_366_667);
+        assert_eq!(timestamp_to_index(Rational::new(0, 0), 5), UNDEFINED_INDEX);
+    }
+
+    #[test]
+    fn reduce() {
+        assert_eq!(
+            Rational::new(60000, 2002).reduced(),
+            Rational::new(30000, 1001)
+        );
+    }
+}
