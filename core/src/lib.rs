@@ -5,6 +5,7 @@
 
 pub mod flow;
 pub mod format;
+pub mod testpattern;
 pub mod time;
 
 pub use flow::{Domain, FlowError};

@@ -230,6 +230,7 @@ impl GrainWriter {
             index,
             slot,
             done: false,
+            partly_committed: reopening,
         })
     }
 
@@ -276,12 +277,14 @@ impl GrainWriter {
     }
 }
 
-/// A grain open for writing. Dropping it without committing cancels it.
+/// A grain open for writing. Dropping it without any commit cancels it; after a partial
+/// commit the grain stays open, and `open_grain` with the same index continues it.
 pub struct GrainWrite<'a> {
     writer: &'a mut GrainWriter,
     index: u64,
     slot: usize,
     done: bool,
+    partly_committed: bool,
 }
 
 impl GrainWrite<'_> {
@@ -313,6 +316,7 @@ impl GrainWrite<'_> {
         let size = self.writer.geometry.grain_size;
         self.writer
             .publish(self.index, self.slot, valid_slices, size, 0);
+        self.partly_committed = true;
         if valid_slices == total {
             self.done = true;
         }
@@ -358,7 +362,7 @@ impl GrainWrite<'_> {
 
 impl Drop for GrainWrite<'_> {
     fn drop(&mut self) {
-        if !self.done {
+        if !self.done && !self.partly_committed {
             self.writer.open_index = None;
         }
     }

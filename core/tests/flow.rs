@@ -1,0 +1,544 @@
+//! In-process tests of the MXL v1 flow layout, read windows and error handling.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use mcm_core::flow::{
+    Domain, FlowError, ReaderOptions, WriterOptions, VALID_SLICES_ALL, VALID_SLICES_ANY,
+};
+use mcm_core::format::{FlowDef, InterlaceMode, SampleFormat, VideoFormat};
+use mcm_core::testpattern::{fill_v210, fill_v210_lines, verify_v210};
+use mcm_core::time::Rational;
+use uuid::Uuid;
+
+const NO_WAIT: Duration = Duration::ZERO;
+
+fn domain() -> (tempfile::TempDir, Domain) {
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("mcm-test-")
+        .tempdir_in(base)
+        .unwrap();
+    let d = Domain::open(dir.path()).unwrap();
+    (dir, d)
+}
+
+fn v210(w: u32, h: u32, rate: Rational) -> FlowDef {
+    FlowDef::video(
+        Uuid::new_v4(),
+        "test",
+        VideoFormat::V210,
+        w,
+        h,
+        rate,
+        InterlaceMode::Progressive,
+    )
+    .unwrap()
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+}
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+}
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes(b[off..off + 2].try_into().unwrap())
+}
+
+#[test]
+fn raw_bytes_of_data_and_grain_files_match_mxl_v1() {
+    let (_t, d) = domain();
+    let def = v210(1920, 1080, Rational::new(25, 1));
+    let mut w = d
+        .create_grain_writer(&def, &WriterOptions::default())
+        .unwrap();
+    assert!(w.created());
+    let mut g = w.open_grain(7).unwrap();
+    fill_v210(1920, 1080, 7, g.payload());
+    g.commit().unwrap();
+
+    let dir = d.flow_dir(def.id);
+    assert_eq!(
+        dir.file_name().unwrap().to_str().unwrap(),
+        format!("{}.mxl-flow", def.id)
+    );
+    let data = fs::read(dir.join("data")).unwrap();
+    assert_eq!(data.len(), 2064);
+    assert_eq!(u32_at(&data, 0x000), 1, "version");
+    assert_eq!(u32_at(&data, 0x004), 2048, "size");
+    assert_eq!(&data[0x008..0x018], def.id.as_bytes());
+    assert_eq!(u32_at(&data, 0x018), 1, "format VIDEO");
+    assert_eq!(u64_at(&data, 0x020), 25);
+    assert_eq!(u64_at(&data, 0x028), 1);
+    assert_eq!(
+        u32_at(&data, 0x030),
+        1080,
+        "commit batch hint = totalSlices"
+    );
+    assert_eq!(u32_at(&data, 0x034), 1080, "sync batch hint");
+    assert_eq!(u32_at(&data, 0x038), 0, "payload in host memory");
+    assert_eq!(u32_at(&data, 0x03C) as i32, -1, "device index");
+    assert_eq!(u32_at(&data, 0x088), 5120, "sliceSizes[0] = v210 stride");
+    assert_eq!(u32_at(&data, 0x08C), 0);
+    assert_eq!(u32_at(&data, 0x098), 5, "grainCount = floor(200 ms * 25)");
+    assert_eq!(u64_at(&data, 0x0C8), 7, "headIndex");
+    assert!(
+        u64_at(&data, 0x0D0) > 1_700_000_000_000_000_000,
+        "lastWriteTime is TAI ns"
+    );
+    let ino = fs::metadata(dir.join("data")).unwrap().ino();
+    assert_eq!(u64_at(&data, 0x800), ino, "state.inode");
+    assert!(u32_at(&data, 0x808) >= 1, "syncCounter bumped on commit");
+
+    let grain = fs::read(dir.join("grains").join("data.2")).unwrap();
+    assert_eq!(grain.len(), 8192 + 5_529_600);
+    assert_eq!(u32_at(&grain, 0x00), 1, "grain version");
+    assert_eq!(u32_at(&grain, 0x04), 4096, "grain info size");
+    assert_eq!(u64_at(&grain, 0x08), 7, "index");
+    assert_eq!(u32_at(&grain, 0x10), 0, "flags");
+    assert_eq!(u32_at(&grain, 0x14), 5_529_600, "grainSize");
+    assert_eq!(u16_at(&grain, 0x18), 1080, "totalSlices");
+    assert_eq!(u16_at(&grain, 0x1A), 1080, "validSlices");
+    assert!(
+        grain[0x1C..8192].iter().all(|&b| b == 0),
+        "reserved and padding zero"
+    );
+    verify_v210(1920, 1080, 7, &grain[8192..]).unwrap();
+    for slot in [0, 1, 3, 4] {
+        let g = fs::read(dir.join("grains").join(format!("data.{slot}"))).unwrap();
+        assert_eq!(
+            u16_at(&g, 0x1A),
+            0,
+            "untouched slot {slot} has no valid slices"
+        );
+    }
+    assert!(dir.join("access").is_file());
+    let def_back = FlowDef::parse(&fs::read_to_string(dir.join("flow_def.json")).unwrap()).unwrap();
+    assert_eq!(def_back.media, def.media);
+}
+
+#[test]
+fn continuous_flow_layout() {
+    let (_t, d) = domain();
+    let def = FlowDef::audio(Uuid::new_v4(), "a", SampleFormat::Float32, 48000, 2).unwrap();
+    let _w = d
+        .create_samples_writer(&def, &WriterOptions::default())
+        .unwrap();
+    let dir = d.flow_dir(def.id);
+    let data = fs::read(dir.join("data")).unwrap();
+    assert_eq!(u32_at(&data, 0x018), 2, "format AUDIO");
+    assert_eq!(u64_at(&data, 0x020), 48000);
+    assert_eq!(u32_at(&data, 0x030), 480, "commit hint = 10 ms");
+    assert_eq!(u32_at(&data, 0x088), 2, "channelCount");
+    assert_eq!(
+        u32_at(&data, 0x08C),
+        19456,
+        "bufferLength: 19200 rounded up to 1024"
+    );
+    assert_eq!(fs::metadata(dir.join("channels")).unwrap().len(), 155_648);
+    assert!(
+        !dir.join("access").exists(),
+        "continuous flows have no access file"
+    );
+}
+
+#[test]
+fn ring_sizes_follow_mxl() {
+    let (_t, d) = domain();
+    assert_eq!(d.grain_count(Rational::new(30000, 1001)).unwrap(), 5);
+    assert_eq!(d.grain_count(Rational::new(50, 1)).unwrap(), 10);
+    assert_eq!(d.grain_count(Rational::new(60000, 1001)).unwrap(), 11);
+    assert!(matches!(
+        d.grain_count(Rational::new(1, 1)),
+        Err(FlowError::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn read_windows_too_early_and_too_late() {
+    let (_t, d) = domain();
+    let def = v210(64, 4, Rational::new(50, 1)); // 10 grains
+    let mut w = d
+        .create_grain_writer(&def, &WriterOptions::default())
+        .unwrap();
+    let r = d
+        .open_grain_reader(def.id, &ReaderOptions::default())
+        .unwrap();
+    for i in 100..120 {
+        let mut g = w.open_grain(i).unwrap();
+        fill_v210(64, 4, i, g.payload());
+        g.commit().unwrap();
+    }
+    // head 119, ring of 10: oldest readable is 119 - 10 + 2 = 111 (the tail slot is reserved).
+    assert!(matches!(
+        r.get_grain(120, NO_WAIT),
+        Err(FlowError::TooEarly {
+            index: 120,
+            head: 119
+        })
+    ));
+    assert!(matches!(
+        r.get_grain(110, NO_WAIT),
+        Err(FlowError::TooLate {
+            index: 110,
+            oldest: 111
+        })
+    ));
+    for i in 111..=119 {
+        let g = r.get_grain(i, NO_WAIT).unwrap();
+        assert_eq!(g.index(), i);
+        verify_v210(64, 4, i, g.payload()).unwrap();
+        assert!(g.is_intact());
+    }
+    // A blocking read of a future grain times out as TooEarly.
+    assert!(matches!(
+        r.get_grain(125, Duration::from_millis(20)),
+        Err(FlowError::TooEarly { .. })
+    ));
+}
+
+#[test]
+fn partial_grains_are_read_slice_by_slice() {
+    let (_t, d) = domain();
+    let def = v210(96, 8, Rational::new(25, 1));
+    let mut w = d
+        .create_grain_writer(&def, &WriterOptions::default())
+        .unwrap();
+    let r = d
+        .open_grain_reader(def.id, &ReaderOptions::default())
+        .unwrap();
+    let mut g = w.open_grain(3).unwrap();
+    for line in 0..8u16 {
+        fill_v210_lines(96, 3, u32::from(line), u32::from(line) + 1, g.payload());
+        g.commit_slices(line + 1).unwrap();
+        let got = r.get_grain_slices(3, line + 1, NO_WAIT).unwrap();
+        assert_eq!(got.valid_slices(), line + 1);
+        verify_v210(96, u32::from(line) + 1, 3, got.valid_plane(0)).unwrap();
+        assert_eq!(got.valid_plane(0).len(), 256 * (usize::from(line) + 1));
+        if line < 7 {
+            assert!(!got.is_complete());
+            assert!(matches!(
+                r.get_grain(3, NO_WAIT),
+                Err(FlowError::TooEarly { .. })
+            ));
+        }
+    }
+    drop(g);
+    assert!(r.get_grain(3, NO_WAIT).unwrap().is_complete());
+    assert!(r.get_grain_slices(3, VALID_SLICES_ANY, NO_WAIT).is_ok());
+    assert!(r.get_grain_slices(3, VALID_SLICES_ALL, NO_WAIT).is_ok());
+}
+
+#[test]
+fn writer_rules_skipped_slots_invalid_and_indices_increase() {
+    let (_t, d) = domain();
+    let def = v210(48, 2, Rational::new(50, 1));
+    let mut w = d
+        .create_grain_writer(&def, &WriterOptions::default())
+        .unwrap();
+    let r = d
+        .open_grain_reader(def.id, &ReaderOptions::default())
+        .unwrap();
+    w.open_grain(10).unwrap().commit().unwrap();
+    w.open_grain(14).unwrap().commit().unwrap();
+    for skipped in 11..14 {
+        assert!(
+            r.get_grain(skipped, NO_WAIT).unwrap().is_invalid(),
+            "slot {skipped}"
+        );
+    }
+    assert!(matches!(
+        w.open_grain(12),
+        Err(FlowError::InvalidArgument(_))
+    ));
+    // Open, then cancel: nothing is published.
+    w.open_grain(15).unwrap().cancel();
+    assert!(matches!(
+        r.get_grain(15, NO_WAIT),
+        Err(FlowError::TooEarly { .. })
+    ));
+    // Only one grain can be open at a time: the borrow checker enforces it (GrainWrite
+    // borrows the writer mutably), so there is no runtime case to test.
+    w.open_grain(15).unwrap().commit().unwrap();
+    assert!(r.get_grain(15, NO_WAIT).unwrap().is_complete());
+}
+
+#[test]
+fn end_of_stream_is_distinct_from_waiting() {
+    let (_t, d) = domain();
+    let def = v210(48, 2, Rational::new(25, 1));
+    let mut w = d
+        .create_grain_writer(&def, &WriterOptions::default())
+        .unwrap();
+    let r = d
+        .open_grain_reader(def.id, &ReaderOptions::default())
+        .unwrap();
+    w.open_grain(1).unwrap().commit().unwrap();
+    w.end_of_stream();
+    assert!(r.get_grain(1, NO_WAIT).is_ok());
+    assert!(matches!(
+        r.get_grain(2, Duration::from_secs(5)),
+        Err(FlowError::EndOfStream { end_index: 2 })
+    ));
+    assert_eq!(r.end_of_stream(), Some(2));
+}
+
+#[test]
+fn second_writer_joins_and_last_writer_removes_the_flow() {
+    let (_t, d) = domain();
+    let def = v210(48, 2, Rational::new(25, 1));
+    let w1 = d
+        .create_grain_writer(&def, &WriterOptions::default())
+        .unwrap();
+    let w2 = d
+        .create_grain_writer(&def, &WriterOptions::default())
+        .unwrap();
+    assert!(w1.created() && !w2.created());
+    assert!(d.is_flow_active(def.id).unwrap());
+    drop(w1);
+    assert!(d.flow_dir(def.id).exists(), "second writer still holds it");
+    drop(w2);
+    assert!(!d.flow_dir(def.id).exists(), "last writer removes the flow");
+    assert!(matches!(
+        d.is_flow_active(def.id),
+        Err(FlowError::NotFound { .. })
+    ));
+    // A different geometry under the same id is a conflict.
+    let _w = d
+        .create_grain_writer(&def, &WriterOptions::default())
+        .unwrap();
+    let mut other = v210(96, 2, Rational::new(25, 1));
+    other.id = def.id;
+    assert!(matches!(
+        d.create_grain_writer(&other, &WriterOptions::default()),
+        Err(FlowError::Conflict { .. })
+    ));
+}
+
+#[test]
+fn recreated_flow_is_invalid_for_old_readers() {
+    let (_t, d) = domain();
+    let def = v210(48, 2, Rational::new(25, 1));
+    let mut w = d
+        .create_grain_writer(&def, &WriterOptions::default())
+        .unwrap();
+    w.open_grain(1).unwrap().commit().unwrap();
+    let r = d
+        .open_grain_reader(def.id, &ReaderOptions::default())
+        .unwrap();
+    drop(w);
+    let _w2 = d
+        .create_grain_writer(&def, &WriterOptions::default())
+        .unwrap();
+    assert!(matches!(
+        r.get_grain(2, Duration::from_millis(10)),
+        Err(FlowError::FlowInvalid { .. })
+    ));
+}
+
+#[test]
+fn samples_round_trip_with_wrap_around() {
+    let (_t, d) = domain();
+    let def = FlowDef::audio(Uuid::new_v4(), "a", SampleFormat::Float32, 48000, 3).unwrap();
+    let mut w = d
+        .create_samples_writer(&def, &WriterOptions::default())
+        .unwrap();
+    let r = d.open_samples_reader(def.id).unwrap();
+    let ring = w.buffer_length();
+    assert_eq!(ring, 19456);
+    let value = |c: u32, s: u64| (s as f32) * 0.5 + c as f32 * 1e6;
+    let batch = 480u64;
+    let mut end = batch;
+    // Write past the ring length so windows wrap.
+    while end <= ring * 3 {
+        let mut win = w.open_samples(end, batch).unwrap();
+        for c in 0..3 {
+            let v: Vec<f32> = (end - batch..end).map(|s| value(c, s)).collect();
+            win.write_f32(c, &v).unwrap();
+        }
+        win.commit();
+        let read = r.get_samples(end, batch, NO_WAIT).unwrap();
+        for c in 0..3 {
+            let expect: Vec<f32> = (end - batch..end).map(|s| value(c, s)).collect();
+            assert_eq!(read.channel_f32(c), expect, "channel {c} at {end}");
+        }
+        end += batch;
+    }
+    let head = r.head_index();
+    // A window that wraps the ring end: samples head-1000 .. head-400.
+    let read = r.get_samples(head - 400, 600, NO_WAIT).unwrap();
+    let expect: Vec<f32> = (head - 1000..head - 400).map(|s| value(1, s)).collect();
+    assert_eq!(read.channel_f32(1), expect);
+    assert!(matches!(
+        r.get_samples(head + 1, 10, NO_WAIT),
+        Err(FlowError::TooEarly { .. })
+    ));
+    assert!(matches!(
+        r.get_samples(head - ring / 2 + 5, 10, NO_WAIT),
+        Err(FlowError::TooLate { .. })
+    ));
+    assert!(matches!(
+        r.get_samples(head, ring, NO_WAIT),
+        Err(FlowError::InvalidArgument(_))
+    ));
+    // Skipped samples are silence.
+    let next = head + 1000 + batch;
+    let mut win = w.open_samples(next, batch).unwrap();
+    win.write_f32(0, &vec![1.0; batch as usize]).unwrap();
+    win.commit();
+    let gap = r.get_samples(next - batch, 1000, NO_WAIT).unwrap();
+    assert!(gap.channel_f32(0).iter().all(|&s| s == 0.0));
+}
+
+#[test]
+fn reliable_reader_holds_back_the_writer() {
+    let (_t, d) = domain();
+    let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
+    let opts = WriterOptions {
+        back_pressure: Some(Duration::from_millis(30)),
+        ..Default::default()
+    };
+    let mut w = d.create_grain_writer(&def, &opts).unwrap();
+    let r = d
+        .open_grain_reader(
+            def.id,
+            &ReaderOptions {
+                reliable: true,
+                start_index: Some(0),
+            },
+        )
+        .unwrap();
+    // The reader needs 0: the writer may run ahead to 0 + 5 - 2 = 3.
+    for i in 0..=3 {
+        w.open_grain(i).unwrap().commit().unwrap();
+    }
+    match w.open_grain(4) {
+        Err(FlowError::BackPressureTimeout {
+            index: 4,
+            reader_next: 0,
+            ..
+        }) => {}
+        other => panic!(
+            "expected back-pressure timeout, got {:?}",
+            other.map(|g| g.index())
+        ),
+    }
+    drop(r.get_grain(0, NO_WAIT).unwrap());
+    assert_eq!(r.cursor(), Some(1));
+    w.open_grain(4).unwrap().commit().unwrap();
+    // A reader that goes away stops holding the writer back.
+    drop(r);
+    for i in 5..20 {
+        w.open_grain(i).unwrap().commit().unwrap();
+    }
+    let status = d.status(def.id).unwrap();
+    assert!(status.readers.is_empty());
+}
+
+#[test]
+fn bad_files_are_typed_errors() {
+    let (_t, d) = domain();
+    let def = v210(48, 2, Rational::new(25, 1));
+    let mut w = d
+        .create_grain_writer(&def, &WriterOptions::default())
+        .unwrap();
+    w.open_grain(1).unwrap().commit().unwrap();
+    let dir = d.flow_dir(def.id);
+    let data = dir.join("data");
+    let original = fs::read(&data).unwrap();
+    let open = || {
+        d.open_grain_reader(def.id, &ReaderOptions::default())
+            .map(|_| ())
+    };
+
+    // Wrong version.
+    let mut bad = original.clone();
+    bad[0] = 2;
+    fs::write(&data, &bad).unwrap();
+    assert!(matches!(
+        open(),
+        Err(FlowError::Version {
+            found: 2,
+            expected: 1,
+            ..
+        })
+    ));
+    // Truncated.
+    fs::write(&data, &original[..100]).unwrap();
+    assert!(matches!(open(), Err(FlowError::Corrupt { .. })));
+    // Absurd grain count.
+    let mut bad = original.clone();
+    bad[0x98..0x9C].copy_from_slice(&u32::MAX.to_le_bytes());
+    fs::write(&data, &bad).unwrap();
+    assert!(matches!(open(), Err(FlowError::Corrupt { .. })));
+    // Zero rate.
+    let mut bad = original.clone();
+    bad[0x20..0x30].fill(0);
+    fs::write(&data, &bad).unwrap();
+    assert!(matches!(open(), Err(FlowError::Corrupt { .. })));
+    fs::write(&data, &original).unwrap();
+    open().unwrap();
+
+    // Grain file of the wrong size, and with a wrong version.
+    let g0 = dir.join("grains").join("data.0");
+    let grain = fs::read(&g0).unwrap();
+    fs::write(&g0, &grain[..grain.len() - 1]).unwrap();
+    assert!(matches!(open(), Err(FlowError::Corrupt { .. })));
+    let mut bad = grain.clone();
+    bad[0] = 9;
+    fs::write(&g0, &bad).unwrap();
+    assert!(matches!(open(), Err(FlowError::Version { found: 9, .. })));
+    fs::write(&g0, &grain).unwrap();
+    open().unwrap();
+
+    assert!(matches!(
+        d.open_grain_reader(Uuid::new_v4(), &ReaderOptions::default()),
+        Err(FlowError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn bad_domain_options_are_typed_errors() {
+    let (t, _d) = domain();
+    fs::write(t.path().join("options.json"), "{not json").unwrap();
+    assert!(matches!(
+        Domain::open(t.path()),
+        Err(FlowError::Corrupt { .. })
+    ));
+    fs::write(
+        t.path().join("options.json"),
+        r#"{"urn:x-mxl:option:history_duration/v1.0": -3}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        Domain::open(t.path()),
+        Err(FlowError::Corrupt { .. })
+    ));
+    fs::write(
+        t.path().join("options.json"),
+        r#"{"urn:x-mxl:option:history_duration/v1.0": 1000000000}"#,
+    )
+    .unwrap();
+    let d = Domain::open(t.path()).unwrap();
+    assert_eq!(d.grain_count(Rational::new(25, 1)).unwrap(), 25);
+}
+
+#[test]
+fn gc_removes_stale_tmp_dirs_but_not_fresh_ones() {
+    let (t, d) = domain();
+    let stale = t.path().join(".mxl-tmp-0123456789abcdef");
+    fs::create_dir(&stale).unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    fs::File::open(&stale).unwrap().set_modified(old).unwrap();
+    let fresh = t.path().join(".mxl-tmp-fedcba9876543210");
+    fs::create_dir(&fresh).unwrap();
+    let report = d.collect_garbage().unwrap();
+    assert_eq!(report.removed_tmp_dirs, 1);
+    assert!(!stale.exists() && fresh.exists());
+}
