@@ -315,12 +315,13 @@ impl<'a> Grain<'a> {
     /// False once the writer reused the slot for a later grain: the payload may then hold
     /// newer data. Check after consuming the payload when the reader may lag.
     pub fn is_intact(&self) -> bool {
+        std::sync::atomic::fence(Ordering::Acquire);
         self.reader
             .core
             .files
             .grain_info(self.slot)
             .index
-            .load(Ordering::Acquire)
+            .load(Ordering::Relaxed)
             == self.index
     }
 }

@@ -222,8 +222,11 @@ impl GrainWriter {
         gi.index.store(index, Ordering::Relaxed);
         gi.flags.store(0, Ordering::Relaxed);
         if !reopening {
-            gi.valid_slices.store(0, Ordering::Release);
+            gi.valid_slices.store(0, Ordering::Relaxed);
         }
+        // Seqlock order: a reader that sees any payload byte written after this point also
+        // sees the new index when it re-checks the slot (`Grain::is_intact`).
+        std::sync::atomic::fence(Ordering::Release);
         self.open_index = Some(index);
         Ok(GrainWrite {
             writer: self,
