@@ -1,0 +1,65 @@
+//! `mcm`: inspect and clean a flow domain, and run the flow demo.
+
+mod demo;
+mod info;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "mcm",
+    version,
+    about = "Media Communications Mesh command-line tool"
+)]
+struct Cli {
+    /// Flow domain directory (normally on tmpfs).
+    #[arg(long, global = true, env = "MCM_DOMAIN", default_value = mcm_core::Domain::DEFAULT_PATH)]
+    domain: PathBuf,
+    /// Log filter (error, warn, info, debug, trace).
+    #[arg(long, global = true, env = "MCM_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the flows of the domain, or show one flow's header, head, latency and readers.
+    Info {
+        /// Flow id; all flows when absent.
+        flow: Option<uuid::Uuid>,
+    },
+    /// Remove flows whose writer died, and stale `.mxl-tmp-*` directories.
+    Gc,
+    /// Write a moving v210 test pattern to a flow and read it back in a second process,
+    /// verifying every grain and printing grains per second.
+    Demo(demo::DemoArgs),
+    /// The reading side of `mcm demo` (started by it).
+    #[command(hide = true)]
+    DemoRead(demo::ReadArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Command::Info { flow } => info::run(&cli.domain, flow),
+        Command::Gc => info::gc(&cli.domain),
+        Command::Demo(args) => demo::run(&cli.domain, args),
+        Command::DemoRead(args) => demo::read(&cli.domain, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcm: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
