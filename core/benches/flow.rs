@@ -50,7 +50,11 @@ fn benches(c: &mut Criterion) {
                 .expect("commit");
         })
     });
-    let head = writer.head_index();
+    let head = i + 1;
+    writer
+        .open_grain(head)
+        .and_then(|g| g.commit())
+        .expect("commit");
     c.bench_function("grain/try_get_grain", |b| {
         b.iter(|| {
             let g = reader
