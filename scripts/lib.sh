@@ -1,6 +1,6 @@
 # Shared by scripts/run and scripts/test: install what the build needs, once.
 # Debian packages the workspace builds against today (later issues add GStreamer, FFmpeg...).
-MCM_DEBIAN_PACKAGES="gcc pkg-config"
+MCM_DEBIAN_PACKAGES="gcc pkg-config protobuf-compiler"
 
 ensure_debian_packages() {
     local missing=()

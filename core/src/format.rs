@@ -19,6 +19,11 @@ pub const MAX_GRAIN_SIZE_KEY: &str = "urn:x-mcm:max_grain_size";
 /// mcm extension key: samples per channel in one PCM grain (the packet time).
 pub const SAMPLES_PER_GRAIN_KEY: &str = "urn:x-mcm:samples_per_grain";
 
+/// mcm extension key: bytes of per-grain metadata stored after the payload.
+pub const MAX_METADATA_SIZE_KEY: &str = "urn:x-mcm:max_metadata_size";
+/// Largest per-grain metadata area (1 MiB).
+pub const MAX_METADATA_SIZE: u32 = 1 << 20;
+
 /// Largest frame MXL accepts (`FlowParser`: width 2..=7680, height 1..=4320).
 pub const MAX_WIDTH: u32 = 7680;
 pub const MAX_HEIGHT: u32 = 4320;
@@ -343,7 +348,34 @@ impl FlowDef {
         if self.is_discrete() {
             self.grain_geometry()?;
         }
+        if let Some(v) = self.json.get(MAX_METADATA_SIZE_KEY) {
+            if !v
+                .as_u64()
+                .is_some_and(|n| n <= u64::from(MAX_METADATA_SIZE))
+            {
+                return Err(invalid(
+                    MAX_METADATA_SIZE_KEY,
+                    format!("{v} not in 0..={MAX_METADATA_SIZE}"),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Per-grain metadata capacity in bytes (`urn:x-mcm:max_metadata_size`, default 0).
+    pub fn metadata_capacity(&self) -> u32 {
+        self.json
+            .get(MAX_METADATA_SIZE_KEY)
+            .and_then(Value::as_u64)
+            .map_or(0, |n| n.min(u64::from(MAX_METADATA_SIZE)) as u32)
+    }
+
+    /// Returns the description with a per-grain metadata area of `bytes`.
+    pub fn with_metadata_capacity(mut self, bytes: u32) -> Result<Self, FlowDefError> {
+        if let Some(obj) = self.json.as_object_mut() {
+            obj.insert(MAX_METADATA_SIZE_KEY.into(), bytes.into());
+        }
+        Self::from_json(self.json)
     }
 
     /// Builds a video flow description (NMOS IS-04 flow JSON) with MXL's required fields.
@@ -537,7 +569,8 @@ fn base_json(id: Uuid, label: &str, format: &str, media_type: &str) -> Map<Strin
     obj.insert("label".into(), label.into());
     obj.insert(
         "tags".into(),
-        json!({ GROUP_HINT_TAG: [format!("{label}:{}", role_of(format))] }),
+        // The hint is `name:role`: a colon in the label would split it.
+        json!({ GROUP_HINT_TAG: [format!("{}:{}", label.replace(':', "_"), role_of(format))] }),
     );
     obj.insert("format".into(), format.into());
     obj.insert("media_type".into(), media_type.into());

@@ -5,6 +5,7 @@
 
 pub mod flow;
 pub mod format;
+pub mod sdk;
 pub mod testpattern;
 pub mod time;
 

@@ -24,6 +24,8 @@ pub const HISTORY_DURATION_KEY: &str = "urn:x-mxl:option:history_duration/v1.0";
 pub const DEFAULT_HISTORY_NS: u64 = 200_000_000;
 /// A `.mxl-tmp-*` directory whose writer is gone is collected after this age.
 const STALE_TMP_AGE: Duration = Duration::from_secs(10);
+/// Largest ring a writer may ask for explicitly.
+const MAX_RING: u32 = 4096;
 
 /// Options of a domain (`options.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +171,16 @@ impl Domain {
                 let shape = Shape::Discrete {
                     slice_sizes: g.slice_sizes,
                     total_slices: g.total_slices,
-                    grain_count: self.grain_count(def.index_rate())?,
+                    grain_count: match o.grain_count {
+                        Some(n) if (1..=MAX_RING).contains(&n) => n,
+                        Some(n) => {
+                            return Err(FlowError::InvalidArgument(format!(
+                                "grain count {n} not in 1..={MAX_RING}"
+                            )))
+                        }
+                        None => self.grain_count(def.index_rate())?,
+                    },
+                    metadata_capacity: def.metadata_capacity(),
                 };
                 (shape, u32::from(g.total_slices))
             }

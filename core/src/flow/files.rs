@@ -31,6 +31,8 @@ pub(crate) enum Shape {
         slice_sizes: [u32; 4],
         total_slices: u16,
         grain_count: u32,
+        /// Bytes of mcm metadata after the payload (0: a plain MXL grain file).
+        metadata_capacity: u32,
     },
     Continuous {
         channels: u32,
@@ -189,6 +191,7 @@ fn populate(dir: &Path, def: &FlowDef, shape: Shape, hints: (u32, u32)) -> Resul
             slice_sizes,
             total_slices,
             grain_count,
+            metadata_capacity,
         } => {
             let grain_dir = dir.join("grains");
             fs::create_dir(&grain_dir).map_err(|e| FlowError::io(&grain_dir, e))?;
@@ -196,7 +199,11 @@ fn populate(dir: &Path, def: &FlowDef, shape: Shape, hints: (u32, u32)) -> Resul
                 slice_sizes.iter().map(|&s| u64::from(s)).sum::<u64>() * u64::from(total_slices);
             for slot in 0..grain_count {
                 let path = grain_dir.join(format!("data.{slot}"));
-                let file = create_file(&path, GRAIN_PAYLOAD_OFFSET as u64 + grain_size)?;
+                let meta = match metadata_capacity {
+                    0 => 0,
+                    cap => 8 + u64::from(cap).div_ceil(8) * 8,
+                };
+                let file = create_file(&path, GRAIN_PAYLOAD_OFFSET as u64 + grain_size + meta)?;
                 lock_shared(&file, &path)?;
                 let mut m = map(&file, &path, true)?;
                 let mut head = [0u8; 0x1C];
@@ -483,6 +490,7 @@ fn open_discrete(dir: &Path, d: DiscreteFlowInfo, writable: bool) -> Result<Open
             slice_sizes: d.slice_sizes,
             total_slices,
             grain_count: d.grain_count,
+            metadata_capacity: 0,
         },
         grains,
         None,

@@ -302,6 +302,19 @@ impl<'a> Grain<'a> {
     pub fn total_slices(&self) -> u16 {
         self.total_slices
     }
+    /// The metadata written with this grain (mcm extension; empty for plain MXL flows).
+    pub fn metadata(&self) -> &'a [u8] {
+        let sizes = self.reader.slice_sizes;
+        let capacity: usize =
+            sizes.iter().map(|&s| s as usize).sum::<usize>() * self.total_slices as usize;
+        let map = &self.reader.core.files.grains[self.slot].1;
+        let off = GRAIN_PAYLOAD_OFFSET + capacity;
+        let Some(header) = map.bytes(off, 4).get(..4) else {
+            return &[];
+        };
+        let len = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        map.bytes(off + 8, len)
+    }
     pub fn valid_slices(&self) -> u16 {
         self.valid_slices
     }

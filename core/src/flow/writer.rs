@@ -31,6 +31,9 @@ pub struct WriterOptions {
     pub max_commit_batch_size_hint: Option<u32>,
     /// `maxSyncBatchSizeHint`, a multiple of the commit hint; default: the commit hint.
     pub max_sync_batch_size_hint: Option<u32>,
+    /// Ring length for a new discrete flow instead of `floor(history * rate)` (e.g. an SDK
+    /// connection's `bufferQueueCapacity`). A flow that already exists keeps its ring.
+    pub grain_count: Option<u32>,
 }
 
 /// State shared by both writer kinds: the files, end of stream and release.
@@ -101,6 +104,7 @@ impl GrainWriter {
             slice_sizes,
             total_slices,
             grain_count,
+            ..
         } = files.shape
         else {
             return Err(FlowError::InvalidArgument(
@@ -264,6 +268,13 @@ impl GrainWriter {
         }
     }
 
+    /// Offset of the metadata header (u32 length, u32 reserved) and the metadata capacity.
+    fn metadata_area(&self, slot: usize) -> (usize, usize) {
+        let off = GRAIN_PAYLOAD_OFFSET + self.geometry.grain_size as usize;
+        let len = self.core.files.grains[slot].1.len();
+        (off, len.saturating_sub(off + 8))
+    }
+
     /// Folds the readers' `access` touches (atime, on CLOCK_REALTIME) into `lastReadTime`.
     fn refresh_last_read_time(&self, now_tai: u64) {
         let Ok(meta) = fs::metadata(self.core.files.dir.join("access")) else {
@@ -305,6 +316,30 @@ impl GrainWrite<'_> {
         self.writer.core.files.grains[self.slot]
             .1
             .bytes_mut(GRAIN_PAYLOAD_OFFSET, size)
+    }
+
+    /// The grain's metadata area (mcm extension, empty unless the flow has
+    /// `urn:x-mcm:max_metadata_size`); its length is set with [`Self::set_metadata_len`].
+    pub fn metadata(&mut self) -> &mut [u8] {
+        let (off, cap) = self.writer.metadata_area(self.slot);
+        self.writer.core.files.grains[self.slot]
+            .1
+            .bytes_mut(off + 8, cap)
+    }
+
+    /// Sets how many metadata bytes readers see with this grain (at most the capacity).
+    pub fn set_metadata_len(&mut self, len: usize) -> Result<()> {
+        let (off, cap) = self.writer.metadata_area(self.slot);
+        if len > cap {
+            return Err(FlowError::InvalidArgument(format!(
+                "metadata of {len} bytes exceeds the capacity {cap}"
+            )));
+        }
+        self.writer.core.files.grains[self.slot]
+            .1
+            .bytes_mut(off, 4)
+            .copy_from_slice(&(len as u32).to_ne_bytes());
+        Ok(())
     }
 
     /// Publishes the first `valid_slices` slices and keeps the grain open (sub-frame latency,

@@ -1,0 +1,15 @@
+//! The mcm SDK: MCM-compatible client and connections with a zero-copy buffer API.
+//!
+//! A [`Client`] talks to the media proxy of its host (TCP or unix socket); each connection
+//! is registered with the proxy, then reads or writes the group's flow directly in shared
+//! memory. Timeouts are `Duration`s everywhere in Rust; the JSON gives microseconds
+//! (`apiDefaultTimeoutMicroseconds`), the C API milliseconds.
+
+mod config;
+mod error;
+
+pub use config::{
+    fps_to_rational, ClientConfig, ConnectionConfig, ConnectionType, Payload, ProxyEndpoint,
+    St2110Config, DEFAULT_SDK_PORT, DEFAULT_UNIX_SOCKET, MAX_CONFIG_JSON, MAX_URN_LEN,
+};
+pub use error::{MeshErrorCode, SdkError, SdkResult};
