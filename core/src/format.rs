@@ -144,19 +144,23 @@ impl VideoFormat {
             Self::V210 => ([w.div_ceil(48) * 128, 0, 0, 0], lines),
             // MXL MediaUtils: key stride = ((w + 2) / 3) * 4 (three 10-bit values per word).
             Self::V210a => ([w.div_ceil(48) * 128, w.div_ceil(3) * 4, 0, 0], lines),
-            // 4:2:2 8-bit packed: 2 bytes per pixel.
+            // Packed 4:2:2 8-bit, 2 bytes per pixel (GStreamer video-format UYVY/YUY2, FFmpeg
+            // uyvy422/yuyv422); tightly packed like FFmpeg's av_image_fill_arrays(align=1).
             Self::Uyvy | Self::Yuy2 => ([2 * w, 0, 0, 0], lines),
-            // RGBA/BGRA: 4 bytes per pixel.
+            // 4 bytes per pixel (GStreamer RGBA/BGRA, FFmpeg rgba/bgra).
             Self::Rgba | Self::Bgra => ([4 * w, 0, 0, 0], lines),
             // RFC 4175 §4.3 YCbCr-4:2:2 10-bit pgroup: 5 octets per 2 pixels.
             Self::Uyvp => ([w / 2 * 5, 0, 0, 0], lines),
-            // I420: 2 Y lines (w bytes each), one U and one V line (w/2 bytes each).
+            // I420 (FFmpeg yuv420p): Y w x h, U and V (w/2) x (h/2), 8 bits; a slice is 2 Y
+            // lines (2w bytes) plus one U and one V line (w/2 bytes each).
             Self::I420 => ([2 * w, w / 2, w / 2, 0], lines / 2),
-            // NV12: 2 Y lines, one interleaved UV line (w bytes).
+            // NV12: Y w x h, then interleaved CbCr (w/2 pairs = w bytes) x (h/2).
             Self::Nv12 => ([2 * w, w, 0, 0], lines / 2),
-            // I422_10LE: 16-bit words; Y line 2w bytes, U and V lines w bytes each.
+            // I422_10LE (FFmpeg yuv422p10le): 10 bits in 16-bit LE words, Y 2w bytes per line,
+            // U and V w bytes per line, full height: 4 bytes per pixel (MCM's w*h*4).
             Self::I422_10le => ([2 * w, w, w, 0], lines),
-            // P010: 16-bit words; 2 Y lines of 2w bytes, one UV line of 2w bytes.
+            // P010_10LE (FFmpeg p010le): 16-bit LE words, Y 2w bytes per line, interleaved CbCr
+            // 2w bytes per chroma line at half height; a slice is 2 Y lines and 1 CbCr line.
             Self::P010_10le => ([4 * w, 2 * w, 0, 0], lines / 2),
         }
     }
@@ -349,10 +353,7 @@ impl FlowDef {
             self.grain_geometry()?;
         }
         if let Some(v) = self.json.get(MAX_METADATA_SIZE_KEY) {
-            if !v
-                .as_u64()
-                .is_some_and(|n| n <= u64::from(MAX_METADATA_SIZE))
-            {
+            if v.as_u64().is_none_or(|n| n > u64::from(MAX_METADATA_SIZE)) {
                 return Err(invalid(
                     MAX_METADATA_SIZE_KEY,
                     format!("{v} not in 0..={MAX_METADATA_SIZE}"),
@@ -505,7 +506,9 @@ impl FlowDef {
     pub fn index_rate(&self) -> Rational {
         match &self.media {
             MediaFormat::Video { interlace, .. } if interlace.is_interlaced() => {
-                Rational::new(self.rate.numerator * 2, self.rate.denominator).reduced()
+                // Parsing allows only 25/1 and 30000/1001 here, so doubling cannot overflow.
+                let r = self.rate.reduced();
+                Rational::new(r.numerator.saturating_mul(2), r.denominator).reduced()
             }
             _ => self.rate.reduced(),
         }
@@ -806,7 +809,7 @@ fn parse_audio(
                     format!("{spg} not in 1..=sample rate"),
                 ));
             }
-            if rate.numerator as u32 % spg != 0 {
+            if !(rate.numerator as u32).is_multiple_of(spg) {
                 return Err(invalid(
                     SAMPLES_PER_GRAIN_KEY,
                     format!("{spg} does not divide the sample rate {rate}"),

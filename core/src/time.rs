@@ -70,6 +70,7 @@ pub fn timestamp_to_index(rate: Rational, ts_ns: u64) -> u64 {
         return UNDEFINED_INDEX;
     }
     let (num, den) = (rate.numerator as u128, rate.denominator as u128);
+    // ts < 2^64 and num, den < 2^63: every product fits in 128 bits.
     let index = (ts_ns as u128 * num + 500_000_000 * den) / (NS_PER_SEC * den);
     u64::try_from(index).unwrap_or(UNDEFINED_INDEX)
 }
@@ -81,7 +82,14 @@ pub fn index_to_timestamp(rate: Rational, index: u64) -> u64 {
         return u64::MAX;
     }
     let (num, den) = (rate.numerator as u128, rate.denominator as u128);
-    let ts = (index as u128 * den * NS_PER_SEC + num / 2) / num;
+    // index * den can reach 2^127: a corrupt header's rate must not overflow the product.
+    let Some(scaled) = (index as u128)
+        .checked_mul(den)
+        .and_then(|v| v.checked_mul(NS_PER_SEC))
+    else {
+        return u64::MAX;
+    };
+    let ts = (scaled + num / 2) / num;
     u64::try_from(ts).unwrap_or(u64::MAX)
 }
 

@@ -542,3 +542,239 @@ fn gc_removes_stale_tmp_dirs_but_not_fresh_ones() {
     assert_eq!(report.removed_tmp_dirs, 1);
     assert!(!stale.exists() && fresh.exists());
 }
+
+#[test]
+fn reliable_readers_registered_late_and_several_at_once() {
+    let (_t, d) = domain();
+    let def = v210(48, 2, Rational::new(50, 1)); // 10 grains
+    let opts = WriterOptions {
+        back_pressure: Some(Duration::from_millis(20)),
+        ..Default::default()
+    };
+    let mut w = d.create_grain_writer(&def, &opts).unwrap();
+    for i in 0..30 {
+        w.open_grain(i).unwrap().commit().unwrap();
+    }
+    // Registered while the writer is running: they start at the head (29).
+    let a = d
+        .open_grain_reader(
+            def.id,
+            &ReaderOptions {
+                reliable: true,
+                start_index: None,
+            },
+        )
+        .unwrap();
+    let b = d
+        .open_grain_reader(
+            def.id,
+            &ReaderOptions {
+                reliable: true,
+                start_index: None,
+            },
+        )
+        .unwrap();
+    assert_eq!((a.cursor(), b.cursor()), (Some(29), Some(29)));
+    // The writer may go up to 29 + 10 - 2 = 37, not further.
+    for i in 30..=37 {
+        w.open_grain(i).unwrap().commit().unwrap();
+    }
+    assert!(matches!(
+        w.open_grain(38),
+        Err(FlowError::BackPressureTimeout { .. })
+    ));
+    // One reader catching up is not enough: the slowest one holds the writer.
+    for i in 29..=33 {
+        drop(a.get_grain(i, NO_WAIT).unwrap());
+    }
+    assert!(matches!(
+        w.open_grain(38),
+        Err(FlowError::BackPressureTimeout {
+            reader_next: 29,
+            ..
+        })
+    ));
+    drop(b.get_grain(29, NO_WAIT).unwrap());
+    w.open_grain(38).unwrap().commit().unwrap();
+    assert_eq!(d.status(def.id).unwrap().readers.len(), 2);
+}
+
+#[test]
+fn reliable_reader_told_too_late_releases_the_writer() {
+    let (_t, d) = domain();
+    let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
+    let mut w = d
+        .create_grain_writer(&def, &WriterOptions::default())
+        .unwrap();
+    for i in 0..10 {
+        w.open_grain(i).unwrap().commit().unwrap();
+    }
+    // A cursor at 0 on a flow already at 9: the reader learns 0..=5 are gone and moves on.
+    let r = d
+        .open_grain_reader(
+            def.id,
+            &ReaderOptions {
+                reliable: true,
+                start_index: Some(0),
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        r.get_grain(0, NO_WAIT),
+        Err(FlowError::TooLate { oldest: 6, .. })
+    ));
+    assert_eq!(r.cursor(), Some(6));
+}
+
+#[test]
+fn window_edge_cases() {
+    let (_t, d) = domain();
+    let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
+    let mut w = d
+        .create_grain_writer(&def, &WriterOptions::default())
+        .unwrap();
+    let r = d
+        .open_grain_reader(def.id, &ReaderOptions::default())
+        .unwrap();
+    // Nothing written: not even "any slices" of grain 0 is readable.
+    assert!(matches!(
+        r.get_grain_slices(0, VALID_SLICES_ANY, NO_WAIT),
+        Err(FlowError::TooEarly { .. })
+    ));
+    // Head below the ring length: every written grain is readable.
+    for i in 0..3 {
+        w.open_grain(i).unwrap().commit().unwrap();
+    }
+    for i in 0..3 {
+        assert!(r.get_grain(i, NO_WAIT).is_ok());
+    }
+    // A ring of one grain could never be read: refused.
+    let slow = FlowDef::video(
+        Uuid::new_v4(),
+        "s",
+        VideoFormat::V210,
+        48,
+        2,
+        Rational::new(5, 1),
+        InterlaceMode::Progressive,
+    )
+    .unwrap();
+    assert!(matches!(
+        d.create_grain_writer(&slow, &WriterOptions::default()),
+        Err(FlowError::InvalidArgument(_))
+    ));
+    let one = WriterOptions {
+        grain_count: Some(1),
+        ..Default::default()
+    };
+    assert!(matches!(
+        d.create_grain_writer(&v210(48, 2, Rational::new(25, 1)), &one),
+        Err(FlowError::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn metadata_travels_with_its_grain_and_never_leaks_to_the_next() {
+    let (_t, d) = domain();
+    let def = FlowDef::opaque(
+        Uuid::new_v4(),
+        "blob",
+        "application/octet-stream",
+        Rational::new(1000, 1),
+        64,
+    )
+    .unwrap()
+    .with_metadata_capacity(16)
+    .unwrap();
+    let opts = WriterOptions {
+        grain_count: Some(4),
+        ..Default::default()
+    };
+    let mut w = d.create_grain_writer(&def, &opts).unwrap();
+    assert_eq!(w.grain_count(), 4);
+    let r = d
+        .open_grain_reader(def.id, &ReaderOptions::default())
+        .unwrap();
+    let mut g = w.open_grain(10).unwrap();
+    g.payload()[..5].copy_from_slice(b"hello");
+    g.metadata()[..3].copy_from_slice(b"abc");
+    g.set_metadata_len(3).unwrap();
+    assert!(g.set_metadata_len(17).is_err());
+    g.commit_len(5).unwrap();
+    let got = r.get_grain(10, NO_WAIT).unwrap();
+    assert_eq!(
+        (got.payload(), got.metadata()),
+        (&b"hello"[..], &b"abc"[..])
+    );
+    drop(got);
+    // Grain 14 reuses slot 2 without metadata: it must not show grain 10's.
+    for i in 11..=14 {
+        w.open_grain(i).unwrap().commit_len(1).unwrap();
+    }
+    assert_eq!(r.get_grain(14, NO_WAIT).unwrap().metadata(), b"");
+}
+
+mod corrupt_runtime_values {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Another process may write anything into a live flow's header, grain headers and
+        /// cursor files: readers and `status` return values or typed errors, never panic.
+        #[test]
+        fn reads_survive_garbage_in_shared_memory(
+            offsets in proptest::collection::vec((prop_oneof![
+                // rate, slice sizes / channels, grain count, head, mcm extension words
+                Just(0x20usize), Just(0x28), Just(0x88), Just(0x8C), Just(0x98), Just(0xC8), Just(0xE0), Just(0xE8),
+                0usize..2064,
+            ], any::<u64>()), 1..8),
+            grain_garbage in proptest::collection::vec((0usize..32, any::<u64>()), 0..4),
+            index in any::<u64>(),
+            count in any::<u64>(),
+        ) {
+            let (_t, d) = domain();
+            let def = v210(48, 2, Rational::new(25, 1));
+            let mut w = d.create_grain_writer(&def, &WriterOptions::default()).unwrap();
+            w.open_grain(3).unwrap().commit().unwrap();
+            let audio = FlowDef::audio(Uuid::new_v4(), "a", SampleFormat::Float32, 48000, 2).unwrap();
+            let _aw = d.create_samples_writer(&audio, &WriterOptions::default()).unwrap();
+            let r = d.open_grain_reader(def.id, &ReaderOptions { reliable: true, start_index: Some(0) }).unwrap();
+            let ar = d.open_samples_reader(audio.id).unwrap();
+            // Scribble over the live mappings through the file system (same pages on tmpfs).
+            use std::os::unix::fs::FileExt;
+            for (dir, extra) in [(d.flow_dir(def.id), true), (d.flow_dir(audio.id), false)] {
+                let f = fs::OpenOptions::new().write(true).open(dir.join("data")).unwrap();
+                for (off, v) in &offsets {
+                    let off = (*off).min(2064 - 8) as u64;
+                    f.write_all_at(&v.to_le_bytes(), off).unwrap();
+                }
+                if extra {
+                    let g = fs::OpenOptions::new().write(true).open(dir.join("grains/data.3")).unwrap();
+                    for (off, v) in &grain_garbage {
+                        g.write_all_at(&v.to_le_bytes(), *off as u64).unwrap();
+                    }
+                    for c in fs::read_dir(dir.join("mcm-cursors")).unwrap().flatten() {
+                        let f = fs::OpenOptions::new().write(true).open(c.path()).unwrap();
+                        f.write_all_at(&index.to_le_bytes(), 16).unwrap();
+                    }
+                }
+            }
+            for i in [index, 3, index.wrapping_sub(1), u64::MAX] {
+                if let Ok(g) = r.get_grain_slices(i, VALID_SLICES_ANY, Duration::from_millis(1)) {
+                    let _ = (g.payload().len(), g.metadata().len(), g.timestamp(), g.valid_plane(0).len(), g.is_intact());
+                }
+            }
+            if let Ok(s) = ar.try_get_samples(index, count) {
+                let _ = (s.channel(0), s.channel(1), s.channel_f32(0).len());
+            }
+            if let Ok(s) = ar.try_get_samples(ar.head_index(), 100) {
+                let _ = s.channel(1);
+            }
+            let _ = d.status(def.id);
+            let _ = d.status(audio.id);
+            let _ = w.open_grain(index).map(|g| g.commit());
+        }
+    }
+}

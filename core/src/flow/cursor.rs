@@ -8,7 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::mem::{offset_of, size_of};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -151,7 +151,6 @@ pub struct ReaderStatus {
 /// The cursors of a flow, as tracked by a back-pressure writer.
 pub(crate) struct CursorSet {
     dir: PathBuf,
-    stamp: Option<(i64, i64, i64, i64)>,
     cursors: Vec<PeerCursor>,
 }
 
@@ -159,27 +158,13 @@ impl CursorSet {
     pub fn new(flow_dir: &Path) -> Self {
         Self {
             dir: flow_dir.join(CURSOR_DIR),
-            stamp: None,
             cursors: Vec::new(),
         }
     }
 
-    /// Re-reads the directory when its modification time changed.
+    /// Re-reads the directory. Every call: directory timestamps on tmpfs can be too coarse
+    /// to tell that a reader registered since the last look.
     fn refresh(&mut self) {
-        let Ok(meta) = fs::metadata(&self.dir) else {
-            self.cursors.clear();
-            return;
-        };
-        let stamp = (
-            meta.mtime(),
-            meta.mtime_nsec(),
-            meta.ctime(),
-            meta.ctime_nsec(),
-        );
-        if self.stamp == Some(stamp) {
-            return;
-        }
-        self.stamp = Some(stamp);
         let mut found = Vec::new();
         if let Ok(entries) = fs::read_dir(&self.dir) {
             for e in entries.flatten() {
@@ -202,20 +187,27 @@ impl CursorSet {
     /// A reader at `next` can still read `next` after the writer commits `index` when
     /// `index <= next + grain_count - 2` (the oldest readable grain is `head - grainCount + 2`).
     pub fn wait_for_room(&mut self, index: u64, grain_count: u64, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let mut last_liveness = Instant::now();
+        let start = Instant::now();
+        let deadline = start
+            .checked_add(timeout)
+            .unwrap_or_else(|| start + Duration::from_secs(365 * 24 * 3600));
+        let mut last_liveness = start;
+        // Cursor files are written by other users' processes: saturate, never overflow.
+        let needs_wait = |next: u64| index.saturating_add(2) > next.saturating_add(grain_count);
         loop {
             self.refresh();
-            let blocking = self.cursors.iter().enumerate().find(|(_, c)| {
-                index + 2 > c.data().next_index.load(Ordering::Acquire) + grain_count
-            });
+            let blocking = self
+                .cursors
+                .iter()
+                .enumerate()
+                .find(|(_, c)| needs_wait(c.data().next_index.load(Ordering::Acquire)));
             let Some((i, c)) = blocking else {
                 return Ok(());
             };
             let d = c.data();
             let seen = d.counter.load(Ordering::Acquire);
             let next = d.next_index.load(Ordering::Acquire);
-            if index + 2 <= next + grain_count {
+            if !needs_wait(next) {
                 continue;
             }
             let now = Instant::now();

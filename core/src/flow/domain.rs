@@ -25,7 +25,7 @@ pub const DEFAULT_HISTORY_NS: u64 = 200_000_000;
 /// A `.mxl-tmp-*` directory whose writer is gone is collected after this age.
 const STALE_TMP_AGE: Duration = Duration::from_secs(10);
 /// Largest ring a writer may ask for explicitly.
-const MAX_RING: u32 = 4096;
+const MAX_RING: u32 = 1 << 16;
 
 /// Options of a domain (`options.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,12 +124,14 @@ impl Domain {
     pub fn grain_count(&self, rate: Rational) -> Result<u32> {
         let count = (self.options.history_ns as u128 * rate.numerator.max(0) as u128)
             / (1_000_000_000u128 * rate.denominator.max(1) as u128);
+        // A ring of one grain can never be read: the slot after the head is the writer's.
         match u32::try_from(count) {
-            Ok(0) | Err(_) => Err(FlowError::InvalidArgument(format!(
-                "a history of {} ns holds {count} grains at {rate}; need 1 to 2^32-1",
+            Ok(n @ 2..=MAX_RING) => Ok(n),
+            _ => Err(FlowError::InvalidArgument(format!(
+                "a history of {} ns holds {count} grains at {rate}; need 2 to {MAX_RING} \
+                 (set urn:x-mxl:option:history_duration/v1.0 in options.json)",
                 self.options.history_ns
             ))),
-            Ok(n) => Ok(n),
         }
     }
 
@@ -172,10 +174,10 @@ impl Domain {
                     slice_sizes: g.slice_sizes,
                     total_slices: g.total_slices,
                     grain_count: match o.grain_count {
-                        Some(n) if (1..=MAX_RING).contains(&n) => n,
+                        Some(n) if (2..=MAX_RING).contains(&n) => n,
                         Some(n) => {
                             return Err(FlowError::InvalidArgument(format!(
-                                "grain count {n} not in 1..={MAX_RING}"
+                                "grain count {n} not in 2..={MAX_RING}"
                             )))
                         }
                         None => self.grain_count(def.index_rate())?,
@@ -187,7 +189,7 @@ impl Domain {
         };
         let commit = o.max_commit_batch_size_hint.unwrap_or(default_commit);
         let sync = o.max_sync_batch_size_hint.unwrap_or(commit);
-        if commit == 0 || sync == 0 || sync % commit != 0 {
+        if commit == 0 || sync == 0 || !sync.is_multiple_of(commit) {
             return Err(FlowError::InvalidArgument(format!(
                 "batch hints commit {commit}, sync {sync}: both >= 1, sync a multiple of commit"
             )));
@@ -267,7 +269,7 @@ impl Domain {
             io::ErrorKind::NotFound => FlowError::NotFound { id },
             _ => FlowError::io(&path, e),
         })?;
-        Ok(!files::try_lock_exclusive(&file))
+        Ok(files::probe_active(&file))
     }
 
     /// Removes flows with no live writer, and `.mxl-tmp-*` directories left by a writer that
@@ -275,14 +277,22 @@ impl Domain {
     pub fn collect_garbage(&self) -> Result<GcReport> {
         let mut report = GcReport::default();
         for id in self.flow_ids()? {
-            match self.is_flow_active(id) {
-                Ok(true) => report.active_flows += 1,
-                Ok(false) | Err(FlowError::NotFound { .. }) => {
-                    if fs::remove_dir_all(self.flow_dir(id)).is_ok() {
+            let dir = self.flow_dir(id);
+            match File::open(dir.join("data")) {
+                // Removed while holding the exclusive lock: no writer can join in between.
+                Ok(data) if files::try_lock_exclusive(&data) => {
+                    if fs::remove_dir_all(&dir).is_ok() {
                         report.removed_flows.push(id);
                     }
                 }
-                Err(e) => return Err(e),
+                Ok(_) => report.active_flows += 1,
+                // A flow directory without `data` is a leftover of an interrupted removal.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if fs::remove_dir_all(&dir).is_ok() {
+                        report.removed_flows.push(id);
+                    }
+                }
+                Err(e) => return Err(FlowError::io(dir.join("data"), e)),
             }
         }
         let entries = fs::read_dir(&self.path).map_err(|e| FlowError::io(&self.path, e))?;
@@ -293,7 +303,7 @@ impl Domain {
             }
             let dir = e.path();
             let locked = File::open(dir.join("data"))
-                .map(|f| !files::try_lock_exclusive(&f))
+                .map(|f| files::probe_active(&f))
                 .unwrap_or(false);
             let age = e
                 .metadata()
@@ -358,7 +368,7 @@ impl Domain {
             last_write_time: rt.last_write_time.load(Ordering::Relaxed),
             last_read_time: rt.last_read_time.load(Ordering::Relaxed),
             latency: current_index(rate) as i128 - head as i128,
-            active: !files::try_lock_exclusive(&files.data_file),
+            active: files::probe_active(&files.data_file),
             end_of_stream: eos,
             readers: cursor::list(&dir),
         })

@@ -127,9 +127,38 @@ pub(crate) fn create_or_open(
     batch_hints: (u32, u32),
 ) -> Result<(FlowFiles, bool)> {
     let final_dir = flow_dir(domain, def.id);
-    if final_dir.exists() {
-        return open_existing_for_writer(&final_dir, def.id, shape).map(|f| (f, false));
+    // A flow can vanish between looking and locking (its last writer or GC removing it):
+    // retry a few times rather than join a deleted flow.
+    for _ in 0..20 {
+        if final_dir.exists() {
+            match open_existing_for_writer(&final_dir, def.id, shape) {
+                Ok(files) if !files.is_replaced() => return Ok((files, false)),
+                Ok(_) | Err(FlowError::NotFound { .. }) => {}
+                Err(FlowError::Io { source, .. }) if source.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
+        if let Some(created) = try_create(domain, &final_dir, def, shape, batch_hints)? {
+            return Ok((created, true));
+        }
     }
+    Err(FlowError::Conflict {
+        id: def.id,
+        reason: "the flow kept being removed and recreated while joining it".into(),
+    })
+}
+
+/// Creates and publishes the flow; `None` if another writer published it first.
+fn try_create(
+    domain: &Path,
+    final_dir: &Path,
+    def: &FlowDef,
+    shape: Shape,
+    batch_hints: (u32, u32),
+) -> Result<Option<FlowFiles>> {
     let tmp = tempfile::Builder::new()
         .prefix(TMP_PREFIX)
         .rand_bytes(16)
@@ -151,16 +180,12 @@ pub(crate) fn create_or_open(
         Ok(()) => {
             let _ = tmp.keep();
             let mut files = files;
-            files.dir = final_dir;
-            Ok((files, true))
+            files.dir = final_dir.to_owned();
+            Ok(Some(files))
         }
-        Err(rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY) => {
-            // Another writer published first: ours is discarded, theirs is shared.
-            drop(files);
-            drop(tmp);
-            open_existing_for_writer(&final_dir, def.id, shape).map(|f| (f, false))
-        }
-        Err(e) => Err(FlowError::io(&final_dir, e)),
+        // Another writer published first: ours is discarded (the TempDir removes it).
+        Err(rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY) => Ok(None),
+        Err(e) => Err(FlowError::io(final_dir, e)),
     }
 }
 
@@ -209,6 +234,8 @@ fn populate(dir: &Path, def: &FlowDef, shape: Shape, hints: (u32, u32)) -> Resul
                 let mut head = [0u8; 0x1C];
                 head[0x00..0x04].copy_from_slice(&GRAIN_INFO_VERSION.to_ne_bytes());
                 head[0x04..0x08].copy_from_slice(&4096u32.to_ne_bytes());
+                // No grain has this index: a slot never written is never read as grain 0.
+                head[0x08..0x10].copy_from_slice(&u64::MAX.to_ne_bytes());
                 head[0x14..0x18].copy_from_slice(&(grain_size as u32).to_ne_bytes());
                 head[0x18..0x1A].copy_from_slice(&total_slices.to_ne_bytes());
                 m.bytes_mut(0, head.len()).copy_from_slice(&head);
@@ -540,7 +567,18 @@ fn open_continuous(dir: &Path, c: ContinuousFlowInfo, writable: bool) -> Result<
 }
 
 /// Tries to upgrade a writer's shared lock on `data` to exclusive: true means no other
-/// writer holds the flow (the caller is the last one).
+/// writer holds the flow (the caller is the last one). The lock stays held until unlocked
+/// or the file is closed, so the caller can remove the flow before anyone joins it.
 pub(crate) fn try_lock_exclusive(file: &File) -> bool {
     rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive).is_ok()
+}
+
+/// True while a writer holds the flow: an exclusive probe that is released at once.
+pub(crate) fn probe_active(file: &File) -> bool {
+    if try_lock_exclusive(file) {
+        let _ = rustix::fs::flock(file, FlockOperation::Unlock);
+        false
+    } else {
+        true
+    }
 }

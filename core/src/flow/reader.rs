@@ -38,6 +38,7 @@ pub struct ReaderOptions {
 struct ReaderCore {
     files: FlowFiles,
     def: Option<FlowDef>,
+    last_invalid_check: AtomicU64,
 }
 
 impl ReaderCore {
@@ -46,7 +47,11 @@ impl ReaderCore {
         let def = std::fs::read_to_string(dir.join("flow_def.json"))
             .ok()
             .and_then(|t| FlowDef::parse(&t).ok());
-        Ok(Self { files, def })
+        Ok(Self {
+            files,
+            def,
+            last_invalid_check: AtomicU64::new(0),
+        })
     }
 
     fn header(&self) -> &FlowData {
@@ -56,6 +61,21 @@ impl ReaderCore {
     fn rate(&self) -> Rational {
         let r = self.header().info.common.grain_rate;
         Rational::new(r.numerator, r.denominator)
+    }
+
+    /// Non-blocking reads check for a recreated flow too (MXL stats `data` after TOO_EARLY),
+    /// at most every 50 ms so busy-polling readers stay cheap.
+    fn check_invalid<T>(&self, e: FlowError) -> Result<T> {
+        if matches!(e, FlowError::TooEarly { .. }) {
+            let now = now_tai_ns();
+            if now.saturating_sub(self.last_invalid_check.load(Ordering::Relaxed)) >= 50_000_000 {
+                self.last_invalid_check.store(now, Ordering::Relaxed);
+                if self.files.is_replaced() {
+                    return Err(FlowError::FlowInvalid { id: self.files.id });
+                }
+            }
+        }
+        Err(e)
     }
 
     fn end_of_stream(&self) -> Option<u64> {
@@ -68,7 +88,11 @@ impl ReaderCore {
 
     /// The MXL wait loop: snapshot the futex word, try, wait while the word is unchanged.
     fn wait<T>(&self, timeout: Duration, mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
+        // A timeout too large for Instant (Duration::MAX) means "wait for ever" (a year).
+        let deadline = start
+            .checked_add(timeout)
+            .unwrap_or_else(|| start + Duration::from_secs(365 * 24 * 3600));
         let word = &self.header().state.sync_counter;
         loop {
             let seen = word.load(Ordering::Acquire);
@@ -173,6 +197,9 @@ impl GrainReader {
     }
 
     /// Waits up to `timeout` for the complete grain `index`.
+    ///
+    /// The payload stays in shared memory: a writer that laps this reader, or jumps ahead,
+    /// may reuse the slot while the grain is in use; check [`Grain::is_intact`] after use.
     pub fn get_grain(&self, index: u64, timeout: Duration) -> Result<Grain<'_>> {
         self.get_grain_slices(index, super::VALID_SLICES_ALL, timeout)
     }
@@ -187,14 +214,26 @@ impl GrainReader {
     ) -> Result<Grain<'_>> {
         let grain = self
             .core
-            .wait(timeout, || self.try_read(index, min_slices))?;
+            .wait(timeout, || self.try_read(index, min_slices))
+            .inspect_err(|e| self.skip_cursor(e))?;
         self.touch_access();
         Ok(grain)
     }
 
+    /// A reliable reader told an index is gone moves its cursor past it, so the writer is
+    /// not held back for a grain that no longer exists.
+    fn skip_cursor(&self, e: &FlowError) {
+        if let (Some(cursor), FlowError::TooLate { oldest, .. }) = (&self.cursor, e) {
+            cursor.advance(*oldest);
+        }
+    }
+
     /// Like [`Self::get_grain_slices`] without waiting.
     pub fn try_get_grain_slices(&self, index: u64, min_slices: u16) -> Result<Grain<'_>> {
-        let grain = self.try_read(index, min_slices)?;
+        let grain = self
+            .try_read(index, min_slices)
+            .or_else(|e| self.core.check_invalid(e))
+            .inspect_err(|e| self.skip_cursor(e))?;
         self.touch_access();
         Ok(grain)
     }
@@ -219,9 +258,17 @@ impl GrainReader {
         let flags = gi.flags.load(Ordering::Acquire);
         let valid = gi.valid_slices.load(Ordering::Acquire);
         let slot_index = gi.index.load(Ordering::Acquire);
+        if slot_index != index && (slot_index == u64::MAX || index == head) {
+            // Never written (a fresh flow's head is 0 before the first commit): may come.
+            return Err(too_early());
+        }
         if slot_index != index {
             // Older: the writer skipped this index without marking it; newer: overwritten.
-            return Err(FlowError::TooLate { index, oldest });
+            // Either way this index will never be readable.
+            return Err(FlowError::TooLate {
+                index,
+                oldest: oldest.max(index.saturating_add(1)),
+            });
         }
         let total = gi.total_slices.load(Ordering::Relaxed);
         if flags & GRAIN_FLAG_INVALID == 0 && valid < min_slices.min(total) {
@@ -341,9 +388,11 @@ impl<'a> Grain<'a> {
 
 impl Drop for Grain<'_> {
     fn drop(&mut self) {
+        // The cursor only moves forward: dropping grain k+1 while still holding grain k
+        // releases k to the writer too. Reliable readers consume grains in order.
         if let Some(cursor) = &self.reader.cursor {
             if self.is_complete() || self.is_invalid() {
-                cursor.advance(self.index + 1);
+                cursor.advance(self.index.saturating_add(1));
             }
         }
     }
@@ -421,12 +470,16 @@ impl SamplesReader {
         count: u64,
         timeout: Duration,
     ) -> Result<SamplesRead<'_>> {
-        self.core
-            .wait(timeout, || self.try_get_samples(index, count))
+        self.core.wait(timeout, || self.read_window(index, count))
     }
 
     /// Like [`Self::get_samples`] without waiting.
     pub fn try_get_samples(&self, index: u64, count: u64) -> Result<SamplesRead<'_>> {
+        self.read_window(index, count)
+            .or_else(|e| self.core.check_invalid(e))
+    }
+
+    fn read_window(&self, index: u64, count: u64) -> Result<SamplesRead<'_>> {
         if count == 0 || count > self.max_read_length() || index < count {
             return Err(FlowError::InvalidArgument(format!(
                 "{count} samples ending at {index}; between 1 and {} per read",

@@ -63,7 +63,7 @@ impl Mapping {
         }
         // SAFETY: offset is within the mapping (checked above), so the pointer stays in bounds.
         let ptr = unsafe { self.raw.as_ptr().add(offset) };
-        if (ptr as usize) % align_of::<T>() != 0 {
+        if !(ptr as usize).is_multiple_of(align_of::<T>()) {
             return None;
         }
         // SAFETY: the range is in bounds and aligned; `T: SharedHeader` is valid for any bit
@@ -112,4 +112,30 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 /// Wakes every process waiting on `word`.
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
     let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    /// A waiter with a 60 s timeout returns promptly after a wake: the wake, not the timeout,
+    /// ended the wait (the bound is generous so a loaded machine cannot make this flaky).
+    #[test]
+    fn wake_ends_a_long_wait() {
+        let word = Arc::new(AtomicU32::new(7));
+        let w = word.clone();
+        let waiter = std::thread::spawn(move || {
+            let t = Instant::now();
+            while w.load(Ordering::Acquire) == 7 {
+                futex_wait(&w, 7, Duration::from_secs(60));
+            }
+            t.elapsed()
+        });
+        word.store(8, Ordering::Release);
+        futex_wake_all(&word);
+        assert!(waiter.join().unwrap() < Duration::from_secs(20));
+    }
 }

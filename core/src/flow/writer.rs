@@ -186,6 +186,8 @@ impl GrainWriter {
     ///
     /// Indices must increase from one complete commit to the next. Slots skipped by a jump
     /// forward are marked invalid so no reader takes their old content for the new index.
+    /// A jump reuses slots readers may still be reading: they detect it with
+    /// [`crate::flow::Grain::is_intact`].
     /// With back-pressure, this waits until every live reliable reader can spare the slot.
     pub fn open_grain(&mut self, index: u64) -> Result<GrainWrite<'_>> {
         let reopening = self.open_index == Some(index);
@@ -227,6 +229,11 @@ impl GrainWriter {
         gi.flags.store(0, Ordering::Relaxed);
         if !reopening {
             gi.valid_slices.store(0, Ordering::Relaxed);
+            // No metadata until the writer sets some: never the previous grain's.
+            let (off, cap) = self.metadata_area(slot);
+            if cap > 0 {
+                self.core.files.grains[slot].1.bytes_mut(off, 4).fill(0);
+            }
         }
         // Seqlock order: a reader that sees any payload byte written after this point also
         // sees the new index when it re-checks the slot (`Grain::is_intact`).
@@ -244,7 +251,10 @@ impl GrainWriter {
     /// Ends the stream: readers asking for any index after the last committed grain get
     /// [`FlowError::EndOfStream`] instead of waiting.
     pub fn end_of_stream(&mut self) {
-        let end = self.last_committed.map_or(self.head_index() + 1, |l| l + 1);
+        let end = self
+            .last_committed
+            .unwrap_or_else(|| self.head_index())
+            .saturating_add(1);
         self.core.set_end_of_stream(end);
     }
 
@@ -574,7 +584,7 @@ impl SamplesWriter {
 /// Ring offsets of samples `end-count .. end`: `((first offset, first length), second length)`;
 /// the second fragment, when not empty, starts at offset 0 (MXL `OpenSamples`).
 pub(crate) fn ring_fragments(ring: u64, end: u64, count: u64) -> ((usize, usize), usize) {
-    let start = (end + ring - count % ring) % ring;
+    let start = (end % ring + ring - count % ring) % ring;
     let stop = end % ring;
     let len1 = if start < stop { count } else { ring - start };
     let len2 = count - len1;

@@ -38,10 +38,14 @@ fn list(d: &Domain) -> Result<()> {
                     "samples"
                 },
                 s.label.as_deref().unwrap_or("n/a"),
-                if s.readers.is_empty() {
-                    String::new()
-                } else {
-                    format!("{} reliable readers", s.readers.len())
+                match s
+                    .readers
+                    .iter()
+                    .map(|r| s.head_index.saturating_add(1).saturating_sub(r.next_index))
+                    .max()
+                {
+                    None => String::new(),
+                    Some(lag) => format!("{} reliable readers, max lag {lag}", s.readers.len()),
                 },
             ),
             Err(e) => println!("  {id}  unreadable: {e}"),
@@ -105,7 +109,7 @@ fn show(s: &FlowStatus) -> Result<()> {
                 "pid {} next index {} lag {} {}",
                 r.pid,
                 r.next_index,
-                (s.head_index + 1).saturating_sub(r.next_index),
+                s.head_index.saturating_add(1).saturating_sub(r.next_index),
                 if r.alive { "" } else { "(dead)" }
             ),
         );

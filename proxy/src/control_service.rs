@@ -1,0 +1,157 @@
+//! The control API service (port 8001): connections, groups, bridges, health, metrics.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mcm_core::sdk::ConnectionConfig;
+use mcm_proto::v1::control_server::Control;
+use mcm_proto::v1::{
+    ApplyBridgesReply, ApplyBridgesRequest, ConnectionInfo, ConnectionKind, ConnectionList,
+    GetRequest, GroupList, HealthReply, ListRequest, MetricsRequest, MetricsSample,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{check_version, AccessPolicy};
+use crate::registry::{Bridge, Registry};
+
+pub struct ControlService {
+    pub registry: Arc<Mutex<Registry>>,
+    pub policy: AccessPolicy,
+}
+
+impl ControlService {
+    fn reg(&self) -> Result<std::sync::MutexGuard<'_, Registry>, Status> {
+        self.registry
+            .lock()
+            .map_err(|_| Status::internal("registry poisoned"))
+    }
+}
+
+type Metrics = Pin<Box<dyn Stream<Item = Result<MetricsSample, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    type StreamMetricsStream = Metrics;
+
+    async fn list_connections(
+        &self,
+        req: Request<ListRequest>,
+    ) -> Result<Response<ConnectionList>, Status> {
+        self.policy.check(&req)?;
+        check_version(req.get_ref().api_version)?;
+        Ok(Response::new(ConnectionList {
+            connections: self.reg()?.connections(),
+        }))
+    }
+
+    async fn get_connection(
+        &self,
+        req: Request<GetRequest>,
+    ) -> Result<Response<ConnectionInfo>, Status> {
+        self.policy.check(&req)?;
+        let r = req.into_inner();
+        check_version(r.api_version)?;
+        self.reg()?
+            .get(&r.id)
+            .map(|c| Response::new(c.info()))
+            .ok_or_else(|| Status::not_found(format!("no connection {}", r.id)))
+    }
+
+    async fn list_groups(&self, req: Request<ListRequest>) -> Result<Response<GroupList>, Status> {
+        self.policy.check(&req)?;
+        check_version(req.get_ref().api_version)?;
+        Ok(Response::new(GroupList {
+            groups: self.reg()?.groups(),
+        }))
+    }
+
+    async fn apply_bridges(
+        &self,
+        req: Request<ApplyBridgesRequest>,
+    ) -> Result<Response<ApplyBridgesReply>, Status> {
+        self.policy.check(&req)?;
+        let r = req.into_inner();
+        check_version(r.api_version)?;
+        let mut bridges = Vec::new();
+        let mut rejected = Vec::new();
+        for b in r.bridges {
+            let kind = ConnectionKind::try_from(b.kind).unwrap_or(ConnectionKind::Unspecified);
+            if b.bridge_id.is_empty()
+                || b.bridge_id.len() > 128
+                || kind == ConnectionKind::Unspecified
+            {
+                rejected.push(format!(
+                    "{}: needs an id (1..=128 characters) and a kind",
+                    b.bridge_id
+                ));
+                continue;
+            }
+            match ConnectionConfig::parse(&b.config_json) {
+                Ok(config) => bridges.push(Bridge {
+                    id: b.bridge_id,
+                    group: b.group,
+                    kind,
+                    config,
+                }),
+                Err(e) => rejected.push(format!("{}: {e}", b.bridge_id)),
+            }
+        }
+        rejected.extend(self.reg()?.apply_bridges(bridges));
+        Ok(Response::new(ApplyBridgesReply { rejected }))
+    }
+
+    async fn health(&self, req: Request<ListRequest>) -> Result<Response<HealthReply>, Status> {
+        self.policy.check(&req)?;
+        check_version(req.get_ref().api_version)?;
+        let reg = self.reg()?;
+        Ok(Response::new(HealthReply {
+            status: "serving".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_ms: reg.started.elapsed().as_millis() as u64,
+            connections: reg.connection_count() as u32,
+            groups: reg.groups().len() as u32,
+        }))
+    }
+
+    async fn stream_metrics(
+        &self,
+        req: Request<MetricsRequest>,
+    ) -> Result<Response<Self::StreamMetricsStream>, Status> {
+        self.policy.check(&req)?;
+        let r = req.into_inner();
+        check_version(r.api_version)?;
+        let interval = match r.interval_ms {
+            0 => 1000,
+            ms if (100..=60_000).contains(&ms) => ms,
+            ms => {
+                return Err(Status::invalid_argument(format!(
+                    "interval_ms {ms} not in 100..=60000"
+                )))
+            }
+        };
+        let (tx, rx) = mpsc::channel(2);
+        let registry = self.registry.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(u64::from(interval)));
+            loop {
+                tick.tick().await;
+                let connections = match registry.lock() {
+                    Ok(r) => r.connections(),
+                    Err(_) => break,
+                };
+                let sample = MetricsSample {
+                    timestamp_ns: mcm_core::time::now_tai_ns(),
+                    connections,
+                };
+                if tx.send(Ok(sample)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
