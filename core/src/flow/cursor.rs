@@ -186,14 +186,23 @@ impl CursorSet {
     ///
     /// A reader at `next` can still read `next` after the writer commits `index` when
     /// `index <= next + grain_count - 2` (the oldest readable grain is `head - grainCount + 2`).
-    pub fn wait_for_room(&mut self, index: u64, grain_count: u64, timeout: Duration) -> Result<()> {
+    /// `floor` is the oldest grain that exists: a cursor below it waits for nothing older
+    /// (indices are TAI times, so a stream does not start at 0).
+    pub fn wait_for_room(
+        &mut self,
+        index: u64,
+        grain_count: u64,
+        floor: u64,
+        timeout: Duration,
+    ) -> Result<()> {
         let start = Instant::now();
         let deadline = start
             .checked_add(timeout)
             .unwrap_or_else(|| start + Duration::from_secs(365 * 24 * 3600));
         let mut last_liveness = start;
         // Cursor files are written by other users' processes: saturate, never overflow.
-        let needs_wait = |next: u64| index.saturating_add(2) > next.saturating_add(grain_count);
+        let needs_wait =
+            |next: u64| index.saturating_add(2) > next.max(floor).saturating_add(grain_count);
         loop {
             self.refresh();
             let blocking = self

@@ -220,6 +220,26 @@ impl GrainReader {
         Ok(grain)
     }
 
+    /// Waits like [`Self::get_grain_slices`] but only reports that the grain is there, and
+    /// whether the writer marked it invalid: a reliable reader's cursor does not move.
+    pub fn wait_grain(&self, index: u64, min_slices: u16, timeout: Duration) -> Result<bool> {
+        self.core
+            .wait(timeout, || {
+                self.try_read(index, min_slices).map(|mut g| {
+                    g.consume = false;
+                    g.is_invalid()
+                })
+            })
+            .inspect_err(|e| self.skip_cursor(e))
+    }
+
+    /// Marks every grain before `next` as consumed (reliable readers; no effect otherwise).
+    pub fn release_before(&self, next: u64) {
+        if let Some(cursor) = &self.cursor {
+            cursor.advance(next);
+        }
+    }
+
     /// A reliable reader told an index is gone moves its cursor past it, so the writer is
     /// not held back for a grain that no longer exists.
     fn skip_cursor(&self, e: &FlowError) {
@@ -278,6 +298,7 @@ impl GrainReader {
         let size = (gi.grain_size.load(Ordering::Relaxed) as usize).min(capacity);
         Ok(Grain {
             reader: self,
+            consume: true,
             index,
             slot,
             flags,
@@ -313,6 +334,8 @@ impl GrainReader {
 /// A grain as read: a header snapshot and the payload in shared memory.
 pub struct Grain<'a> {
     reader: &'a GrainReader,
+    /// Dropping the grain advances a reliable reader's cursor.
+    consume: bool,
     index: u64,
     slot: usize,
     flags: u32,
@@ -390,7 +413,7 @@ impl Drop for Grain<'_> {
     fn drop(&mut self) {
         // The cursor only moves forward: dropping grain k+1 while still holding grain k
         // releases k to the writer too. Reliable readers consume grains in order.
-        if let Some(cursor) = &self.reader.cursor {
+        if let Some(cursor) = self.reader.cursor.as_ref().filter(|_| self.consume) {
             if self.is_complete() || self.is_invalid() {
                 cursor.advance(self.index.saturating_add(1));
             }

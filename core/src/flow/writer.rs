@@ -89,6 +89,7 @@ pub struct GrainWriter {
     grain_count: u64,
     open_index: Option<u64>,
     last_committed: Option<u64>,
+    first_committed: Option<u64>,
     back_pressure: Option<(CursorSet, Duration)>,
     next_last_read_refresh: u64,
 }
@@ -143,6 +144,7 @@ impl GrainWriter {
             grain_count: u64::from(grain_count),
             open_index: None,
             last_committed: None,
+            first_committed: None,
             back_pressure,
             next_last_read_refresh: 0,
         })
@@ -209,7 +211,20 @@ impl GrainWriter {
             }
         }
         if let Some((cursors, timeout)) = &mut self.back_pressure {
-            cursors.wait_for_room(index, self.grain_count, *timeout)?;
+            // The oldest grain that exists: none before this writer's first (or, once the ring
+            // is full, before the oldest readable one).
+            let head = self
+                .core
+                .header()
+                .info
+                .runtime
+                .head_index
+                .load(Ordering::Acquire);
+            let floor = match self.first_committed {
+                None => index,
+                Some(first) => first.max(head.saturating_add(2).saturating_sub(self.grain_count)),
+            };
+            cursors.wait_for_room(index, self.grain_count, floor, *timeout)?;
         }
         let n = self.grain_count;
         if let Some(last) = self.last_committed {
@@ -270,6 +285,7 @@ impl GrainWriter {
         if valid >= self.geometry.total_slices || flags & GRAIN_FLAG_INVALID != 0 {
             self.open_index = None;
             self.last_committed = Some(index);
+            self.first_committed.get_or_insert(index);
         }
         self.core.signal();
         if now >= self.next_last_read_refresh {

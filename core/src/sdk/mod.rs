@@ -5,8 +5,13 @@
 //! memory. Timeouts are `Duration`s everywhere in Rust; the JSON gives microseconds
 //! (`apiDefaultTimeoutMicroseconds`), the C API milliseconds.
 
+mod client;
 mod config;
+mod connection;
 mod error;
+
+pub use client::{Client, Counters};
+pub use connection::{Buffer, Connection};
 
 pub use config::{
     fps_to_rational, ClientConfig, ConnectionConfig, ConnectionType, Payload, ProxyEndpoint,

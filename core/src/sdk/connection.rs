@@ -1,0 +1,488 @@
+//! Connections and their zero-copy buffer API (MCM `mesh_get_buffer` / `mesh_put_buffer`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mcm_proto::v1::{ConnectionKind, FlowLocation};
+use uuid::Uuid;
+
+use super::client::{ClientInner, Counters};
+use super::config::{ConnectionConfig, Payload};
+use super::error::{MeshErrorCode, SdkError, SdkResult};
+use crate::flow::{
+    Domain, FlowError, Grain, GrainReader, GrainWrite, GrainWriter, ReaderOptions, WriterOptions,
+    VALID_SLICES_ALL,
+};
+use crate::format::FlowDef;
+use crate::time::{current_index, index_to_timestamp, Rational};
+
+/// Poll period while a receiver waits for its sender's flow to appear.
+const FLOW_APPEAR_POLL: Duration = Duration::from_millis(5);
+
+enum Side {
+    Tx {
+        writer: GrainWriter,
+        last: Option<u64>,
+    },
+    Rx {
+        reader: Option<GrainReader>,
+        next: Option<u64>,
+        reliable: bool,
+    },
+}
+
+/// A transmit or receive connection (MCM's `MeshConnection`).
+pub struct Connection {
+    client: Arc<ClientInner>,
+    id: String,
+    kind: ConnectionKind,
+    config: ConnectionConfig,
+    domain: Domain,
+    flow_id: Uuid,
+    rate: Rational,
+    payload_capacity: usize,
+    counters: Arc<Counters>,
+    side: Side,
+    shut_down: bool,
+}
+
+fn flow_err(e: FlowError) -> SdkError {
+    SdkError::new(MeshErrorCode::ConnFailed, e.to_string())
+}
+
+impl Connection {
+    pub(crate) fn open(
+        client: Arc<ClientInner>,
+        id: String,
+        kind: ConnectionKind,
+        config: ConnectionConfig,
+        flow: FlowLocation,
+        counters: Arc<Counters>,
+    ) -> SdkResult<Self> {
+        let domain = Domain::open(&flow.domain).map_err(flow_err)?;
+        let def = FlowDef::parse(&flow.flow_def_json)
+            .map_err(|e| SdkError::new(MeshErrorCode::ConnFailed, e.to_string()))?;
+        let flow_id = def.id;
+        let payload_capacity = def
+            .grain_geometry()
+            .map_err(|e| SdkError::new(MeshErrorCode::ConnFailed, e.to_string()))?
+            .grain_size as usize;
+        let side = match kind {
+            ConnectionKind::Transmitter => {
+                let options = WriterOptions {
+                    grain_count: Some(flow.grain_count),
+                    back_pressure: flow
+                        .reliable
+                        .then_some(client.config.default_timeout.max(Duration::from_secs(1))),
+                    ..Default::default()
+                };
+                let writer = domain
+                    .create_grain_writer(&def, &options)
+                    .map_err(flow_err)?;
+                // A sender joining its group's existing flow (it restarted) continues after
+                // the head, so receivers waiting for the next index are not stranded.
+                let last = (!writer.created()).then(|| writer.head_index());
+                Side::Tx { writer, last }
+            }
+            _ => Side::Rx {
+                reader: None,
+                next: None,
+                reliable: flow.reliable,
+            },
+        };
+        Ok(Self {
+            client,
+            id,
+            kind,
+            rate: def.index_rate(),
+            config,
+            domain,
+            flow_id,
+            payload_capacity,
+            counters,
+            side,
+            shut_down: false,
+        })
+    }
+
+    /// MCM's `connCreationDelayMilliseconds`: a transmitter waits this long after activation.
+    pub(crate) fn after_activation(&self) {
+        if self.kind == ConnectionKind::Transmitter && !self.config.conn_delay.is_zero() {
+            std::thread::sleep(self.config.conn_delay);
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    pub fn is_transmitter(&self) -> bool {
+        self.kind == ConnectionKind::Transmitter
+    }
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.config
+    }
+    /// The flow carrying this connection's grains.
+    pub fn flow_id(&self) -> Uuid {
+        self.flow_id
+    }
+    /// Bytes of payload per buffer (MCM `MeshConnection.payload_size`).
+    pub fn payload_size(&self) -> usize {
+        self.payload_capacity
+    }
+    /// Bytes of metadata per buffer (MCM `MeshConnection.metadata_size`).
+    pub fn metadata_size(&self) -> usize {
+        self.config.max_metadata_size as usize
+    }
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The next buffer: writable (transmitter) or readable (receiver). `None` uses the
+    /// client's default timeout; `Some(Duration::ZERO)` polls.
+    pub fn get_buffer(&mut self, timeout: Option<Duration>) -> SdkResult<Buffer<'_>> {
+        if self.shut_down {
+            return Err(SdkError::new(
+                MeshErrorCode::ConnClosed,
+                "connection was shut down",
+            ));
+        }
+        let timeout = timeout.unwrap_or(self.client.config.default_timeout);
+        let rate = self.rate;
+        match &mut self.side {
+            Side::Tx { writer, last } => {
+                // The index is the grain's TAI time slot; a sender faster than real time
+                // (a file) still gets strictly increasing indices.
+                let index = last.map_or(0, |l| l + 1).max(current_index(rate));
+                let grain = writer.open_grain(index).map_err(|e| match e {
+                    FlowError::BackPressureTimeout { .. } => {
+                        SdkError::new(MeshErrorCode::Timeout, e.to_string())
+                    }
+                    e => flow_err(e),
+                })?;
+                *last = Some(index);
+                Ok(Buffer {
+                    inner: BufferInner::Tx {
+                        grain,
+                        payload_len: self.payload_capacity,
+                        metadata_len: 0,
+                    },
+                    counters: &self.counters,
+                    rate,
+                })
+            }
+            Side::Rx {
+                reader,
+                next,
+                reliable,
+            } => {
+                let grain = receive(
+                    &self.domain,
+                    self.flow_id,
+                    reader,
+                    next,
+                    *reliable,
+                    timeout,
+                    &self.counters,
+                )?;
+                Ok(Buffer {
+                    inner: BufferInner::Rx { grain },
+                    counters: &self.counters,
+                    rate,
+                })
+            }
+        }
+    }
+
+    /// Stops the connection (MCM `mesh_shutdown_connection`): a transmitter ends the
+    /// stream, so its receivers get `ConnClosed` once they have read everything.
+    pub fn shutdown(&mut self) {
+        if let Side::Tx { writer, .. } = &mut self.side {
+            writer.end_of_stream();
+        }
+        self.shut_down = true;
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shutdown();
+        self.client.unregister(&self.id);
+    }
+}
+
+/// The receive loop: follows the sender's flow through late joins, restarts and overruns.
+fn receive<'r>(
+    domain: &Domain,
+    flow_id: Uuid,
+    reader: &'r mut Option<GrainReader>,
+    next: &mut Option<u64>,
+    reliable: bool,
+    timeout: Duration,
+    counters: &Counters,
+) -> SdkResult<Grain<'r>> {
+    let start = Instant::now();
+    let deadline = start
+        .checked_add(timeout)
+        .unwrap_or(start + Duration::from_secs(365 * 24 * 3600));
+    loop {
+        if reader.is_none() {
+            // A reliable cursor at 0 waits for nothing that does not exist (the writer floors
+            // it at its oldest grain) and holds back everything the receiver has not read.
+            let start_index = Some(next.unwrap_or(0));
+            match domain.open_grain_reader(
+                flow_id,
+                &ReaderOptions {
+                    reliable,
+                    start_index,
+                },
+            ) {
+                Ok(r) => *reader = Some(r),
+                Err(
+                    FlowError::NotFound { .. } | FlowError::Io { .. } | FlowError::Corrupt { .. },
+                ) => {
+                    // The sender has not created (or is re-creating) the flow.
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(SdkError::new(
+                            MeshErrorCode::Timeout,
+                            "no sender on this group yet",
+                        ));
+                    }
+                    std::thread::sleep(FLOW_APPEAR_POLL.min(deadline - now));
+                    continue;
+                }
+                Err(e) => return Err(flow_err(e)),
+            }
+        }
+        let r = reader.as_ref().expect("opened above");
+        // A live receiver joining late starts at the current head; a reliable one at the
+        // oldest grain still in the ring, losing nothing the sender wrote before it joined.
+        let index = *next.get_or_insert_with(|| {
+            let head = r.head_index();
+            if reliable {
+                head.saturating_add(2).saturating_sub(r.grain_count())
+            } else {
+                head
+            }
+        });
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let outcome = r.wait_grain(index, VALID_SLICES_ALL, remaining);
+        match outcome {
+            Ok(false) => break,
+            // An index the sender skipped (it writes by time): nothing to deliver.
+            Ok(true) => {
+                r.release_before(index.saturating_add(1));
+                *next = Some(index.saturating_add(1));
+            }
+            Err(FlowError::TooLate { oldest, .. }) => {
+                // Overrun (or a fresh flow whose head jumped to "now"): resume at the newest
+                // grain; count what was skipped once the stream had started.
+                let head = r.head_index();
+                let resume = if reliable { oldest } else { head.max(oldest) };
+                // Indices before the first grain were never written: not drops.
+                if counters.grains.load(Ordering::Relaxed) > 0 {
+                    counters
+                        .drops
+                        .fetch_add(resume.saturating_sub(index), Ordering::Relaxed);
+                }
+                *next = Some(resume);
+            }
+            Err(FlowError::TooEarly { .. }) => {
+                return Err(SdkError::new(
+                    MeshErrorCode::Timeout,
+                    format!("no grain within {timeout:?}"),
+                ))
+            }
+            Err(FlowError::EndOfStream { .. }) => {
+                return Err(SdkError::new(
+                    MeshErrorCode::ConnClosed,
+                    "the sender closed the connection",
+                ))
+            }
+            Err(FlowError::FlowInvalid { .. }) => {
+                // The sender restarted: follow it to the new flow, from its head.
+                *reader = None;
+                *next = None;
+            }
+            Err(e) => return Err(flow_err(e)),
+        }
+    }
+    let r = reader.as_ref().expect("read above");
+    let index = next.expect("set above");
+    // Reliable: the cursor still holds `index`, so it cannot be gone. Live: a sender that
+    // lapped us between the two calls is reported like a timeout, to be retried.
+    let grain = r
+        .get_grain_slices(index, VALID_SLICES_ALL, Duration::ZERO)
+        .map_err(|e| {
+            SdkError::new(
+                MeshErrorCode::Timeout,
+                format!("grain {index} overwritten while being received: {e}"),
+            )
+        })?;
+    *next = Some(index + 1);
+    counters.grains.fetch_add(1, Ordering::Relaxed);
+    counters
+        .bytes
+        .fetch_add(grain.payload().len() as u64, Ordering::Relaxed);
+    Ok(grain)
+}
+
+enum BufferInner<'a> {
+    Tx {
+        grain: GrainWrite<'a>,
+        payload_len: usize,
+        metadata_len: usize,
+    },
+    Rx {
+        grain: Grain<'a>,
+    },
+}
+
+/// One grain lent to the application (MCM's `MeshBuffer`): shared memory, no copy.
+pub struct Buffer<'a> {
+    inner: BufferInner<'a>,
+    counters: &'a Counters,
+    rate: Rational,
+}
+
+impl<'a> Buffer<'a> {
+    /// The payload: for a receiver, the bytes the sender committed.
+    pub fn payload(&mut self) -> &[u8] {
+        match &mut self.inner {
+            BufferInner::Tx {
+                grain, payload_len, ..
+            } => {
+                let len = *payload_len;
+                &grain.payload()[..len]
+            }
+            BufferInner::Rx { grain } => grain.payload(),
+        }
+    }
+
+    /// The writable payload area of a transmitter's buffer (its full capacity).
+    pub fn payload_mut(&mut self) -> SdkResult<&mut [u8]> {
+        match &mut self.inner {
+            BufferInner::Tx { grain, .. } => Ok(grain.payload()),
+            BufferInner::Rx { .. } => Err(SdkError::new(
+                MeshErrorCode::BadBufPtr,
+                "a receiver's buffer is read-only",
+            )),
+        }
+    }
+
+    /// The metadata: committed bytes (receiver) or the area set so far (transmitter).
+    pub fn metadata(&mut self) -> &[u8] {
+        match &mut self.inner {
+            BufferInner::Tx {
+                grain,
+                metadata_len,
+                ..
+            } => {
+                let len = *metadata_len;
+                &grain.metadata()[..len]
+            }
+            BufferInner::Rx { grain } => grain.metadata(),
+        }
+    }
+
+    /// The writable metadata area of a transmitter's buffer (`maxMetadataSize` bytes).
+    pub fn metadata_mut(&mut self) -> SdkResult<&mut [u8]> {
+        match &mut self.inner {
+            BufferInner::Tx { grain, .. } => Ok(grain.metadata()),
+            BufferInner::Rx { .. } => Err(SdkError::new(
+                MeshErrorCode::BadBufPtr,
+                "a receiver's buffer is read-only",
+            )),
+        }
+    }
+
+    /// Sets how many payload bytes the receivers get (at most the capacity).
+    pub fn set_payload_len(&mut self, len: usize) -> SdkResult<()> {
+        match &mut self.inner {
+            BufferInner::Tx {
+                grain, payload_len, ..
+            } => {
+                let cap = grain.geometry().grain_size as usize;
+                if len > cap {
+                    return Err(SdkError::new(
+                        MeshErrorCode::BadBufLen,
+                        format!("payload length {len} exceeds {cap}"),
+                    ));
+                }
+                *payload_len = len;
+                Ok(())
+            }
+            BufferInner::Rx { .. } => Err(SdkError::new(
+                MeshErrorCode::BadBufPtr,
+                "a receiver's buffer is read-only",
+            )),
+        }
+    }
+
+    /// Sets how many metadata bytes the receivers get (at most `maxMetadataSize`).
+    pub fn set_metadata_len(&mut self, len: usize) -> SdkResult<()> {
+        match &mut self.inner {
+            BufferInner::Tx {
+                grain,
+                metadata_len,
+                ..
+            } => {
+                grain
+                    .set_metadata_len(len)
+                    .map_err(|e| SdkError::new(MeshErrorCode::BadBufLen, e.to_string()))?;
+                *metadata_len = len;
+                Ok(())
+            }
+            BufferInner::Rx { .. } => Err(SdkError::new(
+                MeshErrorCode::BadBufPtr,
+                "a receiver's buffer is read-only",
+            )),
+        }
+    }
+
+    /// Sequence number: the grain index (consecutive for a sender in real time or faster).
+    pub fn seq(&self) -> u64 {
+        match &self.inner {
+            BufferInner::Tx { grain, .. } => grain.index(),
+            BufferInner::Rx { grain } => grain.index(),
+        }
+    }
+
+    /// The grain's TAI time in ns since the SMPTE ST 2059 epoch.
+    pub fn timestamp(&self) -> u64 {
+        index_to_timestamp(self.rate, self.seq())
+    }
+
+    /// Commits (transmitter) or releases (receiver) the buffer (MCM `mesh_put_buffer`).
+    pub fn put(self) -> SdkResult<()> {
+        match self.inner {
+            BufferInner::Tx {
+                grain, payload_len, ..
+            } => {
+                grain
+                    .commit_len(payload_len)
+                    .map_err(|e| SdkError::new(MeshErrorCode::BadBufLen, e.to_string()))?;
+                self.counters.grains.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .bytes
+                    .fetch_add(payload_len as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            BufferInner::Rx { grain } => {
+                if !grain.is_intact() {
+                    // The sender lapped this receiver while it held the buffer.
+                    self.counters.drops.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Payload {
+    /// True for raw video and audio (fixed-size buffers), false for blobs.
+    pub fn is_fixed_size(&self) -> bool {
+        !matches!(self, Payload::Blob)
+    }
+}
