@@ -30,7 +30,7 @@ pub struct SdkService {
 
 /// A gRPC status carrying MCM's error code in its message: `[1009] ...`.
 fn mesh_status(code: tonic::Code, e: &SdkError) -> Status {
-    Status::new(code, format!("[{}] {}", e.code as i32, e))
+    Status::new(code, format!("[{}] {}", e.code as i32, e.message))
 }
 
 fn registry_status(e: RegistryError) -> Status {

@@ -96,3 +96,217 @@ pub fn temp_domain() -> tempfile::TempDir {
         .tempdir_in(base)
         .expect("temp domain")
 }
+
+/// A binary of the workspace (`mcm-proxy`, `mcm-sender`, ...), built (or found fresh) once per
+/// test process, so a test never runs a stale binary.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static BUILT: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if built.get_or_insert_with(HashSet::new).insert(name.to_owned()) {
+        let package = match name {
+            "mcm-sender" | "mcm-receiver" => "mcm-samples",
+            _ => "mcm-proxy",
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+        if dir.file_name().is_some_and(|d| d == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo build");
+        assert!(status.success(), "building {name}");
+    }
+    dir.join(name)
+}
+
+/// A process whose stdout lines are collected; tests wait for specific lines.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Self {
+            name: name.to_owned(),
+            child,
+            stdin,
+            lines: rx,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a line matching `pred` and returns it; panics with the log if
+    /// the process ends or stays silent.
+    pub fn wait_for(&mut self, pred: impl Fn(&str) -> bool) -> String {
+        loop {
+            match self.lines.recv_timeout(REPLY_TIMEOUT) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "{}: no matching line ({e}); output so far:\n{}",
+                    self.name,
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Closes stdin (a sender started with --stdin-stop then ends its stream).
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Waits (bounded) for the process to exit; returns its status and all its output.
+    pub fn finish(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        self.stdin.take();
+        let deadline = std::time::Instant::now() + REPLY_TIMEOUT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                self.log.push(line);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "{} did not exit; output:\n{}",
+                    self.name,
+                    self.log.join("\n")
+                );
+            }
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.log.push(line);
+        }
+        (status, std::mem::take(&mut self.log))
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A running `mcm-proxy` with its ports and socket.
+pub struct Proxy {
+    pub proc: Proc,
+    pub tcp_port: u16,
+    pub grpc_port: u16,
+    pub unix: std::path::PathBuf,
+}
+
+/// Starts `mcm-proxy` on free loopback ports with a unix socket in `dir` and flows in `domain`.
+pub fn start_proxy(dir: &std::path::Path, domain: &std::path::Path, extra: &[&str]) -> Proxy {
+    let unix = dir.join("proxy.sock");
+    let mut cmd = Command::new(workspace_bin("mcm-proxy"));
+    cmd.args(["-t", "0", "-g", "0", "--log", "warn"])
+        .arg("--unix")
+        .arg(&unix)
+        .arg("--domain")
+        .arg(domain)
+        .args(extra);
+    let mut proc = Proc::spawn("mcm-proxy", &mut cmd);
+    let port = |l: &str| {
+        l.rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
+    };
+    let tcp_port = port(&proc.wait_for(|l| l.starts_with("INFO: TCP Server listening on")));
+    let grpc_port = port(&proc.wait_for(|l| l.starts_with("INFO: gRPC Server listening on")));
+    proc.wait_for(|l| l.starts_with("INFO: Unix Server listening on"));
+    Proxy {
+        proc,
+        tcp_port,
+        grpc_port,
+        unix,
+    }
+}
+
+/// Control API helpers (gRPC on the proxy's `-g` port).
+pub mod control {
+    use std::time::Duration;
+
+    use mcm_proto::v1::control_client::ControlClient;
+    use mcm_proto::v1::{ConnectionInfo, MetricsRequest};
+
+    /// Waits (bounded) until the proxy's metrics stream lists `n` connections.
+    pub fn wait_for_connections(port: u16, n: usize) -> Vec<ConnectionInfo> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut client = ControlClient::connect(format!("http://127.0.0.1:{port}"))
+                .await
+                .expect("control API");
+            let mut stream = client
+                .stream_metrics(MetricsRequest {
+                    api_version: 1,
+                    interval_ms: 100,
+                })
+                .await
+                .expect("metrics")
+                .into_inner();
+            let wait = async {
+                while let Some(sample) = stream.message().await.expect("metrics stream") {
+                    if sample.connections.len() == n {
+                        return sample.connections;
+                    }
+                }
+                panic!("metrics stream ended");
+            };
+            tokio::time::timeout(Duration::from_secs(30), wait)
+                .await
+                .expect("connections re-registered in time")
+        })
+    }
+}

@@ -2,6 +2,8 @@
 //! group through the local media proxy, zero-copy.
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -29,6 +31,9 @@ struct Args {
     /// Print `progress sent=N` every N grains.
     #[arg(long, default_value_t = 100)]
     progress: u64,
+    /// Stop (and end the stream) when standard input closes, e.g. from a controlling script.
+    #[arg(long)]
+    stdin_stop: bool,
 }
 
 fn main() {
@@ -61,9 +66,17 @@ fn run(args: Args) -> Result<()> {
     } else {
         Duration::from_millis(10)
     };
+    let stop = Arc::new(AtomicBool::new(false));
+    if args.stdin_stop {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            stop.store(true, Ordering::Release);
+        });
+    }
     let start = Instant::now();
     let mut sent = 0u64;
-    while args.count == 0 || sent < args.count {
+    while (args.count == 0 || sent < args.count) && !stop.load(Ordering::Acquire) {
         if !args.fast {
             let due = start + period.mul_f64(sent as f64);
             std::thread::sleep(due.saturating_duration_since(Instant::now()));

@@ -1,0 +1,226 @@
+//! The media proxy, the SDK and its samples as real processes on one host.
+
+use std::path::Path;
+use std::process::Command;
+
+use mcm_tests::{start_proxy, workspace_bin, Proc};
+
+const VIDEO: &[&str] = &["--video", "640x360", "--pixel-format", "v210"];
+
+fn sample(name: &str, proxy_unix: &Path, urn: &str, args: &[&str]) -> Proc {
+    let mut cmd = Command::new(workspace_bin(name));
+    cmd.env("MCM_PROXY_SOCKET", proxy_unix)
+        .env_remove("MCM_MEDIA_PROXY_IP")
+        .env_remove("MCM_MEDIA_PROXY_PORT")
+        .args(["--urn", urn])
+        .args(args);
+    let mut p = Proc::spawn(name, &mut cmd);
+    p.wait_for(|l| l.starts_with("ready") || l.starts_with("error"));
+    assert!(
+        p.log.last().is_some_and(|l| l.starts_with("ready")),
+        "{name}: {:?}",
+        p.log
+    );
+    p
+}
+
+fn done_line(p: Proc) -> String {
+    let name = p.name.clone();
+    let (status, log) = p.finish();
+    let done = log
+        .iter()
+        .find(|l| l.starts_with("done"))
+        .cloned()
+        .unwrap_or_else(|| panic!("{name}: no done line: {log:?}"));
+    assert!(status.success(), "{name} failed: {log:?}");
+    assert!(!log.iter().any(|l| l.starts_with("bad")), "{name}: {log:?}");
+    done
+}
+
+fn field(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in `{line}`"))
+}
+
+fn flows_left(domain: &Path) -> usize {
+    std::fs::read_dir(domain)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".mxl-flow"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn one_sender_three_receivers_every_grain_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let domain = mcm_tests::temp_domain();
+    let proxy = start_proxy(dir.path(), domain.path(), &[]);
+    let tcp = format!("127.0.0.1:{}", proxy.tcp_port);
+    let rx_args = [VIDEO, &["--reliable", "--verify", "--progress", "0"]].concat();
+    let receivers: Vec<Proc> = vec![
+        sample("mcm-receiver", &proxy.unix, "studio/cam1", &rx_args),
+        sample("mcm-receiver", &proxy.unix, "studio/cam1", &rx_args),
+        // The third one reaches the proxy over TCP instead of the unix socket.
+        sample(
+            "mcm-receiver",
+            &proxy.unix,
+            "studio/cam1",
+            &[&rx_args[..], &["--proxy", &tcp]].concat(),
+        ),
+    ];
+    let sender = sample(
+        "mcm-sender",
+        &proxy.unix,
+        "studio/cam1",
+        &[
+            VIDEO,
+            &["--reliable", "--fast", "--count", "300", "--progress", "0"],
+        ]
+        .concat(),
+    );
+    assert_eq!(done_line(sender), "done sent=300");
+    for r in receivers {
+        assert_eq!(done_line(r), "done received=300 bad=0 drops=0 closed=true");
+    }
+    assert_eq!(
+        flows_left(domain.path()),
+        0,
+        "the last writer removes the flow"
+    );
+}
+
+#[test]
+fn receiver_killed_and_restarted_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let domain = mcm_tests::temp_domain();
+    let proxy = start_proxy(dir.path(), domain.path(), &[]);
+    let rx_args = [VIDEO, &["--fps", "200", "--reliable", "--verify", "--progress", "10"]].concat();
+    let steady = sample("mcm-receiver", &proxy.unix, "g", &rx_args);
+    let mut victim = sample("mcm-receiver", &proxy.unix, "g", &rx_args);
+    let mut sender = sample(
+        "mcm-sender",
+        &proxy.unix,
+        "g",
+        &[
+            VIDEO,
+            &[
+                "--reliable",
+                "--fps",
+                "200",
+                "--stdin-stop",
+                "--progress",
+                "0",
+            ],
+        ]
+        .concat(),
+    );
+    victim.wait_for(|l| l == "progress received=30");
+    victim.kill();
+    // The sender is not held back by the dead reliable receiver; a new one joins mid-stream.
+    let mut again = sample("mcm-receiver", &proxy.unix, "g", &rx_args);
+    again.wait_for(|l| l == "progress received=30");
+    sender.close_stdin();
+    let sent = field(&done_line(sender), "sent");
+    let steady = done_line(steady);
+    assert_eq!(field(&steady, "received"), sent, "{steady}");
+    assert_eq!(field(&steady, "drops"), 0);
+    let again = done_line(again);
+    assert!(
+        field(&again, "received") >= 30 && field(&again, "received") < sent,
+        "{again}"
+    );
+}
+
+#[test]
+fn killed_sender_is_picked_up_again_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let domain = mcm_tests::temp_domain();
+    let proxy = start_proxy(dir.path(), domain.path(), &[]);
+    let mut rx = sample(
+        "mcm-receiver",
+        &proxy.unix,
+        "g2",
+        &[
+            VIDEO,
+            &[
+                "--fps", "100", "--verify",
+                "--progress",
+                "10",
+                "--timeout-ms",
+                "200",
+                "--idle-ms",
+                "30000",
+            ],
+        ]
+        .concat(),
+    );
+    let tx_args = [VIDEO, &["--fps", "100", "--stdin-stop", "--progress", "0"]].concat();
+    let mut first = sample("mcm-sender", &proxy.unix, "g2", &tx_args);
+    rx.wait_for(|l| l == "progress received=20");
+    first.kill();
+    let waiting = rx.wait_for(|l| l.starts_with("waiting"));
+    assert!(
+        waiting.contains("1012"),
+        "a clear timeout error while the sender is gone: {waiting}"
+    );
+    let mut second = sample("mcm-sender", &proxy.unix, "g2", &tx_args);
+    rx.wait_for(|l| l == "resumed");
+    rx.wait_for(|l| l == "progress received=60");
+    second.close_stdin();
+    done_line(second);
+    let done = done_line(rx);
+    assert!(done.ends_with("closed=true"), "{done}");
+    assert_eq!(
+        flows_left(domain.path()),
+        0,
+        "the restarted sender released the flow it joined"
+    );
+}
+
+#[test]
+fn proxy_killed_and_restarted_while_media_keeps_flowing() {
+    let dir = tempfile::tempdir().unwrap();
+    let domain = mcm_tests::temp_domain();
+    let mut proxy = start_proxy(dir.path(), domain.path(), &[]);
+    let mut rx = sample(
+        "mcm-receiver",
+        &proxy.unix,
+        "g3",
+        &[VIDEO, &["--fps", "100", "--verify", "--progress", "10"]].concat(),
+    );
+    let mut tx = sample(
+        "mcm-sender",
+        &proxy.unix,
+        "g3",
+        &[VIDEO, &["--fps", "100", "--stdin-stop", "--progress", "0"]].concat(),
+    );
+    rx.wait_for(|l| l == "progress received=20");
+    proxy.proc.kill();
+    // Shared memory does not need the proxy: grains keep arriving.
+    rx.wait_for(|l| l == "progress received=60");
+    let proxy2 = start_proxy(dir.path(), domain.path(), &[]);
+    // The clients re-register with the new proxy: its control API lists both connections.
+    let listed = mcm_tests::control::wait_for_connections(proxy2.grpc_port, 2);
+    assert!(listed.iter().all(|c| c.group == "g3"), "{listed:?}");
+    tx.close_stdin();
+    done_line(tx);
+    let done = done_line(rx);
+    assert!(
+        done.contains("bad=0") && done.ends_with("closed=true"),
+        "{done}"
+    );
+    // Stopping the proxy leaves nothing behind in the domain.
+    let mut proxy2 = proxy2;
+    proxy2.proc.terminate();
+    let (status, log) = proxy2.proc.finish();
+    assert!(
+        status.success() && log.iter().any(|l| l.starts_with("INFO: mcm-proxy stopped")),
+        "{log:?}"
+    );
+    assert_eq!(flows_left(domain.path()), 0);
+    assert!(!proxy2.unix.exists(), "the unix socket is removed");
+}
