@@ -107,7 +107,10 @@ pub fn workspace_bin(name: &str) -> std::path::PathBuf {
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if built.get_or_insert_with(HashSet::new).insert(name.to_owned()) {
+    if built
+        .get_or_insert_with(HashSet::new)
+        .insert(name.to_owned())
+    {
         let package = match name {
             "mcm-sender" | "mcm-receiver" => "mcm-samples",
             _ => "mcm-proxy",

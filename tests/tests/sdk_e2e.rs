@@ -98,7 +98,11 @@ fn receiver_killed_and_restarted_mid_stream() {
     let dir = tempfile::tempdir().unwrap();
     let domain = mcm_tests::temp_domain();
     let proxy = start_proxy(dir.path(), domain.path(), &[]);
-    let rx_args = [VIDEO, &["--fps", "200", "--reliable", "--verify", "--progress", "10"]].concat();
+    let rx_args = [
+        VIDEO,
+        &["--fps", "200", "--reliable", "--verify", "--progress", "10"],
+    ]
+    .concat();
     let steady = sample("mcm-receiver", &proxy.unix, "g", &rx_args);
     let mut victim = sample("mcm-receiver", &proxy.unix, "g", &rx_args);
     let mut sender = sample(
@@ -147,7 +151,9 @@ fn killed_sender_is_picked_up_again_when_it_returns() {
         &[
             VIDEO,
             &[
-                "--fps", "100", "--verify",
+                "--fps",
+                "100",
+                "--verify",
                 "--progress",
                 "10",
                 "--timeout-ms",
