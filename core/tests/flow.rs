@@ -280,7 +280,7 @@ fn end_of_stream_is_distinct_from_waiting() {
         .open_grain_reader(def.id, &ReaderOptions::default())
         .unwrap();
     w.open_grain(1).unwrap().commit().unwrap();
-    w.end_of_stream();
+    w.end_of_stream().unwrap();
     assert!(r.get_grain(1, NO_WAIT).is_ok());
     assert!(matches!(
         r.get_grain(2, Duration::from_secs(5)),
@@ -755,7 +755,8 @@ mod corrupt_runtime_values {
                     for (off, v) in &grain_garbage {
                         g.write_all_at(&v.to_le_bytes(), *off as u64).unwrap();
                     }
-                    for c in fs::read_dir(dir.join("mcm-cursors")).unwrap().flatten() {
+                    let cursors = d.path().join(".mcm-cursors").join(def.id.to_string());
+                    for c in fs::read_dir(cursors).unwrap().flatten() {
                         let f = fs::OpenOptions::new().write(true).open(c.path()).unwrap();
                         f.write_all_at(&index.to_le_bytes(), 16).unwrap();
                     }

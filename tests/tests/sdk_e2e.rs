@@ -230,3 +230,56 @@ fn proxy_killed_and_restarted_while_media_keeps_flowing() {
     assert_eq!(flows_left(domain.path()), 0);
     assert!(!proxy2.unix.exists(), "the unix socket is removed");
 }
+
+#[test]
+fn reliable_file_copy_is_byte_exact_even_when_the_receiver_starts_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let domain = mcm_tests::temp_domain();
+    let proxy = start_proxy(dir.path(), domain.path(), &[]);
+    // 40 frames of 640x360 v210 (1792 bytes per line), arbitrary content.
+    let frame = 1792 * 360;
+    let mut frames = vec![0u8; frame * 40];
+    mcm_core::testpattern::fill_bytes(99, &mut frames);
+    let input = dir.path().join("in.v210");
+    let output = dir.path().join("out.v210");
+    std::fs::write(&input, &frames).unwrap();
+    let rx = sample(
+        "mcm-receiver",
+        &proxy.unix,
+        "copy",
+        &[
+            VIDEO,
+            &[
+                "--reliable",
+                "--progress",
+                "0",
+                "--output",
+                output.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    let tx = sample(
+        "mcm-sender",
+        &proxy.unix,
+        "copy",
+        &[
+            VIDEO,
+            &[
+                "--reliable",
+                "--fast",
+                "--progress",
+                "0",
+                "--input",
+                input.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(done_line(tx), "done sent=40");
+    assert_eq!(done_line(rx), "done received=40 bad=0 drops=0 closed=true");
+    assert!(
+        std::fs::read(&output).unwrap() == frames,
+        "the copy differs from the input"
+    );
+}

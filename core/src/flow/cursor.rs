@@ -1,7 +1,8 @@
 //! Reliable-reader cursors (mcm extension to MXL): the back-pressure handshake.
 //!
-//! A reliable reader publishes, in its own file `mcm-cursors/<uuid>.cursor`, the next grain
-//! index it needs. The flow itself stays read-only for the reader. A writer created with
+//! A reliable reader publishes, in its own file `${domain}/.mcm-cursors/<flow id>/<uuid>.cursor`,
+//! the next grain index it needs. The flow itself stays read-only for the reader, and a
+//! reader can register before its writer has created the flow (start order does not matter). A writer created with
 //! back-pressure refuses to overwrite a grain a live cursor still needs, waiting on the
 //! cursor's futex word. Readers hold a shared `flock` on their cursor file; a writer that can
 //! lock it exclusively knows the reader died and removes the file.
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use rustix::fs::FlockOperation;
 
 use super::error::FlowError;
-use super::files::CURSOR_DIR;
+use super::files::FLOW_DIR_SUFFIX;
 use super::shm::{futex_wait, futex_wake_all, Mapping};
 use super::Result;
 
@@ -48,17 +49,54 @@ const _: () = {
     assert!(offset_of!(CursorData, counter) == 24);
 };
 
-/// A reliable reader's own cursor.
-pub(crate) struct ReaderCursor {
+/// Directory of all cursors of a domain; sticky and world-writable like /tmp.
+pub(crate) const CURSOR_ROOT: &str = ".mcm-cursors";
+
+/// `${domain}/.mcm-cursors/<flow id>` for the flow directory `${domain}/<flow id>.mxl-flow`.
+pub(crate) fn cursor_dir(flow_dir: &Path) -> PathBuf {
+    let name = flow_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let id = name
+        .strip_suffix(FLOW_DIR_SUFFIX)
+        .unwrap_or(&name)
+        .to_owned();
+    flow_dir
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(CURSOR_ROOT)
+        .join(id)
+}
+
+/// Creates a directory (and parents) readable and writable by every reader uid, sticky.
+pub(crate) fn ensure_shared_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for d in [dir.parent(), Some(dir)].into_iter().flatten() {
+        match fs::create_dir(d) {
+            Ok(()) => {
+                // Only the creator may chmod; later readers find it ready.
+                fs::set_permissions(d, fs::Permissions::from_mode(0o1777))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A reliable reader's own cursor: dropping it unregisters the reader.
+pub struct ReaderCursor {
     path: PathBuf,
     _file: File,
     map: Mapping,
 }
 
 impl ReaderCursor {
-    /// Registers a cursor at `next_index` in the flow at `flow_dir`.
-    pub fn register(flow_dir: &Path, next_index: u64) -> Result<Self> {
-        let dir = flow_dir.join(CURSOR_DIR);
+    /// Registers a cursor at `next_index` for the flow at `flow_dir` (which need not exist).
+    pub(crate) fn register(flow_dir: &Path, next_index: u64) -> Result<Self> {
+        let dir = cursor_dir(flow_dir);
+        ensure_shared_dir(&dir).map_err(|e| FlowError::io(&dir, e))?;
         let name = uuid::Uuid::new_v4().simple().to_string();
         let tmp = dir.join(format!(".tmp-{name}"));
         let path = dir.join(format!("{name}{CURSOR_SUFFIX}"));
@@ -94,6 +132,7 @@ impl ReaderCursor {
             .expect("cursor file is 64 bytes, page-aligned")
     }
 
+    /// First index this reader has not consumed.
     pub fn next_index(&self) -> u64 {
         self.data().next_index.load(Ordering::Acquire)
     }
@@ -157,7 +196,7 @@ pub(crate) struct CursorSet {
 impl CursorSet {
     pub fn new(flow_dir: &Path) -> Self {
         Self {
-            dir: flow_dir.join(CURSOR_DIR),
+            dir: cursor_dir(flow_dir),
             cursors: Vec::new(),
         }
     }
@@ -256,6 +295,41 @@ fn open_peer(path: &Path) -> Option<PeerCursor> {
         file,
         map,
     })
+}
+
+/// Removes cursor files of dead readers, and cursor directories left empty of flows that no
+/// longer exist. Returns how many files and directories went.
+pub(crate) fn collect_garbage(domain: &Path) -> usize {
+    let mut removed = 0;
+    let Ok(dirs) = fs::read_dir(domain.join(CURSOR_ROOT)) else {
+        return 0;
+    };
+    for d in dirs.flatten() {
+        let dir = d.path();
+        if let Ok(files) = fs::read_dir(&dir) {
+            for f in files.flatten() {
+                let path = f.path();
+                let dead = match open_peer(&path) {
+                    Some(c) => !c.is_alive(),
+                    // A `.tmp-*` half-registered file of a reader that died while registering.
+                    None => File::open(&path).is_ok_and(|f| {
+                        rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok()
+                    }),
+                };
+                if dead && fs::remove_file(&path).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        let flow = domain.join(format!(
+            "{}{FLOW_DIR_SUFFIX}",
+            d.file_name().to_string_lossy()
+        ));
+        if !flow.exists() && fs::remove_dir(&dir).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Lists the cursors of a flow (for `mcm info`).

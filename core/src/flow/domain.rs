@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
-use super::cursor::{self, ReaderStatus};
+use super::cursor::{self, ReaderCursor, ReaderStatus};
 use super::error::FlowError;
 use super::files::{self, flow_dir, Shape, FLOW_DIR_SUFFIX, TMP_PREFIX};
 use super::layout::*;
@@ -80,6 +80,8 @@ pub struct GcReport {
     pub removed_flows: Vec<Uuid>,
     pub removed_tmp_dirs: usize,
     pub active_flows: usize,
+    /// Cursor files of dead reliable readers, and cursor directories of vanished flows.
+    pub removed_cursors: usize,
 }
 
 impl Domain {
@@ -209,6 +211,10 @@ impl Domain {
             ));
         }
         let (shape, hints) = self.shape_and_hints(def, options)?;
+        // Readers of any uid register reliable cursors under the domain's cursor root.
+        if let Err(e) = cursor::ensure_shared_dir(&self.path.join(cursor::CURSOR_ROOT)) {
+            tracing::debug!("cannot prepare {}: {e}", cursor::CURSOR_ROOT);
+        }
         let (files, created) = files::create_or_open(&self.path, def, shape, hints)?;
         GrainWriter::new(files, def.clone(), created, options)
     }
@@ -231,6 +237,13 @@ impl Domain {
 
     pub fn open_grain_reader(&self, id: Uuid, options: &ReaderOptions) -> Result<GrainReader> {
         GrainReader::open(&self.flow_dir(id), id, options)
+    }
+
+    /// Registers a reliable reader's cursor for flow `id` before (or whether or not) the flow
+    /// exists, so a back-pressure writer that starts later waits for it from its first grain.
+    /// Keep it until the reader has opened the flow with `ReaderOptions { reliable: true }`.
+    pub fn register_cursor(&self, id: Uuid, next_index: u64) -> Result<ReaderCursor> {
+        ReaderCursor::register(&self.flow_dir(id), next_index)
     }
 
     pub fn open_samples_reader(&self, id: Uuid) -> Result<SamplesReader> {
@@ -315,6 +328,7 @@ impl Domain {
                 report.removed_tmp_dirs += 1;
             }
         }
+        report.removed_cursors = cursor::collect_garbage(&self.path);
         Ok(report)
     }
 

@@ -19,7 +19,6 @@ use crate::time::now_tai_ns;
 
 pub(crate) const FLOW_DIR_SUFFIX: &str = ".mxl-flow";
 pub(crate) const TMP_PREFIX: &str = ".mxl-tmp-";
-pub(crate) const CURSOR_DIR: &str = "mcm-cursors";
 /// Largest ring accepted when opening a flow (a guard against corrupt headers).
 const MAX_GRAIN_COUNT: u32 = 1 << 20;
 const MAX_CHANNELS: u32 = 1024;
@@ -255,11 +254,6 @@ fn populate(dir: &Path, def: &FlowDef, shape: Shape, hints: (u32, u32)) -> Resul
             channels = Some((file, m));
         }
     }
-    let cursors = dir.join(CURSOR_DIR);
-    fs::create_dir(&cursors).map_err(|e| FlowError::io(&cursors, e))?;
-    // World-writable and sticky like /tmp: reliable readers of any uid register a cursor.
-    fs::set_permissions(&cursors, fs::Permissions::from_mode(0o1777))
-        .map_err(|e| FlowError::io(&cursors, e))?;
 
     Ok(FlowFiles {
         dir: dir.to_owned(),

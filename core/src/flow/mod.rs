@@ -24,7 +24,7 @@ mod reader;
 mod shm;
 mod writer;
 
-pub use cursor::ReaderStatus;
+pub use cursor::{ReaderCursor, ReaderStatus};
 pub use domain::{Domain, DomainOptions, FlowStatus, GcReport};
 pub use error::FlowError;
 pub use reader::{Grain, GrainReader, ReaderOptions, SamplesRead, SamplesReader};

@@ -264,13 +264,22 @@ impl GrainWriter {
     }
 
     /// Ends the stream: readers asking for any index after the last committed grain get
-    /// [`FlowError::EndOfStream`] instead of waiting.
-    pub fn end_of_stream(&mut self) {
+    /// [`FlowError::EndOfStream`] instead of waiting. With back-pressure, this then waits (up
+    /// to the back-pressure timeout) until every live reliable reader has consumed the last
+    /// grain, so releasing the writer right after loses nothing.
+    pub fn end_of_stream(&mut self) -> Result<()> {
         let end = self
             .last_committed
             .unwrap_or_else(|| self.head_index())
             .saturating_add(1);
         self.core.set_end_of_stream(end);
+        let n = self.grain_count;
+        let floor = self.first_committed.unwrap_or(end);
+        if let Some((cursors, timeout)) = &mut self.back_pressure {
+            // "Room" for index end + n - 2 means every cursor has reached `end`.
+            cursors.wait_for_room(end.saturating_add(n - 2), n, floor, *timeout)?;
+        }
+        Ok(())
     }
 
     fn publish(&mut self, index: u64, slot: usize, valid: u16, size: u32, flags: u32) {
@@ -568,9 +577,10 @@ impl SamplesWriter {
     }
 
     /// Ends the stream after the last committed sample.
-    pub fn end_of_stream(&mut self) {
+    pub fn end_of_stream(&mut self) -> Result<()> {
         let end = self.last_committed.unwrap_or_else(|| self.head_index());
         self.core.set_end_of_stream(end);
+        Ok(())
     }
 
     fn commit(&mut self, index: u64) {

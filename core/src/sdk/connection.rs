@@ -11,8 +11,8 @@ use super::client::{ClientInner, Counters};
 use super::config::{ConnectionConfig, Payload};
 use super::error::{MeshErrorCode, SdkError, SdkResult};
 use crate::flow::{
-    Domain, FlowError, Grain, GrainReader, GrainWrite, GrainWriter, ReaderOptions, WriterOptions,
-    VALID_SLICES_ALL,
+    Domain, FlowError, Grain, GrainReader, GrainWrite, GrainWriter, ReaderCursor, ReaderOptions,
+    WriterOptions, VALID_SLICES_ALL,
 };
 use crate::format::FlowDef;
 use crate::time::{current_index, index_to_timestamp, Rational};
@@ -29,6 +29,9 @@ enum Side {
         reader: Option<GrainReader>,
         next: Option<u64>,
         reliable: bool,
+        /// A reliable receiver's cursor, registered before the sender's flow exists so the
+        /// sender waits for it from its first grain; dropped once the reader has its own.
+        early_cursor: Option<ReaderCursor>,
     },
 }
 
@@ -89,6 +92,10 @@ impl Connection {
                 reader: None,
                 next: None,
                 reliable: flow.reliable,
+                early_cursor: match flow.reliable {
+                    true => Some(domain.register_cursor(flow_id, 0).map_err(flow_err)?),
+                    false => None,
+                },
             },
         };
         Ok(Self {
@@ -175,7 +182,11 @@ impl Connection {
                 reader,
                 next,
                 reliable,
+                early_cursor,
             } => {
+                if reader.is_some() {
+                    early_cursor.take();
+                }
                 let grain = receive(
                     &self.domain,
                     self.flow_id,
@@ -195,18 +206,27 @@ impl Connection {
     }
 
     /// Stops the connection (MCM `mesh_shutdown_connection`): a transmitter ends the
-    /// stream, so its receivers get `ConnClosed` once they have read everything.
-    pub fn shutdown(&mut self) {
-        if let Side::Tx { writer, .. } = &mut self.side {
-            writer.end_of_stream();
+    /// stream, so its receivers get `ConnClosed` once they have read everything; a reliable
+    /// transmitter first waits (up to the client timeout) until they have.
+    pub fn shutdown(&mut self) -> SdkResult<()> {
+        if self.shut_down {
+            return Ok(());
         }
         self.shut_down = true;
+        if let Side::Tx { writer, .. } = &mut self.side {
+            writer
+                .end_of_stream()
+                .map_err(|e| SdkError::new(MeshErrorCode::Timeout, e.to_string()))?;
+        }
+        Ok(())
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.shutdown();
+        if let Err(e) = self.shutdown() {
+            tracing::warn!(conn = %self.id, "closing: {e}");
+        }
         self.client.unregister(&self.id);
     }
 }

@@ -110,7 +110,7 @@ fn run(args: Args) -> Result<()> {
             std::io::stdout().flush()?;
         }
     }
-    conn.shutdown();
+    conn.shutdown()?;
     println!("done sent={sent}");
     Ok(())
 }

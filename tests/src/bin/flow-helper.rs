@@ -123,10 +123,7 @@ fn run_writer(mut writer: GrainWriter, width: u32, height: u32) {
                 fill_v210_lines(width, *i, line, line + 1, g.payload());
                 g.commit_slices(*k as u16)
             }),
-            [3] => {
-                writer.end_of_stream();
-                Ok(())
-            }
+            [3] => writer.end_of_stream(),
             _ => Err(FlowError::InvalidArgument(format!("bad command {c:?}"))),
         };
         reply(match r {

@@ -138,7 +138,7 @@ pub fn run(domain: &Path, args: DemoArgs) -> Result<()> {
             sent_since = 0;
         }
     }
-    writer.end_of_stream();
+    writer.end_of_stream()?;
     let elapsed = started.elapsed().as_secs_f64();
     println!(
         "writer | sent {} grains in {elapsed:.2} s: {:.1} grains/s, {:.0} MB/s written to shared memory",
