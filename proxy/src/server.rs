@@ -122,7 +122,7 @@ pub async fn run(
     let policy = AccessPolicy {
         token: config.token.as_deref().map(Arc::from),
         allowed_uids: config.allowed_uids.clone(),
-        own_uid: rustix_geteuid(),
+        own_uid: rustix::process::geteuid().as_raw(),
     };
     let registry = Arc::new(Mutex::new(Registry::new(Limits::default())));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -218,19 +218,6 @@ pub async fn run(
     b?;
     c?;
     Ok(())
-}
-
-fn rustix_geteuid() -> u32 {
-    // The proxy's own uid, from /proc (avoids an unsafe libc call for one number).
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2))
-                .and_then(|u| u.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

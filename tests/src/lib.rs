@@ -10,77 +10,37 @@ use std::time::Duration;
 /// Longest wait for one reply; a helper that hangs fails the test instead of hanging it.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A helper process speaking the line protocol of `flow-helper`.
-pub struct Helper {
-    pub child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-}
+/// A helper process speaking the line protocol of `flow-helper`: one command, one reply.
+pub struct Helper(Proc);
 
 impl Helper {
-    /// Starts a prepared command (e.g. with another uid) and waits for `ready`.
+    /// Starts a prepared command (e.g. with another uid) and waits for its `ready` line.
     pub fn spawn_with(cmd: &mut Command) -> (Self, String) {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn flow-helper");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        let mut h = Self {
-            child,
-            stdin,
-            lines: rx,
-        };
-        let ready = h.reply();
+        let mut proc = Proc::spawn("flow-helper", cmd);
+        let ready = proc.next_line();
         assert!(ready.starts_with("ready"), "helper did not start: {ready}");
-        (h, ready)
+        (Self(proc), ready)
     }
 
     /// The next line the helper prints.
     pub fn reply(&mut self) -> String {
-        self.lines
-            .recv_timeout(REPLY_TIMEOUT)
-            .unwrap_or_else(|e| panic!("no reply from helper: {e}"))
+        self.0.next_line()
     }
 
     /// Sends one command and returns the reply line.
     pub fn cmd(&mut self, line: &str) -> String {
-        let stdin = self.stdin.as_mut().expect("helper stdin open");
-        writeln!(stdin, "{line}").expect("write to helper");
-        stdin.flush().expect("flush helper stdin");
+        self.0.send(line);
         self.reply()
     }
 
     /// Closes stdin and waits for the helper to exit.
-    pub fn finish(mut self) -> std::process::ExitStatus {
-        self.stdin.take();
-        self.child.wait().expect("wait helper")
+    pub fn finish(self) -> std::process::ExitStatus {
+        self.0.finish().0
     }
 
     /// SIGKILLs the helper and reaps it.
     pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.0.kill();
     }
 }
 
@@ -162,6 +122,18 @@ impl Proc {
             lines: rx,
             log: Vec::new(),
         }
+    }
+
+    /// The next line (bounded wait); panics with the log if the process ends or stays silent.
+    pub fn next_line(&mut self) -> String {
+        self.wait_for(|_| true)
+    }
+
+    /// Writes one line to the process's stdin.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to child");
+        stdin.flush().expect("flush child stdin");
     }
 
     /// Waits (bounded) for a line matching `pred` and returns it; panics with the log if

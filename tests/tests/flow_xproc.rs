@@ -167,7 +167,7 @@ fn reader_works_on_a_read_only_domain() {
     let (mut w, _) = helper(&["writer", d, &id, "96", "4", "25", "1"]);
     assert_eq!(w.cmd("grain 3"), "ok");
     let flow_dir = dom.path().join(format!("{id}.mxl-flow"));
-    let is_root = unsafe_free_geteuid() == 0;
+    let is_root = rustix::process::geteuid().is_root();
     let bin_dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flow-helper"));
     if is_root {
@@ -227,17 +227,4 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
-}
-
-fn unsafe_free_geteuid() -> u32 {
-    // /proc/self/status "Uid: real effective ..." avoids an unsafe libc call.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2))
-                .and_then(|u| u.parse().ok())
-        })
-        .unwrap_or(u32::MAX)
 }
