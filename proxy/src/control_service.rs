@@ -21,7 +21,13 @@ use crate::registry::{Bridge, Registry};
 pub struct ControlService {
     pub registry: Arc<Mutex<Registry>>,
     pub policy: AccessPolicy,
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Open metrics streams, bounded.
+    pub streams: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Most metrics streams served at once.
+const MAX_METRICS_STREAMS: usize = 16;
 
 impl ControlService {
     fn reg(&self) -> Result<std::sync::MutexGuard<'_, Registry>, Status> {
@@ -133,12 +139,25 @@ impl Control for ControlService {
                 )))
             }
         };
+        use std::sync::atomic::Ordering;
+        if self.streams.fetch_add(1, Ordering::AcqRel) >= MAX_METRICS_STREAMS {
+            self.streams.fetch_sub(1, Ordering::AcqRel);
+            return Err(Status::resource_exhausted(format!(
+                "at most {MAX_METRICS_STREAMS} metrics streams"
+            )));
+        }
         let (tx, rx) = mpsc::channel(2);
         let registry = self.registry.clone();
+        let mut shutdown = self.shutdown.clone();
+        let streams = self.streams.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(u64::from(interval)));
             loop {
-                tick.tick().await;
+                // Stop with the proxy, so shutdown never waits for a monitoring client.
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => break,
+                }
                 let connections = match registry.lock() {
                     Ok(r) => r.connections(),
                     Err(_) => break,
@@ -147,10 +166,12 @@ impl Control for ControlService {
                     timestamp_ns: mcm_core::time::now_tai_ns(),
                     connections,
                 };
-                if tx.send(Ok(sample)).await.is_err() {
-                    break;
+                tokio::select! {
+                    sent = tx.send(Ok(sample)) => if sent.is_err() { break },
+                    _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => break,
                 }
             }
+            streams.fetch_sub(1, Ordering::AcqRel);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -76,9 +76,19 @@ fn start(args: Args) -> anyhow::Result<()> {
             );
             Some(t)
         }
-        None => std::env::var("MCM_AUTH_TOKEN")
+        None => match std::env::var("MCM_AUTH_TOKEN")
             .ok()
-            .filter(|t| !t.is_empty()),
+            .filter(|t| !t.is_empty())
+        {
+            Some(t) => {
+                anyhow::ensure!(
+                    t.len() >= 16,
+                    "MCM_AUTH_TOKEN must be at least 16 characters"
+                );
+                Some(t)
+            }
+            None => None,
+        },
     };
     let config = ProxyConfig {
         bind: args.bind,

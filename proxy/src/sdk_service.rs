@@ -44,6 +44,8 @@ fn registry_status(e: RegistryError) -> Status {
             &SdkError::new(MeshErrorCode::ConnConfigIncompat, m),
         ),
         RegistryError::NotFound(m) => Status::not_found(m),
+        RegistryError::NotOwner(m) => Status::permission_denied(m),
+        RegistryError::NoSession(m) => Status::failed_precondition(m),
     }
 }
 
@@ -66,10 +68,16 @@ impl SdkApi for SdkService {
         &self,
         req: Request<AttachRequest>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        self.policy.check(&req)?;
+        let peer_uid = self.policy.check(&req)?;
         let r = req.into_inner();
         check_version(r.api_version)?;
         check_client_id(&r.client_id)?;
+        let generation = self
+            .registry
+            .lock()
+            .map_err(|_| Status::internal("registry poisoned"))?
+            .attach(&r.client_id, peer_uid)
+            .map_err(registry_status)?;
         let (tx, rx) = mpsc::channel(4);
         let _ = tx
             .send(Ok(ProxyEvent {
@@ -82,12 +90,12 @@ impl SdkApi for SdkService {
         let registry = self.registry.clone();
         let mut shutdown = self.shutdown.clone();
         let client = r.client_id;
-        tracing::info!(client = %client, "client attached");
+        tracing::info!(client = %client, generation, "client attached");
         tokio::spawn(async move {
             tokio::select! {
                 _ = tx.closed() => {
-                    let closed = registry.lock().map(|mut g| g.remove_client(&client)).unwrap_or_default();
-                    tracing::info!(client = %client, closed = closed.len(), "client detached; its connections are closed");
+                    let closed = registry.lock().map(|mut g| g.detach(&client, generation)).unwrap_or_default();
+                    tracing::info!(client = %client, closed, "client detached; its connections are closed");
                 }
                 _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => {
                     let _ = tx.send(Ok(ProxyEvent { event: Some(proxy_event::Event::Shutdown("proxy shutting down".into())) })).await;
@@ -178,6 +186,7 @@ impl SdkApi for SdkService {
             config,
             counters: Default::default(),
             peer_uid,
+            closed_at: None,
         };
         let group = conn.group.clone();
         self.registry
@@ -193,17 +202,16 @@ impl SdkApi for SdkService {
         &self,
         req: Request<ConnectionRef>,
     ) -> Result<Response<Empty>, Status> {
-        self.policy.check(&req)?;
+        let peer_uid = self.policy.check(&req)?;
         let r = req.into_inner();
         check_version(r.api_version)?;
         let mut reg = self
             .registry
             .lock()
             .map_err(|_| Status::internal("registry poisoned"))?;
-        let conn = reg
-            .get_mut(&r.conn_id)
-            .ok_or_else(|| Status::not_found(format!("no connection {}", r.conn_id)))?;
-        conn.state = ConnectionState::Active;
+        reg.owned_mut(&r.conn_id, &r.client_id, peer_uid)
+            .map_err(registry_status)?
+            .state = ConnectionState::Active;
         Ok(Response::new(Empty {}))
     }
 
@@ -211,25 +219,20 @@ impl SdkApi for SdkService {
         &self,
         req: Request<ConnectionRef>,
     ) -> Result<Response<Empty>, Status> {
-        self.policy.check(&req)?;
+        let peer_uid = self.policy.check(&req)?;
         let r = req.into_inner();
         check_version(r.api_version)?;
-        let removed = self
-            .registry
+        self.registry
             .lock()
             .map_err(|_| Status::internal("registry poisoned"))?
-            .remove(&r.conn_id);
-        match removed {
-            Some(_) => {
-                tracing::info!(conn = %r.conn_id, "connection deleted");
-                Ok(Response::new(Empty {}))
-            }
-            None => Err(Status::not_found(format!("no connection {}", r.conn_id))),
-        }
+            .close(&r.conn_id, &r.client_id, peer_uid)
+            .map_err(registry_status)?;
+        tracing::info!(conn = %r.conn_id, "connection closed");
+        Ok(Response::new(Empty {}))
     }
 
     async fn report(&self, req: Request<ReportRequest>) -> Result<Response<Empty>, Status> {
-        self.policy.check(&req)?;
+        let peer_uid = self.policy.check(&req)?;
         let r = req.into_inner();
         check_version(r.api_version)?;
         let mut reg = self
@@ -237,8 +240,8 @@ impl SdkApi for SdkService {
             .lock()
             .map_err(|_| Status::internal("registry poisoned"))?;
         let conn = reg
-            .get_mut(&r.conn_id)
-            .ok_or_else(|| Status::not_found(format!("no connection {}", r.conn_id)))?;
+            .owned_mut(&r.conn_id, &r.client_id, peer_uid)
+            .map_err(registry_status)?;
         if let Some(c) = r.counters {
             conn.counters = c;
         }

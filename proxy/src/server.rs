@@ -97,7 +97,14 @@ fn prepare_unix_path(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            bail!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            );
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             bail!("{} is in use by a running proxy", path.display());
         }
@@ -105,6 +112,25 @@ fn prepare_unix_path(path: &Path) -> Result<()> {
             .with_context(|| format!("removing stale socket {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Writes a fresh random token readable by the proxy's uid only, for local TCP clients.
+fn write_token_file(path: &Path) -> Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing the token file {}", path.display()))?;
+    f.write_all(token.as_bytes())?;
+    Ok(token)
 }
 
 /// Runs the proxy until `shutdown` resolves (or SIGINT/SIGTERM when driven by `main`).
@@ -119,8 +145,27 @@ pub async fn run(
     if !gc.removed_flows.is_empty() {
         tracing::info!("removed {} stale flows at start", gc.removed_flows.len());
     }
+    // TCP is authenticated even on loopback: without a configured token the proxy makes one
+    // and leaves it beside its unix socket, readable by its own uid only (the SDK finds it).
+    let mut token = config.token.clone();
+    let mut token_file = None;
+    if token.is_none() {
+        if let Some(unix) = &config.unix {
+            if let Some(dir) = unix.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let path = mcm_core::sdk::token_path(unix);
+            token = Some(write_token_file(&path)?);
+            token_file = Some(path);
+        } else {
+            tracing::warn!(
+                "no unix socket and no token: TCP clients on this host are not authenticated"
+            );
+        }
+    }
     let policy = AccessPolicy {
-        token: config.token.as_deref().map(Arc::from),
+        token: token.as_deref().map(Arc::from),
         allowed_uids: config.allowed_uids.clone(),
         own_uid: rustix::process::geteuid().as_raw(),
     };
@@ -138,6 +183,8 @@ pub async fn run(
     let control = ControlServer::new(ControlService {
         registry: registry.clone(),
         policy: policy.clone(),
+        shutdown: stop_rx.clone(),
+        streams: Default::default(),
     })
     .max_decoding_message_size(MAX_REQUEST_BYTES);
 
@@ -168,6 +215,12 @@ pub async fn run(
         None => None,
     };
     say(format!("INFO: flow domain {}", config.domain.display()));
+    if let Some(path) = &token_file {
+        say(format!(
+            "INFO: TCP clients authenticate with the token in {}",
+            path.display()
+        ));
+    }
     if let Some(dev) = &config.dev {
         say(format!(
             "INFO: ST 2110 device {dev}{}",
@@ -185,18 +238,23 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let tcp_server = Server::builder()
-        .concurrency_limit_per_connection(64)
+    // Keepalives find clients that vanished without closing their connection.
+    let builder = || {
+        Server::builder()
+            .concurrency_limit_per_connection(64)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+            .tcp_keepalive(Some(std::time::Duration::from_secs(30)))
+    };
+    let tcp_server = builder()
         .add_service(sdk())
         .serve_with_incoming_shutdown(TcpListenerStream::new(tcp), stopped(stop_rx.clone()));
-    let grpc_server = Server::builder()
-        .concurrency_limit_per_connection(64)
+    let grpc_server = builder()
         .add_service(control)
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
     let unix_server = async {
         match unix {
-            Some(l) => Server::builder()
-                .concurrency_limit_per_connection(64)
+            Some(l) => builder()
                 .add_service(sdk())
                 .serve_with_incoming_shutdown(UnixListenerStream::new(l), stopped(stop_rx.clone()))
                 .await
@@ -205,13 +263,13 @@ pub async fn run(
         }
     };
     let (a, b, c) = tokio::join!(tcp_server, grpc_server, unix_server);
-    if let Some(path) = &config.unix {
+    for path in config.unix.iter().chain(token_file.iter()) {
         let _ = std::fs::remove_file(path);
     }
+    let closed = registry.lock().map(|mut r| r.close_all()).unwrap_or(0);
     let gc = domain.collect_garbage()?;
     say(format!(
-        "INFO: mcm-proxy stopped; {} connections closed, {} stale flows removed",
-        registry.lock().map(|r| r.connection_count()).unwrap_or(0),
+        "INFO: mcm-proxy stopped; {closed} connections closed, {} stale flows removed",
         gc.removed_flows.len()
     ));
     a?;

@@ -246,23 +246,88 @@ pub fn start_proxy(dir: &std::path::Path, domain: &std::path::Path, extra: &[&st
     }
 }
 
+impl Proxy {
+    /// The token the proxy wrote for TCP clients beside its unix socket.
+    pub fn token(&self) -> Option<String> {
+        std::fs::read_to_string(mcm_core::sdk::token_path(&self.unix)).ok()
+    }
+}
+
+/// Raw gRPC clients of the proxy, for protocol tests.
+pub mod grpc {
+    use mcm_proto::v1::control_client::ControlClient;
+    use mcm_proto::v1::sdk_api_client::SdkApiClient;
+    use mcm_proto::v1::{AttachRequest, ProxyEvent};
+    use tonic::service::interceptor::InterceptedService;
+    use tonic::transport::Channel;
+
+    /// Adds `authorization: Bearer <token>` when a token is given.
+    #[derive(Clone)]
+    pub struct Bearer(pub Option<String>);
+
+    impl tonic::service::Interceptor for Bearer {
+        fn call(
+            &mut self,
+            mut req: tonic::Request<()>,
+        ) -> Result<tonic::Request<()>, tonic::Status> {
+            if let Some(t) = &self.0 {
+                req.metadata_mut().insert(
+                    "authorization",
+                    format!("Bearer {t}").parse().expect("ascii token"),
+                );
+            }
+            Ok(req)
+        }
+    }
+
+    pub type Sdk = SdkApiClient<InterceptedService<Channel, Bearer>>;
+    pub type Control = ControlClient<InterceptedService<Channel, Bearer>>;
+
+    async fn channel(port: u16) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the proxy")
+    }
+
+    pub async fn sdk(port: u16, token: Option<String>) -> Sdk {
+        SdkApiClient::with_interceptor(channel(port).await, Bearer(token))
+    }
+
+    pub async fn control(port: u16, token: Option<String>) -> Control {
+        ControlClient::with_interceptor(channel(port).await, Bearer(token))
+    }
+
+    /// Opens a client session; keep the stream alive as long as the client's connections.
+    pub async fn attach(sdk: &mut Sdk, client_id: &str) -> tonic::Streaming<ProxyEvent> {
+        let mut s = sdk
+            .attach(AttachRequest {
+                api_version: 1,
+                client_id: client_id.into(),
+            })
+            .await
+            .expect("attach")
+            .into_inner();
+        s.message().await.expect("hello");
+        s
+    }
+}
+
 /// Control API helpers (gRPC on the proxy's `-g` port).
 pub mod control {
     use std::time::Duration;
 
-    use mcm_proto::v1::control_client::ControlClient;
     use mcm_proto::v1::{ConnectionInfo, MetricsRequest};
 
     /// Waits (bounded) until the proxy's metrics stream lists `n` connections.
-    pub fn wait_for_connections(port: u16, n: usize) -> Vec<ConnectionInfo> {
+    pub fn wait_for_connections(proxy: &super::Proxy, n: usize) -> Vec<ConnectionInfo> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         rt.block_on(async {
-            let mut client = ControlClient::connect(format!("http://127.0.0.1:{port}"))
-                .await
-                .expect("control API");
+            let mut client = super::grpc::control(proxy.grpc_port, proxy.token()).await;
             let mut stream = client
                 .stream_metrics(MetricsRequest {
                     api_version: 1,
@@ -283,5 +348,39 @@ pub mod control {
                 .await
                 .expect("connections re-registered in time")
         })
+    }
+
+    /// Opens a metrics stream and never reads it (a stuck monitoring client). The stream
+    /// and its runtime live as long as the returned value.
+    pub fn hold_metrics_stream(proxy: &super::Proxy) -> impl Drop {
+        struct Held(
+            Option<tokio::runtime::Runtime>,
+            Option<tonic::Streaming<mcm_proto::v1::MetricsSample>>,
+        );
+        impl Drop for Held {
+            fn drop(&mut self) {
+                self.1.take();
+                if let Some(rt) = self.0.take() {
+                    rt.shutdown_background();
+                }
+            }
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let stream = rt.block_on(async {
+            let mut client = super::grpc::control(proxy.grpc_port, proxy.token()).await;
+            client
+                .stream_metrics(MetricsRequest {
+                    api_version: 1,
+                    interval_ms: 100,
+                })
+                .await
+                .expect("metrics")
+                .into_inner()
+        });
+        Held(Some(rt), Some(stream))
     }
 }

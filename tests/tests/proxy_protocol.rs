@@ -5,10 +5,8 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use mcm_proto::v1::control_client::ControlClient;
-use mcm_proto::v1::sdk_api_client::SdkApiClient;
-use mcm_proto::v1::{ConnectionKind, CreateConnectionRequest, ListRequest};
-use mcm_tests::{start_proxy, workspace_bin, Proc};
+use mcm_proto::v1::{ConnectionKind, ConnectionRef, CreateConnectionRequest, ListRequest};
+use mcm_tests::{grpc, start_proxy, workspace_bin, Proc};
 use tonic::Code;
 
 const GOOD: &str = r#"{"connection":{"multipointGroup":{"urn":"p"}},"payload":{"video":{"width":640,"height":360,"fps":25,"pixelFormat":"v210"}}}"#;
@@ -37,7 +35,15 @@ fn bad_requests_get_clear_errors_and_the_proxy_keeps_serving() {
     let proxy = start_proxy(dir.path(), domain.path(), &[]);
     let tx = ConnectionKind::Transmitter as i32;
     rt().block_on(async {
-        let mut sdk = SdkApiClient::connect(format!("http://127.0.0.1:{}", proxy.tcp_port)).await.unwrap();
+        // Without the token the proxy wrote beside its socket, TCP is refused even on loopback.
+        let mut anonymous = grpc::sdk(proxy.tcp_port, None).await;
+        let e = anonymous.create_connection(create("c", 1, tx, GOOD)).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        let mut sdk = grpc::sdk(proxy.tcp_port, proxy.token()).await;
+        // A connection needs its client's session.
+        let e = sdk.create_connection(create("c", 1, tx, GOOD)).await.unwrap_err();
+        assert!(e.code() == Code::FailedPrecondition && e.message().contains("Attach"), "{e:?}");
+        let _session_c = grpc::attach(&mut sdk, "c").await;
         let expect = |r: Result<tonic::Response<_>, tonic::Status>, code: Code, text: &str| {
             let e = r.map(|_: tonic::Response<mcm_proto::v1::CreateConnectionReply>| ()).unwrap_err();
             assert_eq!(e.code(), code, "{e:?}");
@@ -61,10 +67,20 @@ fn bad_requests_get_clear_errors_and_the_proxy_keeps_serving() {
             ("maxMetadataSize", "99999999", "[1009]"),
             ("connCreationDelayMilliseconds", "-5", "[1009]"),
             ("reliable", "\"yes\"", "[1009]"),
+            ("options", r#"{"rdma":{"num_endpoints":9}}"#, "[1009]"),
+            ("options", r#"{"rdma":{"provider":"udp"}}"#, "[1009]"),
+            ("payload", r#"{"audio":{"sampleRate":44100,"packetTime":"1ms"}}"#, "[1010]"),
+            ("payload", r#"{"audio":{"channels":0}}"#, "[1009]"),
+            ("payload", r#"{"audio":{"format":"pcm_s8"}}"#, "[1013]"),
+            ("payload", r#"{"blob":{}}"#, "[1009]"),
+            ("connection", r#"{"st2110":{"ipAddr":"not-an-ip","port":9000}}"#, "[1009]"),
+            ("connection", r#"{"st2110":{"ipAddr":"239.0.0.1","port":70000}}"#, "[1009]"),
+            ("connection", r#"{"st2110":{"ipAddr":"239.0.0.1","port":9000,"payloadType":128}}"#, "[1009]"),
+            ("connection", r#"{"st2110":{"ipAddr":"239.0.0.1","port":9000,"pacing":"fast"}}"#, "[1009]"),
+            ("connection", r#"{"rdma":{"connectionMode":"XX"}}"#, "[1009]"),
         ] {
             let json = with_field(path, bad);
-            let r = sdk.create_connection(create("c", 1, tx, &json)).await;
-            let e = r.unwrap_err();
+            let e = sdk.create_connection(create("c", 1, tx, &json)).await.unwrap_err();
             assert!(e.message().starts_with(code), "{path}={bad}: {e:?}");
         }
         let st2110 = r#"{"connection":{"st2110":{"ipAddr":"239.0.0.1","port":9000}},"payload":{"video":{}}}"#;
@@ -78,14 +94,25 @@ fn bad_requests_get_clear_errors_and_the_proxy_keeps_serving() {
         let _ = raw.write_all(b"\x00\xffGET / HTTP/1.0\r\n\r\nthis is not grpc");
         drop(raw);
         // ...and the proxy still serves a good request, on a fresh connection too.
-        let mut sdk2 = SdkApiClient::connect(format!("http://127.0.0.1:{}", proxy.tcp_port)).await.unwrap();
-        let ok = sdk2.create_connection(create("c", 1, tx, GOOD)).await.unwrap().into_inner();
+        let mut sdk2 = grpc::sdk(proxy.tcp_port, proxy.token()).await;
+        let _session_d = grpc::attach(&mut sdk2, "d").await;
+        let ok = sdk2.create_connection(create("d", 1, tx, GOOD)).await.unwrap().into_inner();
         assert_eq!(ok.flow.unwrap().grain_count, 16);
         // A second transmitter on the same group is refused, a receiver is accepted.
-        let e = sdk2.create_connection(create("d", 1, tx, GOOD)).await.unwrap_err();
+        let e = sdk.create_connection(create("c", 1, tx, GOOD)).await.unwrap_err();
         assert!(e.message().starts_with("[1010]") && e.message().contains("already has a transmitter"), "{e:?}");
-        sdk2.create_connection(create("d", 1, ConnectionKind::Receiver as i32, GOOD)).await.unwrap();
-        let mut control = ControlClient::connect(format!("http://127.0.0.1:{}", proxy.grpc_port)).await.unwrap();
+        sdk.create_connection(create("c", 1, ConnectionKind::Receiver as i32, GOOD)).await.unwrap();
+        // Another client can neither take over nor touch d's connection.
+        let mut hijack = create("c", 1, ConnectionKind::Receiver as i32, GOOD);
+        hijack.conn_id = ok.conn_id.clone();
+        assert_eq!(sdk.create_connection(hijack).await.unwrap_err().code(), Code::PermissionDenied);
+        let theirs = ConnectionRef { api_version: 1, conn_id: ok.conn_id.clone(), client_id: "c".into() };
+        assert_eq!(sdk.delete_connection(theirs.clone()).await.unwrap_err().code(), Code::PermissionDenied);
+        assert_eq!(sdk.activate_connection(theirs).await.unwrap_err().code(), Code::PermissionDenied);
+        // The control API wants the token too.
+        let e = grpc::control(proxy.grpc_port, None).await.health(ListRequest { api_version: 1 }).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        let mut control = grpc::control(proxy.grpc_port, proxy.token()).await;
         let groups = control.list_groups(ListRequest { api_version: 1 }).await.unwrap().into_inner().groups;
         assert_eq!(groups.len(), 1);
         assert_eq!((groups[0].transmitters.len(), groups[0].receivers.len()), (1, 1));
@@ -148,14 +175,14 @@ fn tcp_requests_need_the_token_when_one_is_set() {
     );
     let tx = ConnectionKind::Transmitter as i32;
     rt().block_on(async {
-        let mut sdk = SdkApiClient::connect(format!("http://127.0.0.1:{}", proxy.tcp_port))
-            .await
-            .unwrap();
+        let mut sdk = grpc::sdk(proxy.tcp_port, None).await;
         let e = sdk
             .create_connection(create("c", 1, tx, GOOD))
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated);
+        let mut authed = grpc::sdk(proxy.tcp_port, Some(token.into())).await;
+        let _session = grpc::attach(&mut authed, "c").await;
         let mut req = tonic::Request::new(create("c", 1, tx, GOOD));
         req.metadata_mut().insert(
             "authorization",

@@ -208,27 +208,34 @@ fn proxy_killed_and_restarted_while_media_keeps_flowing() {
     proxy.proc.kill();
     // Shared memory does not need the proxy: grains keep arriving.
     rx.wait_for(|l| l == "progress received=60");
-    let proxy2 = start_proxy(dir.path(), domain.path(), &[]);
+    let mut proxy2 = start_proxy(dir.path(), domain.path(), &[]);
     // The clients re-register with the new proxy: its control API lists both connections.
-    let listed = mcm_tests::control::wait_for_connections(proxy2.grpc_port, 2);
+    let listed = mcm_tests::control::wait_for_connections(&proxy2, 2);
     assert!(listed.iter().all(|c| c.group == "g3"), "{listed:?}");
-    tx.close_stdin();
-    done_line(tx);
-    let done = done_line(rx);
-    assert!(
-        done.contains("bad=0") && done.ends_with("closed=true"),
-        "{done}"
-    );
-    // Stopping the proxy leaves nothing behind in the domain.
-    let mut proxy2 = proxy2;
+    // Stopping the proxy while clients are attached and a monitor holds a metrics stream it
+    // never reads: the proxy still exits, and media still flows.
+    let _monitor = mcm_tests::control::hold_metrics_stream(&proxy2);
     proxy2.proc.terminate();
     let (status, log) = proxy2.proc.finish();
+    assert!(status.success(), "{log:?}");
     assert!(
-        status.success() && log.iter().any(|l| l.starts_with("INFO: mcm-proxy stopped")),
+        log.iter()
+            .any(|l| l == "INFO: mcm-proxy stopped; 2 connections closed, 0 stale flows removed"),
         "{log:?}"
     );
-    assert_eq!(flows_left(domain.path()), 0);
     assert!(!proxy2.unix.exists(), "the unix socket is removed");
+    rx.wait_for(|l| l == "progress received=100");
+    // A sender killed while no proxy runs leaves a stale flow; the next proxy collects it.
+    tx.kill();
+    assert_eq!(flows_left(domain.path()), 1);
+    let proxy3 = start_proxy(dir.path(), domain.path(), &[]);
+    assert_eq!(
+        flows_left(domain.path()),
+        0,
+        "stale flows are collected when a proxy starts"
+    );
+    drop(proxy3);
+    rx.kill();
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The SDK client: a session with the host's media proxy, and connection set-up.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use mcm_proto::v1::sdk_api_client::SdkApiClient;
 use mcm_proto::v1::{
     AttachRequest, ConnectionCounters, ConnectionKind, ConnectionRef, CreateConnectionRequest,
-    FlowLocation, ReportRequest,
+    FlowLocation, ProxyEvent, ReportRequest,
 };
 use mcm_proto::API_VERSION;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -18,7 +19,7 @@ use super::config::{ClientConfig, ConnectionConfig, ProxyEndpoint};
 use super::connection::Connection;
 use super::error::{MeshErrorCode, SdkError, SdkResult};
 
-/// Deadline of set-up calls to the proxy.
+/// Deadline of each call to the proxy.
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a client retries a lost proxy, and reports counters.
 const RETRY_PERIOD: Duration = Duration::from_millis(500);
@@ -36,7 +37,7 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-type Api = SdkApiClient<InterceptedService<Channel, Auth>>;
+pub(crate) type Api = SdkApiClient<InterceptedService<Channel, Auth>>;
 
 /// Per-connection counters, reported to the proxy every second.
 #[derive(Debug, Default)]
@@ -59,6 +60,7 @@ impl Counters {
 }
 
 /// What the client remembers of a connection to re-register it with a restarted proxy.
+#[derive(Clone)]
 pub(crate) struct Registration {
     pub conn_id: String,
     pub kind: ConnectionKind,
@@ -74,6 +76,8 @@ pub(crate) struct ClientInner {
     pub id: String,
     api: Mutex<Api>,
     pub registrations: Mutex<Vec<Registration>>,
+    /// Serialises connection creation so `maxMediaConnections` holds under concurrency.
+    creating: Mutex<()>,
     pub proxy_up: AtomicBool,
 }
 
@@ -85,8 +89,33 @@ impl Drop for ClientInner {
     }
 }
 
+/// Runs a future on the SDK's runtime and waits for it from any thread, including one that
+/// is itself inside a tokio runtime (where `block_on` would panic).
+fn run<T: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    fut: impl Future<Output = SdkResult<T>> + Send + 'static,
+) -> SdkResult<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    rt.spawn(async move {
+        let r = match tokio::time::timeout(RPC_TIMEOUT, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(SdkError::new(
+                MeshErrorCode::Timeout,
+                "the media proxy did not answer within 5 s",
+            )),
+        };
+        let _ = tx.send(r);
+    });
+    rx.recv().unwrap_or_else(|_| {
+        Err(SdkError::new(
+            MeshErrorCode::ConnFailed,
+            "the SDK runtime stopped",
+        ))
+    })
+}
+
 impl ClientInner {
-    pub(crate) fn rt(&self) -> &tokio::runtime::Runtime {
+    fn rt(&self) -> &tokio::runtime::Runtime {
         self.runtime
             .as_ref()
             .expect("the runtime lives until the client is dropped")
@@ -99,32 +128,48 @@ impl ClientInner {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    /// Runs one proxy call on the client's runtime with the set-up deadline.
-    pub(crate) fn call<T, F>(&self, f: impl FnOnce(Api) -> F) -> SdkResult<T>
+    /// One proxy call, with the deadline, from any thread.
+    pub(crate) fn call<T, F>(&self, f: impl FnOnce(Api) -> F + Send + 'static) -> SdkResult<T>
     where
-        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+        T: Send + 'static,
+        F: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
     {
         let api = self.api();
-        self.rt().block_on(async {
-            match tokio::time::timeout(RPC_TIMEOUT, f(api)).await {
-                Ok(Ok(r)) => Ok(r.into_inner()),
-                Ok(Err(status)) => Err(status_to_error(&status)),
-                Err(_) => Err(SdkError::new(
-                    MeshErrorCode::Timeout,
-                    "the media proxy did not answer within 5 s",
-                )),
-            }
+        run(self.rt(), async move {
+            f(api)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| status_to_error(&s))
         })
     }
 
-    pub(crate) fn unregister(&self, conn_id: &str) {
-        if let Ok(mut regs) = self.registrations.lock() {
-            regs.retain(|r| r.conn_id != conn_id);
-        }
-        let req = ConnectionRef {
+    pub(crate) fn conn_ref(&self, conn_id: &str) -> ConnectionRef {
+        ConnectionRef {
             api_version: API_VERSION,
             conn_id: conn_id.to_owned(),
-        };
+            client_id: self.id.clone(),
+        }
+    }
+
+    /// Sends the final counters, then closes the connection at the proxy.
+    pub(crate) fn unregister(&self, conn_id: &str) {
+        let reg = self.registrations.lock().ok().and_then(|mut regs| {
+            let pos = regs.iter().position(|r| r.conn_id == conn_id)?;
+            Some(regs.remove(pos))
+        });
+        if !self.proxy_up.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(reg) = reg {
+            let report = ReportRequest {
+                api_version: API_VERSION,
+                conn_id: conn_id.to_owned(),
+                counters: Some(reg.counters.snapshot()),
+                client_id: self.id.clone(),
+            };
+            let _ = self.call(|mut api| async move { api.report(report).await });
+        }
+        let req = self.conn_ref(conn_id);
         let _ = self.call(|mut api| async move { api.delete_connection(req).await });
     }
 }
@@ -132,25 +177,16 @@ impl ClientInner {
 /// Maps a proxy status to MCM's error: the proxy puts the code first, as `[1009] ...`.
 fn status_to_error(status: &tonic::Status) -> SdkError {
     let msg = status.message();
-    if let Some(rest) = msg.strip_prefix('[') {
-        if let Some((code, text)) = rest.split_once(']') {
-            let code = match code.parse::<i32>().unwrap_or(0) {
-                1005 => Some(MeshErrorCode::ClientConfigInval),
-                1006 => Some(MeshErrorCode::MaxConn),
-                1009 => Some(MeshErrorCode::ConnConfigInval),
-                1010 => Some(MeshErrorCode::ConnConfigIncompat),
-                1013 => Some(MeshErrorCode::NotImplemented),
-                _ => None,
-            };
-            if let Some(code) = code {
-                return SdkError::new(code, format!("proxy:{text}"));
-            }
+    if let Some((code, text)) = msg.strip_prefix('[').and_then(|m| m.split_once(']')) {
+        if let Some(code) = code.parse::<i32>().ok().and_then(MeshErrorCode::from_code) {
+            return SdkError::new(code, format!("proxy:{text}"));
         }
     }
     let code = match status.code() {
         tonic::Code::DeadlineExceeded => MeshErrorCode::Timeout,
         tonic::Code::Unimplemented => MeshErrorCode::NotImplemented,
         tonic::Code::InvalidArgument => MeshErrorCode::ConnConfigInval,
+        tonic::Code::ResourceExhausted => MeshErrorCode::MaxConn,
         _ => MeshErrorCode::ConnFailed,
     };
     SdkError::new(code, format!("proxy: {} ({:?})", msg, status.code()))
@@ -190,28 +226,39 @@ async fn connect(config: &ClientConfig) -> Result<Api, String> {
     let token =
         match &config.auth_token {
             Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
-                "MCM_AUTH_TOKEN holds characters not allowed in a header".to_owned()
+                "the auth token holds characters not allowed in a header".to_owned()
             })?),
             None => None,
         };
     Ok(SdkApiClient::with_interceptor(channel, Auth(token)))
 }
 
-/// Opens the session stream; its end tells the client the proxy went away.
-async fn attach(
-    api: &mut Api,
+/// Connects and opens the session stream (whose end tells the client the proxy went away),
+/// within the call deadline.
+async fn connect_and_attach(
+    config: &ClientConfig,
     client_id: &str,
-) -> Result<tonic::Streaming<mcm_proto::v1::ProxyEvent>, tonic::Status> {
-    let mut stream = api
-        .attach(AttachRequest {
-            api_version: API_VERSION,
-            client_id: client_id.to_owned(),
-        })
-        .await?
-        .into_inner();
-    // The first event is the proxy's hello: it proves the session is registered.
-    stream.message().await?;
-    Ok(stream)
+) -> Result<(Api, tonic::Streaming<ProxyEvent>), String> {
+    let attempt = async {
+        let mut api = connect(config).await?;
+        let mut stream = api
+            .attach(AttachRequest {
+                api_version: API_VERSION,
+                client_id: client_id.to_owned(),
+            })
+            .await
+            .map_err(|s| status_to_error(&s).to_string())?
+            .into_inner();
+        // The first event is the proxy's hello: it proves the session is registered.
+        stream
+            .message()
+            .await
+            .map_err(|s| status_to_error(&s).to_string())?;
+        Ok((api, stream))
+    };
+    tokio::time::timeout(RPC_TIMEOUT, attempt)
+        .await
+        .map_err(|_| "no answer within 5 s".to_owned())?
 }
 
 /// A session with the media proxy of this host (MCM's `MeshClient`).
@@ -221,7 +268,7 @@ pub struct Client {
 
 impl Client {
     /// Creates a client from MCM client JSON (see [`ClientConfig::parse`]) and connects to
-    /// the proxy.
+    /// the proxy. Usable from any thread, inside a tokio runtime or not.
     pub fn new(json: &str) -> SdkResult<Self> {
         let config = ClientConfig::parse(json)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -236,28 +283,22 @@ impl Client {
                 )
             })?;
         let id = uuid::Uuid::new_v4().to_string();
-        let (api, stream) = runtime
-            .block_on(async {
-                let mut api = tokio::time::timeout(RPC_TIMEOUT, connect(&config))
-                    .await
-                    .map_err(|_| "timed out".to_owned())??;
-                let stream = attach(&mut api, &id)
-                    .await
-                    .map_err(|s| status_to_error(&s).to_string())?;
-                Ok::<_, String>((api, stream))
-            })
-            .map_err(|e| {
+        let (cfg, cid) = (config.clone(), id.clone());
+        let (api, stream) = run(&runtime, async move {
+            connect_and_attach(&cfg, &cid).await.map_err(|e| {
                 SdkError::new(
                     MeshErrorCode::ConnFailed,
-                    format!("cannot reach the media proxy at {:?}: {e}", config.endpoint),
+                    format!("cannot reach the media proxy at {:?}: {e}", cfg.endpoint),
                 )
-            })?;
+            })
+        })?;
         let inner = Arc::new(ClientInner {
             config,
             runtime: Some(runtime),
             id,
             api: Mutex::new(api),
             registrations: Mutex::new(Vec::new()),
+            creating: Mutex::new(()),
             proxy_up: AtomicBool::new(true),
         });
         inner.rt().spawn(session(Arc::downgrade(&inner), stream));
@@ -287,6 +328,11 @@ impl Client {
 
     fn create(&self, json: &str, kind: ConnectionKind) -> SdkResult<Connection> {
         let config = ConnectionConfig::parse(json)?;
+        let creating = self
+            .inner
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let open = self
             .inner
             .registrations
@@ -316,35 +362,33 @@ impl Client {
             .flow
             .ok_or_else(|| SdkError::new(MeshErrorCode::ConnFailed, "proxy reply names no flow"))?;
         let counters = Arc::new(Counters::default());
-        let conn = Connection::open(
+        if let Ok(mut regs) = self.inner.registrations.lock() {
+            regs.push(Registration {
+                conn_id: reply.conn_id.clone(),
+                kind,
+                config_json: json.to_owned(),
+                counters: counters.clone(),
+            });
+        }
+        let conn = match Connection::open(
             self.inner.clone(),
             reply.conn_id.clone(),
             kind,
             config,
             flow,
-            counters.clone(),
-        );
-        let conn = match conn {
+            counters,
+        ) {
             Ok(c) => c,
             Err(e) => {
                 self.inner.unregister(&reply.conn_id);
                 return Err(e);
             }
         };
-        let req = ConnectionRef {
-            api_version: API_VERSION,
-            conn_id: reply.conn_id.clone(),
-        };
+        // From here on, dropping the connection (also on error) unregisters it.
+        let req = self.inner.conn_ref(&reply.conn_id);
         self.inner
             .call(|mut api| async move { api.activate_connection(req).await })?;
-        if let Ok(mut regs) = self.inner.registrations.lock() {
-            regs.push(Registration {
-                conn_id: reply.conn_id,
-                kind,
-                config_json: json.to_owned(),
-                counters,
-            });
-        }
+        drop(creating);
         conn.after_activation();
         Ok(conn)
     }
@@ -352,57 +396,65 @@ impl Client {
 
 /// Watches the session; when the proxy goes away, keeps retrying and re-registers every
 /// connection once it is back. Data keeps flowing through shared memory meanwhile.
-async fn session(
-    client: Weak<ClientInner>,
-    mut stream: tonic::Streaming<mcm_proto::v1::ProxyEvent>,
-) {
+async fn session(client: Weak<ClientInner>, mut stream: tonic::Streaming<ProxyEvent>) {
     loop {
         while let Ok(Some(_event)) = stream.message().await {}
         let Some(inner) = client.upgrade() else {
             return;
         };
         inner.proxy_up.store(false, Ordering::Release);
+        let (config, id) = (inner.config.clone(), inner.id.clone());
+        drop(inner);
         tracing::warn!(
             "lost the media proxy; connections keep working, re-registering when it returns"
         );
-        drop(inner);
         stream = loop {
             tokio::time::sleep(RETRY_PERIOD).await;
+            if client.strong_count() == 0 {
+                return;
+            }
+            let Ok((mut api, s)) = connect_and_attach(&config, &id).await else {
+                continue;
+            };
+            let regs: Vec<Registration> = match client.upgrade() {
+                Some(inner) => inner
+                    .registrations
+                    .lock()
+                    .map(|r| r.clone())
+                    .unwrap_or_default(),
+                None => return,
+            };
+            for r in regs {
+                let req = CreateConnectionRequest {
+                    api_version: API_VERSION,
+                    client_id: id.clone(),
+                    kind: r.kind as i32,
+                    config_json: r.config_json,
+                    conn_id: r.conn_id.clone(),
+                };
+                let activate = ConnectionRef {
+                    api_version: API_VERSION,
+                    conn_id: r.conn_id.clone(),
+                    client_id: id.clone(),
+                };
+                let result = tokio::time::timeout(RPC_TIMEOUT, async {
+                    api.create_connection(req).await?;
+                    api.activate_connection(activate).await
+                })
+                .await;
+                match result {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(status)) => {
+                        tracing::warn!(conn = %r.conn_id, "re-registering: {}", status_to_error(&status))
+                    }
+                    Err(_) => {
+                        tracing::warn!(conn = %r.conn_id, "re-registering: no answer within 5 s")
+                    }
+                }
+            }
             let Some(inner) = client.upgrade() else {
                 return;
             };
-            let Ok(mut api) = connect(&inner.config).await else {
-                continue;
-            };
-            let Ok(s) = attach(&mut api, &inner.id).await else {
-                continue;
-            };
-            let regs: Vec<(String, ConnectionKind, String)> = inner
-                .registrations
-                .lock()
-                .map(|r| {
-                    r.iter()
-                        .map(|r| (r.conn_id.clone(), r.kind, r.config_json.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            for (conn_id, kind, config_json) in regs {
-                let req = CreateConnectionRequest {
-                    api_version: API_VERSION,
-                    client_id: inner.id.clone(),
-                    kind: kind as i32,
-                    config_json,
-                    conn_id: conn_id.clone(),
-                };
-                if api.create_connection(req).await.is_ok() {
-                    let _ = api
-                        .activate_connection(ConnectionRef {
-                            api_version: API_VERSION,
-                            conn_id,
-                        })
-                        .await;
-                }
-            }
             if let Ok(mut a) = inner.api.lock() {
                 *a = api;
             }
@@ -417,29 +469,31 @@ async fn session(
 async fn reporter(client: Weak<ClientInner>) {
     loop {
         tokio::time::sleep(REPORT_PERIOD).await;
-        let Some(inner) = client.upgrade() else {
-            return;
+        let (reports, mut api) = {
+            let Some(inner) = client.upgrade() else {
+                return;
+            };
+            if !inner.proxy_up.load(Ordering::Acquire) {
+                continue;
+            }
+            let reports: Vec<ReportRequest> = inner
+                .registrations
+                .lock()
+                .map(|r| {
+                    r.iter()
+                        .map(|r| ReportRequest {
+                            api_version: API_VERSION,
+                            conn_id: r.conn_id.clone(),
+                            counters: Some(r.counters.snapshot()),
+                            client_id: inner.id.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (reports, inner.api())
         };
-        if !inner.proxy_up.load(Ordering::Acquire) {
-            continue;
-        }
-        let reports: Vec<ReportRequest> = inner
-            .registrations
-            .lock()
-            .map(|r| {
-                r.iter()
-                    .map(|r| ReportRequest {
-                        api_version: API_VERSION,
-                        conn_id: r.conn_id.clone(),
-                        counters: Some(r.counters.snapshot()),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut api = inner.api();
-        drop(inner);
         for r in reports {
-            let _ = api.report(r).await;
+            let _ = tokio::time::timeout(RPC_TIMEOUT, api.report(r)).await;
         }
     }
 }

@@ -38,7 +38,9 @@ pub struct ClientConfig {
     /// is a `Duration` (the C API takes milliseconds, as `mesh_dp.h` says).
     pub default_timeout: Duration,
     pub max_media_connections: u32,
-    /// Shared secret sent to proxies that require one (`MCM_AUTH_TOKEN`).
+    /// Shared secret sent on TCP: `MCM_AUTH_TOKEN`, else the token file the local proxy
+    /// writes beside its unix socket (`<socket>.token`, readable by its own uid only), if
+    /// this process may read it.
     pub auth_token: Option<String>,
 }
 
@@ -64,7 +66,7 @@ impl ClientConfig {
             Some(Value::String(s)) if s == "v1" => s.clone(),
             Some(other) => return Err(inval(format!("apiVersion {other} unsupported (v1)"))),
         };
-        let (mut server, mut port) = (None, None);
+        let (mut server, mut port, mut socket) = (None, None, None::<PathBuf>);
         if let Some(cs) = obj.get("apiConnectionString") {
             let cs = cs
                 .as_str()
@@ -77,6 +79,8 @@ impl ClientConfig {
                 })?;
                 match k.trim() {
                     "Server" => server = Some(val.trim().to_owned()),
+                    // mcm extension: the proxy's unix socket.
+                    "Socket" => socket = Some(PathBuf::from(val.trim())),
                     "Port" => {
                         port = Some(
                             parse_port(val.trim())
@@ -85,7 +89,7 @@ impl ClientConfig {
                     }
                     other => {
                         return Err(inval(format!(
-                            "apiConnectionString key `{other}` unknown (Server, Port)"
+                            "apiConnectionString key `{other}` unknown (Server, Port, Socket)"
                         )))
                     }
                 }
@@ -102,11 +106,12 @@ impl ClientConfig {
                 })?);
             }
         }
+        let socket = socket.unwrap_or_else(|| {
+            env("MCM_PROXY_SOCKET")
+                .map_or_else(|| PathBuf::from(DEFAULT_UNIX_SOCKET), PathBuf::from)
+        });
         let endpoint = match (server, port) {
-            (None, None) => ProxyEndpoint::Unix(
-                env("MCM_PROXY_SOCKET")
-                    .map_or_else(|| PathBuf::from(DEFAULT_UNIX_SOCKET), PathBuf::from),
-            ),
+            (None, None) => ProxyEndpoint::Unix(socket.clone()),
             (host, port) => ProxyEndpoint::Tcp {
                 host: host.unwrap_or_else(|| "127.0.0.1".into()),
                 port: port.unwrap_or(DEFAULT_SDK_PORT),
@@ -128,14 +133,29 @@ impl ClientConfig {
                 .ok_or_else(|| inval(format!("maxMediaConnections {v} not in 1..=1024")))?
                 as u32,
         };
+        let auth_token = env("MCM_AUTH_TOKEN").or_else(|| {
+            let file =
+                env("MCM_AUTH_TOKEN_FILE").map_or_else(|| token_path(&socket), PathBuf::from);
+            std::fs::read_to_string(file)
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+        });
         Ok(Self {
             api_version,
             endpoint,
             default_timeout: Duration::from_micros(timeout_us),
             max_media_connections: max_conn,
-            auth_token: env("MCM_AUTH_TOKEN"),
+            auth_token,
         })
     }
+}
+
+/// Where a proxy serving `socket` keeps its TCP token: `<socket>.token`.
+pub fn token_path(socket: &std::path::Path) -> PathBuf {
+    let mut p = socket.as_os_str().to_owned();
+    p.push(".token");
+    PathBuf::from(p)
 }
 
 fn parse_port(s: &str) -> Option<u16> {
@@ -234,6 +254,18 @@ fn string<'a>(o: &'a Map<String, Value>, key: &str, default: &'a str) -> SdkResu
         None => Ok(default),
         Some(Value::String(s)) => Ok(s),
         Some(v) => Err(SdkError::conn_inval(format!("{key} {v} is not a string"))),
+    }
+}
+
+fn one_of(o: &Map<String, Value>, key: &str, default: &str, allowed: &[&str]) -> SdkResult<String> {
+    let v = string(o, key, default)?;
+    if allowed.contains(&v) {
+        Ok(v.to_owned())
+    } else {
+        Err(SdkError::conn_inval(format!(
+            "{key} `{v}` (one of {})",
+            allowed.join(", ")
+        )))
     }
 }
 
@@ -361,19 +393,20 @@ impl ConnectionConfig {
                         }
                     })?,
                     multicast_source_ip_addr: ip("multicastSourceIpAddr")?,
-                    pacing: string(body, "pacing", "narrow")?.to_owned(),
+                    // ST 2110-21 sender types.
+                    pacing: one_of(body, "pacing", "narrow", &["narrow", "wide", "linear"])?,
                     payload_type: uint(body, "payloadType", 112, 0..=127)? as u8,
-                    transport_pixel_format: string(
+                    transport_pixel_format: one_of(
                         body,
                         "transportPixelFormat",
                         "yuv422p10rfc4175",
-                    )?
-                    .to_owned(),
+                        &["yuv422p10rfc4175", "yuv422p8rfc4175", "yuv422p12rfc4175"],
+                    )?,
                 }
                 .into()
             }
             "rdma" => ConnectionType::Rdma {
-                connection_mode: string(body, "connectionMode", "RC")?.to_owned(),
+                connection_mode: one_of(body, "connectionMode", "RC", &["RC", "RD", "UD"])?,
                 max_latency_ns: uint(body, "maxLatencyNanoseconds", 0, 0..=u64::from(u32::MAX))?,
             },
             other => {

@@ -21,6 +21,29 @@ pub enum MeshErrorCode {
 }
 
 impl MeshErrorCode {
+    /// The code for a number, if it is one of MCM's.
+    pub fn from_code(code: i32) -> Option<Self> {
+        use MeshErrorCode::*;
+        [
+            BadClientPtr,
+            BadConnPtr,
+            BadConfigPtr,
+            BadBufPtr,
+            BadBufLen,
+            ClientConfigInval,
+            MaxConn,
+            FoundAllocated,
+            ConnFailed,
+            ConnConfigInval,
+            ConnConfigIncompat,
+            ConnClosed,
+            Timeout,
+            NotImplemented,
+        ]
+        .into_iter()
+        .find(|c| *c as i32 == code)
+    }
+
     /// MCM's description of the code (`mesh_err2str`).
     pub fn description(self) -> &'static str {
         match self {
