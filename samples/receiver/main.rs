@@ -85,6 +85,9 @@ fn run(args: Args) -> Result<u64> {
         }
         last_grain = Instant::now();
         let seq = buf.seq();
+        if last_seq.is_none() {
+            println!("first seq={seq}");
+        }
         if args.verify {
             let meta = format!("seq={seq}");
             let ok = verify(seq, c.video, &c.pixel_format, buf.payload()).and_then(|()| {

@@ -103,7 +103,7 @@ fn receiver_killed_and_restarted_mid_stream() {
         &["--fps", "200", "--reliable", "--verify", "--progress", "10"],
     ]
     .concat();
-    let steady = sample("mcm-receiver", &proxy.unix, "g", &rx_args);
+    let mut steady = sample("mcm-receiver", &proxy.unix, "g", &rx_args);
     let mut victim = sample("mcm-receiver", &proxy.unix, "g", &rx_args);
     let mut sender = sample(
         "mcm-sender",
@@ -112,9 +112,11 @@ fn receiver_killed_and_restarted_mid_stream() {
         &[
             VIDEO,
             &[
-                "--reliable",
                 "--fps",
                 "200",
+                "--reliable",
+                "--timeout-ms",
+                "10000",
                 "--stdin-stop",
                 "--progress",
                 "0",
@@ -122,10 +124,17 @@ fn receiver_killed_and_restarted_mid_stream() {
         ]
         .concat(),
     );
+    let first = field(&steady.wait_for(|l| l.starts_with("first seq=")), "seq");
     victim.wait_for(|l| l == "progress received=30");
     victim.kill();
-    // The sender is not held back by the dead reliable receiver; a new one joins mid-stream.
+    // The sender is not held back by the dead reliable receiver; a new one joins mid-stream
+    // and, being reliable, starts at the oldest grain still in the ring.
     let mut again = sample("mcm-receiver", &proxy.unix, "g", &rx_args);
+    let again_first = field(&again.wait_for(|l| l.starts_with("first seq=")), "seq");
+    assert!(
+        again_first > first,
+        "joined mid-stream: {again_first} after {first}"
+    );
     again.wait_for(|l| l == "progress received=30");
     sender.close_stdin();
     let sent = field(&done_line(sender), "sent");
@@ -137,6 +146,41 @@ fn receiver_killed_and_restarted_mid_stream() {
         field(&again, "received") >= 30 && field(&again, "received") < sent,
         "{again}"
     );
+}
+
+#[test]
+fn live_receiver_joining_late_starts_at_the_newest_grain() {
+    let dir = tempfile::tempdir().unwrap();
+    let domain = mcm_tests::temp_domain();
+    let proxy = start_proxy(dir.path(), domain.path(), &[]);
+    let rx_args = [VIDEO, &["--fps", "100", "--verify", "--progress", "10"]].concat();
+    let mut early = sample("mcm-receiver", &proxy.unix, "late", &rx_args);
+    let mut sender = sample(
+        "mcm-sender",
+        &proxy.unix,
+        "late",
+        &[VIDEO, &["--fps", "100", "--stdin-stop", "--progress", "0"]].concat(),
+    );
+    let first = field(&early.wait_for(|l| l.starts_with("first seq=")), "seq");
+    early.wait_for(|l| l == "progress received=40");
+    let mut late = sample("mcm-receiver", &proxy.unix, "late", &rx_args);
+    // 40 grains later, the ring (16 grains) no longer holds the early ones: a late live
+    // receiver starting anywhere but the head would see them gone or get stale data.
+    let late_first = field(&late.wait_for(|l| l.starts_with("first seq=")), "seq");
+    assert!(
+        late_first >= first + 40,
+        "late receiver started at {late_first}, stream began at {first}"
+    );
+    late.wait_for(|l| l == "progress received=20");
+    sender.close_stdin();
+    done_line(sender);
+    for r in [early, late] {
+        let done = done_line(r);
+        assert!(
+            done.contains("bad=0") && done.ends_with("closed=true"),
+            "{done}"
+        );
+    }
 }
 
 #[test]

@@ -148,6 +148,15 @@ impl Connection {
     /// The next buffer: writable (transmitter) or readable (receiver). `None` uses the
     /// client's default timeout; `Some(Duration::ZERO)` polls.
     pub fn get_buffer(&mut self, timeout: Option<Duration>) -> SdkResult<Buffer<'_>> {
+        let counters = self.counters.clone();
+        self.next_buffer(timeout).inspect_err(|e| {
+            if !matches!(e.code, MeshErrorCode::Timeout | MeshErrorCode::ConnClosed) {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    }
+
+    fn next_buffer(&mut self, timeout: Option<Duration>) -> SdkResult<Buffer<'_>> {
         if self.shut_down {
             return Err(SdkError::new(
                 MeshErrorCode::ConnClosed,
