@@ -132,6 +132,22 @@ impl VideoFormat {
         !matches!(self, Self::V210 | Self::V210a | Self::Rgba | Self::Bgra)
     }
 
+    /// Each plane's `(bytes per row, rows)` for `lines` lines of `width` pixels, in the
+    /// order and tight packing of the grain (plane `p` follows plane `p-1` directly).
+    pub fn planes(self, width: u32, lines: u32) -> Vec<(usize, usize)> {
+        let (slices, total) = self.slices(width, lines);
+        slices
+            .iter()
+            .enumerate()
+            .filter(|(_, &s)| s > 0)
+            .map(|(p, &s)| {
+                // 4:2:0 slices hold two rows of luma and one of chroma.
+                let luma_rows = if self.is_4_2_0() && p == 0 { 2 } else { 1 };
+                ((s / luma_rows) as usize, (total * luma_rows) as usize)
+            })
+            .collect()
+    }
+
     /// Slice sizes and slice count for `lines` lines of `width` pixels.
     ///
     /// A slice is one line of every plane; for 4:2:0 formats it is two luma lines and one
@@ -934,6 +950,13 @@ mod tests {
         let g = video(VideoFormat::I420, 4, 2);
         assert_eq!(g.plane_offset(1), 8);
         assert_eq!(g.plane_offset(2), 10);
+        assert_eq!(VideoFormat::I420.planes(4, 2), vec![(4, 2), (2, 1), (2, 1)]);
+        assert_eq!(VideoFormat::Nv12.planes(4, 2), vec![(4, 2), (4, 1)]);
+        assert_eq!(VideoFormat::V210.planes(48, 3), vec![(128, 3)]);
+        for f in VideoFormat::ALL {
+            let total: usize = f.planes(64, 8).iter().map(|(r, n)| r * n).sum();
+            assert_eq!(total, video(f, 64, 8).grain_size as usize, "{f:?}");
+        }
     }
 
     #[test]

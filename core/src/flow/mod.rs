@@ -19,6 +19,7 @@ mod cursor;
 mod domain;
 mod error;
 mod files;
+mod follower;
 pub mod layout;
 mod reader;
 mod shm;
@@ -27,6 +28,7 @@ mod writer;
 pub use cursor::{ReaderCursor, ReaderStatus};
 pub use domain::{Domain, DomainOptions, FlowStatus, GcReport};
 pub use error::FlowError;
+pub use follower::{FollowError, Follower};
 pub use reader::{Grain, GrainReader, ReaderOptions, SamplesRead, SamplesReader};
 pub use writer::{GrainWrite, GrainWriter, SamplesWrite, SamplesWriter, WriterOptions};
 

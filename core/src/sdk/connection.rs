@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mcm_proto::v1::{ConnectionKind, FlowLocation};
 use uuid::Uuid;
@@ -11,28 +11,17 @@ use super::client::{ClientInner, Counters};
 use super::config::{ConnectionConfig, Payload};
 use super::error::{MeshErrorCode, SdkError, SdkResult};
 use crate::flow::{
-    Domain, FlowError, Grain, GrainReader, GrainWrite, GrainWriter, ReaderCursor, ReaderOptions,
-    WriterOptions, VALID_SLICES_ALL,
+    Domain, FlowError, FollowError, Follower, Grain, GrainWrite, GrainWriter, WriterOptions,
 };
 use crate::format::FlowDef;
 use crate::time::{current_index, index_to_timestamp, Rational};
-
-/// Poll period while a receiver waits for its sender's flow to appear.
-const FLOW_APPEAR_POLL: Duration = Duration::from_millis(5);
 
 enum Side {
     Tx {
         writer: GrainWriter,
         last: Option<u64>,
     },
-    Rx {
-        reader: Option<GrainReader>,
-        next: Option<u64>,
-        reliable: bool,
-        /// A reliable receiver's cursor, registered before the sender's flow exists so the
-        /// sender waits for it from its first grain; dropped once the reader has its own.
-        early_cursor: Option<ReaderCursor>,
-    },
+    Rx(Follower),
 }
 
 /// A transmit or receive connection (MCM's `MeshConnection`).
@@ -41,7 +30,6 @@ pub struct Connection {
     id: String,
     kind: ConnectionKind,
     config: ConnectionConfig,
-    domain: Domain,
     flow_id: Uuid,
     rate: Rational,
     payload_capacity: usize,
@@ -88,15 +76,7 @@ impl Connection {
                 let last = (!writer.created()).then(|| writer.head_index());
                 Side::Tx { writer, last }
             }
-            _ => Side::Rx {
-                reader: None,
-                next: None,
-                reliable: flow.reliable,
-                early_cursor: match flow.reliable {
-                    true => Some(domain.register_cursor(flow_id, 0).map_err(flow_err)?),
-                    false => None,
-                },
-            },
+            _ => Side::Rx(Follower::new(domain, flow_id, flow.reliable).map_err(flow_err)?),
         };
         Ok(Self {
             client,
@@ -104,7 +84,6 @@ impl Connection {
             kind,
             rate: def.index_rate(),
             config,
-            domain,
             flow_id,
             payload_capacity,
             counters,
@@ -187,24 +166,24 @@ impl Connection {
                     rate,
                 })
             }
-            Side::Rx {
-                reader,
-                next,
-                reliable,
-                early_cursor,
-            } => {
-                if reader.is_some() {
-                    early_cursor.take();
-                }
-                let grain = receive(
-                    &self.domain,
-                    self.flow_id,
-                    reader,
-                    next,
-                    *reliable,
-                    timeout,
-                    &self.counters,
-                )?;
+            Side::Rx(follower) => {
+                let drops = follower.drops();
+                let grain = follower.next_grain(timeout);
+                self.counters
+                    .drops
+                    .store(drops.load(Ordering::Relaxed), Ordering::Relaxed);
+                let grain = grain.map_err(|e| match e {
+                    FollowError::Timeout(m) => SdkError::new(MeshErrorCode::Timeout, m),
+                    FollowError::Closed => SdkError::new(
+                        MeshErrorCode::ConnClosed,
+                        "the sender closed the connection",
+                    ),
+                    FollowError::Failed(e) => flow_err(e),
+                })?;
+                self.counters.grains.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .bytes
+                    .fetch_add(grain.payload().len() as u64, Ordering::Relaxed);
                 Ok(Buffer {
                     inner: BufferInner::Rx { grain },
                     counters: &self.counters,
@@ -238,123 +217,6 @@ impl Drop for Connection {
         }
         self.client.unregister(&self.id);
     }
-}
-
-/// The receive loop: follows the sender's flow through late joins, restarts and overruns.
-fn receive<'r>(
-    domain: &Domain,
-    flow_id: Uuid,
-    reader: &'r mut Option<GrainReader>,
-    next: &mut Option<u64>,
-    reliable: bool,
-    timeout: Duration,
-    counters: &Counters,
-) -> SdkResult<Grain<'r>> {
-    let start = Instant::now();
-    let deadline = start
-        .checked_add(timeout)
-        .unwrap_or(start + Duration::from_secs(365 * 24 * 3600));
-    loop {
-        if reader.is_none() {
-            // A reliable cursor at 0 waits for nothing that does not exist (the writer floors
-            // it at its oldest grain) and holds back everything the receiver has not read.
-            let start_index = Some(next.unwrap_or(0));
-            match domain.open_grain_reader(
-                flow_id,
-                &ReaderOptions {
-                    reliable,
-                    start_index,
-                },
-            ) {
-                Ok(r) => *reader = Some(r),
-                Err(
-                    FlowError::NotFound { .. } | FlowError::Io { .. } | FlowError::Corrupt { .. },
-                ) => {
-                    // The sender has not created (or is re-creating) the flow.
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Err(SdkError::new(
-                            MeshErrorCode::Timeout,
-                            "no sender on this group yet",
-                        ));
-                    }
-                    std::thread::sleep(FLOW_APPEAR_POLL.min(deadline - now));
-                    continue;
-                }
-                Err(e) => return Err(flow_err(e)),
-            }
-        }
-        let r = reader.as_ref().expect("opened above");
-        // A live receiver joining late starts at the current head; a reliable one at the
-        // oldest grain still in the ring, losing nothing the sender wrote before it joined.
-        let index = *next.get_or_insert_with(|| {
-            let head = r.head_index();
-            if reliable {
-                head.saturating_add(2).saturating_sub(r.grain_count())
-            } else {
-                head
-            }
-        });
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let outcome = r.wait_grain(index, VALID_SLICES_ALL, remaining);
-        match outcome {
-            Ok(false) => break,
-            // An index the sender skipped (it writes by time): nothing to deliver.
-            Ok(true) => {
-                r.release_before(index.saturating_add(1));
-                *next = Some(index.saturating_add(1));
-            }
-            Err(FlowError::TooLate { oldest, .. }) => {
-                // Overrun (or a fresh flow whose head jumped to "now"): resume at the newest
-                // grain; count what was skipped once the stream had started.
-                let head = r.head_index();
-                let resume = if reliable { oldest } else { head.max(oldest) };
-                // Indices before the first grain were never written: not drops.
-                if counters.grains.load(Ordering::Relaxed) > 0 {
-                    counters
-                        .drops
-                        .fetch_add(resume.saturating_sub(index), Ordering::Relaxed);
-                }
-                *next = Some(resume);
-            }
-            Err(FlowError::TooEarly { .. }) => {
-                return Err(SdkError::new(
-                    MeshErrorCode::Timeout,
-                    format!("no grain within {timeout:?}"),
-                ))
-            }
-            Err(FlowError::EndOfStream { .. }) => {
-                return Err(SdkError::new(
-                    MeshErrorCode::ConnClosed,
-                    "the sender closed the connection",
-                ))
-            }
-            Err(FlowError::FlowInvalid { .. }) => {
-                // The sender restarted: follow it to the new flow, from its head.
-                *reader = None;
-                *next = None;
-            }
-            Err(e) => return Err(flow_err(e)),
-        }
-    }
-    let r = reader.as_ref().expect("read above");
-    let index = next.expect("set above");
-    // Reliable: the cursor still holds `index`, so it cannot be gone. Live: a sender that
-    // lapped us between the two calls is reported like a timeout, to be retried.
-    let grain = r
-        .get_grain_slices(index, VALID_SLICES_ALL, Duration::ZERO)
-        .map_err(|e| {
-            SdkError::new(
-                MeshErrorCode::Timeout,
-                format!("grain {index} overwritten while being received: {e}"),
-            )
-        })?;
-    *next = Some(index + 1);
-    counters.grains.fetch_add(1, Ordering::Relaxed);
-    counters
-        .bytes
-        .fetch_add(grain.payload().len() as u64, Ordering::Relaxed);
-    Ok(grain)
 }
 
 enum BufferInner<'a> {

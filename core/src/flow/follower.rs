@@ -1,0 +1,168 @@
+//! Following a flow as a receiver: waiting for its writer, late joins, overruns, indices the
+//! writer skipped, and writers that restart. Shared by the SDK and the GStreamer source.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::cursor::ReaderCursor;
+use super::domain::Domain;
+use super::error::FlowError;
+use super::reader::{Grain, GrainReader, ReaderOptions};
+use super::VALID_SLICES_ALL;
+
+/// Poll period while waiting for a flow to appear (there is no notification for that).
+const FLOW_APPEAR_POLL: Duration = Duration::from_millis(5);
+
+/// Why [`Follower::next_grain`] returned no grain.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// Nothing arrived in time (no writer yet, or it went quiet); call again.
+    #[error("{0}")]
+    Timeout(String),
+    /// The writer ended the stream.
+    #[error("the writer ended the stream")]
+    Closed,
+    #[error(transparent)]
+    Failed(FlowError),
+}
+
+/// A receiver's position in a flow that may not exist yet and may be recreated.
+pub struct Follower {
+    domain: Domain,
+    flow_id: Uuid,
+    reliable: bool,
+    reader: Option<GrainReader>,
+    next: Option<u64>,
+    /// A reliable receiver's cursor registered before the flow exists, so a back-pressure
+    /// writer waits for it from its first grain; dropped once the reader has its own.
+    early_cursor: Option<ReaderCursor>,
+    received: u64,
+    drops: Arc<AtomicU64>,
+}
+
+impl Follower {
+    /// Follows flow `flow_id` of `domain`. A live follower starts at the newest grain; a
+    /// reliable one at the oldest grain still in the ring, holding back the writer.
+    pub fn new(domain: Domain, flow_id: Uuid, reliable: bool) -> Result<Self, FlowError> {
+        let early_cursor = match reliable {
+            true => Some(domain.register_cursor(flow_id, 0)?),
+            false => None,
+        };
+        Ok(Self {
+            domain,
+            flow_id,
+            reliable,
+            reader: None,
+            next: None,
+            early_cursor,
+            received: 0,
+            drops: Arc::default(),
+        })
+    }
+
+    /// The reader, once the flow has been opened.
+    pub fn reader(&self) -> Option<&GrainReader> {
+        self.reader.as_ref()
+    }
+
+    /// Grains the writer overwrote before this follower read them; the counter can be read
+    /// while a grain borrows the follower.
+    pub fn drops(&self) -> Arc<AtomicU64> {
+        self.drops.clone()
+    }
+
+    /// The next grain, waiting up to `timeout`.
+    pub fn next_grain(&mut self, timeout: Duration) -> Result<Grain<'_>, FollowError> {
+        let start = Instant::now();
+        let deadline = start
+            .checked_add(timeout)
+            .unwrap_or(start + Duration::from_secs(365 * 24 * 3600));
+        let index = loop {
+            if self.reader.is_none() {
+                // A reliable cursor at 0 waits for nothing that does not exist (the writer
+                // floors it at its oldest grain) and holds back all the reader has not read.
+                let options = ReaderOptions {
+                    reliable: self.reliable,
+                    start_index: Some(self.next.unwrap_or(0)),
+                };
+                match self.domain.open_grain_reader(self.flow_id, &options) {
+                    Ok(r) => {
+                        self.reader = Some(r);
+                        self.early_cursor = None;
+                    }
+                    Err(
+                        FlowError::NotFound { .. }
+                        | FlowError::Io { .. }
+                        | FlowError::Corrupt { .. },
+                    ) => {
+                        // The writer has not created (or is re-creating) the flow.
+                        let now = Instant::now();
+                        if now >= deadline {
+                            return Err(FollowError::Timeout("no writer on this flow yet".into()));
+                        }
+                        std::thread::sleep(FLOW_APPEAR_POLL.min(deadline - now));
+                        continue;
+                    }
+                    Err(e) => return Err(FollowError::Failed(e)),
+                }
+            }
+            let r = self.reader.as_ref().expect("opened above");
+            let reliable = self.reliable;
+            let index = *self.next.get_or_insert_with(|| {
+                let head = r.head_index();
+                if reliable {
+                    head.saturating_add(2).saturating_sub(r.grain_count())
+                } else {
+                    head
+                }
+            });
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match r.wait_grain(index, VALID_SLICES_ALL, remaining) {
+                Ok(false) => break index,
+                // An index the writer skipped (it writes by time): nothing to deliver.
+                Ok(true) => {
+                    r.release_before(index.saturating_add(1));
+                    self.next = Some(index.saturating_add(1));
+                }
+                Err(FlowError::TooLate { oldest, .. }) => {
+                    // Overrun (or a fresh flow whose head jumped to "now"): resume at the
+                    // newest grain; indices before the first grain were never written.
+                    let resume = if reliable {
+                        oldest
+                    } else {
+                        r.head_index().max(oldest)
+                    };
+                    if self.received > 0 {
+                        self.drops
+                            .fetch_add(resume.saturating_sub(index), Ordering::Relaxed);
+                    }
+                    self.next = Some(resume);
+                }
+                Err(FlowError::TooEarly { .. }) => {
+                    return Err(FollowError::Timeout(format!("no grain within {timeout:?}")))
+                }
+                Err(FlowError::EndOfStream { .. }) => return Err(FollowError::Closed),
+                Err(FlowError::FlowInvalid { .. }) => {
+                    // The writer restarted: follow it to the new flow, from its head.
+                    self.reader = None;
+                    self.next = None;
+                }
+                Err(e) => return Err(FollowError::Failed(e)),
+            }
+        };
+        // Reliable: the cursor still holds `index`, so it cannot be gone. Live: a writer that
+        // lapped us between the two calls is reported like a timeout, to be retried.
+        self.next = Some(index.saturating_add(1));
+        self.received += 1;
+        let r = self.reader.as_ref().expect("read above");
+        r.get_grain_slices(index, VALID_SLICES_ALL, Duration::ZERO)
+            .map_err(|e| {
+                FollowError::Timeout(format!(
+                    "grain {index} overwritten while being received: {e}"
+                ))
+            })
+    }
+}

@@ -1,0 +1,397 @@
+//! What `mcmsrc` and `mcmsink` share: connection properties (named like MCM's connection
+//! JSON), caps <-> flow description, and row-by-row copies between frames and grains.
+
+use std::path::PathBuf;
+use std::sync::LazyLock;
+
+use gst::glib;
+use gst::prelude::*;
+use gst_video::prelude::*;
+use mcm_core::format::{FlowDef, InterlaceMode, MediaFormat, VideoFormat};
+use mcm_core::time::Rational;
+use serde_json::json;
+use uuid::Uuid;
+
+pub static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new("mcm", gst::DebugColorFlags::empty(), Some("mcm elements"))
+});
+
+/// Raw video formats the elements carry (GStreamer names, as in the flows).
+pub const VIDEO_FORMATS: &[&str] = &[
+    "v210",
+    "UYVY",
+    "YUY2",
+    "I420",
+    "NV12",
+    "I422_10LE",
+    "UYVP",
+    "P010_10LE",
+    "RGBA",
+    "BGRA",
+];
+
+pub fn video_caps() -> gst::Caps {
+    gst_video::VideoCapsBuilder::new()
+        .format_list(
+            VIDEO_FORMATS
+                .iter()
+                .filter_map(|f| gst_video::VideoFormat::from_string(f).into()),
+        )
+        .build()
+}
+
+/// Connection settings, named like MCM's connection JSON and MTL's elements.
+#[derive(Debug, Clone)]
+pub struct ConnSettings {
+    pub conn_type: String,
+    pub urn: Option<String>,
+    pub ip_addr: Option<String>,
+    pub port: u32,
+    pub mcast_sip_addr: Option<String>,
+    pub transport: String,
+    pub payload_type: u32,
+    pub transport_pixel_format: String,
+    pub buffer_queue_capacity: u32,
+    pub reliable: bool,
+    pub proxy: Option<String>,
+    pub domain: Option<String>,
+    pub flow_id: Option<String>,
+    pub rdma_provider: String,
+    pub rdma_num_endpoints: u32,
+    pub caps: Option<gst::Caps>,
+}
+
+impl Default for ConnSettings {
+    fn default() -> Self {
+        Self {
+            conn_type: "multipoint-group".into(),
+            urn: None,
+            ip_addr: None,
+            port: 9001,
+            mcast_sip_addr: None,
+            transport: "st2110-20".into(),
+            payload_type: 112,
+            transport_pixel_format: "yuv422p10rfc4175".into(),
+            buffer_queue_capacity: 16,
+            reliable: false,
+            proxy: None,
+            domain: None,
+            flow_id: None,
+            rdma_provider: "tcp".into(),
+            rdma_num_endpoints: 1,
+            caps: None,
+        }
+    }
+}
+
+/// How an element reaches its flow.
+pub enum Mode {
+    /// Read or write `${domain}/${flow_id}.mxl-flow` directly, no proxy.
+    Direct { domain: PathBuf, flow_id: Uuid },
+    /// Ask the media proxy: MCM client JSON and the connection JSON without its payload.
+    Proxy {
+        client_json: String,
+        connection: serde_json::Value,
+    },
+}
+
+fn string_prop(
+    name: &'static str,
+    nick: &'static str,
+    blurb: &'static str,
+    default: Option<&str>,
+) -> glib::ParamSpec {
+    glib::ParamSpecString::builder(name)
+        .nick(nick)
+        .blurb(blurb)
+        .default_value(default)
+        .mutable_ready()
+        .build()
+}
+
+impl ConnSettings {
+    pub fn properties() -> Vec<glib::ParamSpec> {
+        let d = Self::default();
+        vec![
+            string_prop("conn-type", "Connection type", "multipoint-group (local group through the proxy), st2110 or rdma", Some("multipoint-group")),
+            string_prop("urn", "URN", "Multipoint group shared by a sender and its receivers", None),
+            string_prop("ip-addr", "IP address", "ST 2110 destination (sender) or group (receiver) address", None),
+            glib::ParamSpecUInt::builder("port").nick("Port").blurb("ST 2110 UDP port").minimum(1).maximum(65535).default_value(d.port).mutable_ready().build(),
+            string_prop("mcast-sip-addr", "Multicast source", "Source address for source-specific multicast", None),
+            string_prop("transport", "Transport", "st2110-20, st2110-22, st2110-30 or st2110-40", Some("st2110-20")),
+            glib::ParamSpecUInt::builder("payload-type").nick("Payload type").blurb("RTP payload type").maximum(127).default_value(d.payload_type).mutable_ready().build(),
+            string_prop("transport-pixel-format", "Transport pixel format", "ST 2110-20 wire format, e.g. yuv422p10rfc4175", Some("yuv422p10rfc4175")),
+            glib::ParamSpecUInt::builder("buffer-queue-capacity").nick("Buffer queue capacity").blurb("Grains in the ring (2..=128)").minimum(2).maximum(128).default_value(d.buffer_queue_capacity).mutable_ready().build(),
+            glib::ParamSpecBoolean::builder("reliable").nick("Reliable").blurb("Back-pressure: the sender waits for slow receivers instead of dropping (file pipelines); not live").default_value(false).mutable_ready().build(),
+            string_prop("proxy", "Proxy", "Media proxy as HOST:PORT; default MCM_MEDIA_PROXY_IP/PORT, then the local unix socket", None),
+            string_prop("domain", "Domain", "Flow domain directory for direct mode (no proxy), with flow-id", None),
+            string_prop("flow-id", "Flow id", "Flow UUID for direct mode, with domain (e.g. a flow written by MXL tools)", None),
+            string_prop("rdma-provider", "RDMA provider", "libfabric provider: tcp or verbs", Some("tcp")),
+            glib::ParamSpecBoxed::builder::<gst::Caps>("caps").nick("Caps").blurb("Stream caps in proxy mode (raw video: format, width, height, framerate); direct mode reads them from the flow").mutable_ready().build(),
+            glib::ParamSpecUInt::builder("rdma-num-endpoints").nick("RDMA endpoints").blurb("Endpoints per RDMA connection (1..=8)").minimum(1).maximum(8).default_value(d.rdma_num_endpoints).mutable_ready().build(),
+        ]
+    }
+
+    /// Sets a property this struct owns; false if `name` is not one of them.
+    pub fn set(&mut self, name: &str, value: &glib::Value) -> bool {
+        let s = || value.get::<Option<String>>().ok().flatten();
+        let u = || value.get::<u32>().unwrap_or_default();
+        match name {
+            "conn-type" => self.conn_type = s().unwrap_or_else(|| "multipoint-group".into()),
+            "urn" => self.urn = s(),
+            "ip-addr" => self.ip_addr = s(),
+            "port" => self.port = u(),
+            "mcast-sip-addr" => self.mcast_sip_addr = s(),
+            "transport" => self.transport = s().unwrap_or_else(|| "st2110-20".into()),
+            "payload-type" => self.payload_type = u(),
+            "transport-pixel-format" => {
+                self.transport_pixel_format = s().unwrap_or_else(|| "yuv422p10rfc4175".into())
+            }
+            "buffer-queue-capacity" => self.buffer_queue_capacity = u(),
+            "reliable" => self.reliable = value.get().unwrap_or_default(),
+            "proxy" => self.proxy = s(),
+            "domain" => self.domain = s(),
+            "flow-id" => self.flow_id = s(),
+            "rdma-provider" => self.rdma_provider = s().unwrap_or_else(|| "tcp".into()),
+            "rdma-num-endpoints" => self.rdma_num_endpoints = u(),
+            "caps" => self.caps = value.get::<Option<gst::Caps>>().ok().flatten(),
+            _ => return false,
+        }
+        true
+    }
+
+    pub fn get(&self, name: &str) -> Option<glib::Value> {
+        Some(match name {
+            "conn-type" => self.conn_type.to_value(),
+            "urn" => self.urn.to_value(),
+            "ip-addr" => self.ip_addr.to_value(),
+            "port" => self.port.to_value(),
+            "mcast-sip-addr" => self.mcast_sip_addr.to_value(),
+            "transport" => self.transport.to_value(),
+            "payload-type" => self.payload_type.to_value(),
+            "transport-pixel-format" => self.transport_pixel_format.to_value(),
+            "buffer-queue-capacity" => self.buffer_queue_capacity.to_value(),
+            "reliable" => self.reliable.to_value(),
+            "proxy" => self.proxy.to_value(),
+            "domain" => self.domain.to_value(),
+            "flow-id" => self.flow_id.to_value(),
+            "rdma-provider" => self.rdma_provider.to_value(),
+            "rdma-num-endpoints" => self.rdma_num_endpoints.to_value(),
+            "caps" => self.caps.to_value(),
+            _ => return None,
+        })
+    }
+
+    /// Checks the settings together; the message says what to change.
+    pub fn mode(&self) -> Result<Mode, String> {
+        match (&self.domain, &self.flow_id) {
+            (Some(domain), Some(id)) => {
+                let flow_id = Uuid::parse_str(id)
+                    .map_err(|e| format!("flow-id `{id}` is not a UUID: {e}"))?;
+                return Ok(Mode::Direct {
+                    domain: PathBuf::from(domain),
+                    flow_id,
+                });
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err("direct mode needs both domain and flow-id".into())
+            }
+            (None, None) => {}
+        }
+        let connection = match self.conn_type.as_str() {
+            "multipoint-group" => {
+                let urn = self
+                    .urn
+                    .clone()
+                    .filter(|u| !u.is_empty())
+                    .ok_or("conn-type multipoint-group needs urn (or domain and flow-id)")?;
+                json!({ "multipointGroup": { "urn": urn } })
+            }
+            "st2110" => {
+                let ip = self
+                    .ip_addr
+                    .clone()
+                    .ok_or("conn-type st2110 needs ip-addr")?;
+                let mut st = json!({
+                    "transport": self.transport, "ipAddr": ip, "port": self.port,
+                    "payloadType": self.payload_type, "transportPixelFormat": self.transport_pixel_format,
+                });
+                if let Some(s) = &self.mcast_sip_addr {
+                    st["multicastSourceIpAddr"] = s.clone().into();
+                }
+                json!({ "st2110": st })
+            }
+            "rdma" => json!({ "rdma": {} }),
+            other => {
+                return Err(format!(
+                    "conn-type `{other}`: multipoint-group, st2110 or rdma"
+                ))
+            }
+        };
+        let mut client = json!({ "apiVersion": "v1" });
+        if let Some(p) = &self.proxy {
+            let (host, port) = p
+                .rsplit_once(':')
+                .ok_or_else(|| format!("proxy `{p}` is not HOST:PORT"))?;
+            port.parse::<u16>()
+                .map_err(|_| format!("proxy port `{port}` is not 1..=65535"))?;
+            client["apiConnectionString"] = format!("Server={host}; Port={port}").into();
+        }
+        Ok(Mode::Proxy {
+            client_json: client.to_string(),
+            connection: json!({
+                "connection": connection,
+                "bufferQueueCapacity": self.buffer_queue_capacity,
+                "reliable": self.reliable,
+                "options": { "rdma": { "provider": self.rdma_provider, "num_endpoints": self.rdma_num_endpoints } },
+            }),
+        })
+    }
+}
+
+/// The mcm pixel format of a GStreamer one.
+pub fn mcm_format(f: gst_video::VideoFormat) -> Option<VideoFormat> {
+    VideoFormat::from_name(f.to_str())
+}
+
+fn rate_of(info: &gst_video::VideoInfo) -> Result<Rational, String> {
+    let fps = info.fps();
+    if fps.numer() <= 0 || fps.denom() <= 0 {
+        return Err(format!("framerate {fps} is not a fixed positive rate"));
+    }
+    Ok(Rational::new(fps.numer().into(), fps.denom().into()))
+}
+
+/// The flow description of raw video caps.
+pub fn flow_def_from_video(
+    info: &gst_video::VideoInfo,
+    id: Uuid,
+    label: &str,
+) -> Result<FlowDef, String> {
+    if info.interlace_mode() != gst_video::VideoInterlaceMode::Progressive {
+        return Err("interlaced video is not supported by these elements yet".into());
+    }
+    let format = mcm_format(info.format())
+        .ok_or_else(|| format!("format {} not carried", info.format().to_str()))?;
+    FlowDef::video(
+        id,
+        label,
+        format,
+        info.width(),
+        info.height(),
+        rate_of(info)?,
+        InterlaceMode::Progressive,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The MCM connection JSON `payload` of raw video caps.
+pub fn sdk_video_payload(info: &gst_video::VideoInfo) -> Result<serde_json::Value, String> {
+    let rate = rate_of(info)?;
+    Ok(json!({ "video": {
+        "width": info.width(), "height": info.height(),
+        "fps": rate.as_f64(), "pixelFormat": info.format().to_str().as_str(),
+    }}))
+}
+
+/// Caps of a flow, when mcm knows how to express them.
+pub fn caps_from_def(def: &FlowDef) -> Option<gst::Caps> {
+    match &def.media {
+        MediaFormat::Video {
+            format,
+            width,
+            height,
+            interlace: InterlaceMode::Progressive,
+        } => {
+            let f = gst_video::VideoFormat::from_string(format.name());
+            let fps = gst::Fraction::new(def.rate.numerator as i32, def.rate.denominator as i32);
+            Some(
+                gst_video::VideoCapsBuilder::new()
+                    .format(f)
+                    .width(*width as i32)
+                    .height(*height as i32)
+                    .framerate(fps)
+                    .build(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// Copies a mapped frame into a tightly packed grain, row by row (GStreamer rows may be padded).
+pub fn frame_to_grain(
+    frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
+    planes: &[(usize, usize)],
+    grain: &mut [u8],
+) -> Result<(), String> {
+    let mut off = 0;
+    for (p, &(row, rows)) in planes.iter().enumerate() {
+        let stride = frame.plane_stride()[p] as usize;
+        let data = frame.plane_data(p as u32).map_err(|e| e.to_string())?;
+        for r in 0..rows {
+            let src = data
+                .get(r * stride..r * stride + row)
+                .ok_or("frame smaller than its caps")?;
+            grain
+                .get_mut(off..off + row)
+                .ok_or("grain smaller than the frame")?
+                .copy_from_slice(src);
+            off += row;
+        }
+    }
+    Ok(())
+}
+
+/// Copies a tightly packed grain into a mapped frame of the default layout.
+pub fn grain_to_frame(
+    grain: &[u8],
+    planes: &[(usize, usize)],
+    frame: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
+) -> Result<(), String> {
+    let mut off = 0;
+    for (p, &(row, rows)) in planes.iter().enumerate() {
+        let stride = frame.plane_stride()[p] as usize;
+        let data = frame.plane_data_mut(p as u32).map_err(|e| e.to_string())?;
+        for r in 0..rows {
+            let src = grain
+                .get(off..off + row)
+                .ok_or("grain shorter than its flow says")?;
+            data.get_mut(r * stride..r * stride + row)
+                .ok_or("frame smaller than the grain")?
+                .copy_from_slice(src);
+            off += row;
+        }
+    }
+    Ok(())
+}
+
+/// Counters exposed as the `stats` property.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub grains: u64,
+    pub bytes: u64,
+    pub drops: u64,
+    pub copies: u64,
+    /// Last grain's age at delivery (receiver) or commit (sender), in ns.
+    pub latency_ns: u64,
+}
+
+impl Stats {
+    pub fn structure(&self) -> gst::Structure {
+        gst::Structure::builder("application/x-mcm-stats")
+            .field("grains", self.grains)
+            .field("bytes", self.bytes)
+            .field("drops", self.drops)
+            .field("copies", self.copies)
+            .field("latency-ns", self.latency_ns)
+            .build()
+    }
+}
+
+pub fn stats_property() -> glib::ParamSpec {
+    glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+        .nick("Statistics")
+        .blurb("grains, bytes, drops, copies (frames copied between grain and buffer memory), latency-ns")
+        .read_only()
+        .build()
+}

@@ -1,0 +1,378 @@
+// SPDX-License-Identifier: Apache-2.0
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+use mcm_core::flow::{Domain, FlowError, GrainWriter, WriterOptions};
+use mcm_core::sdk::{Client, Connection, MeshErrorCode};
+use mcm_core::time::{current_index, now_tai_ns};
+
+use crate::common::{self, ConnSettings, Mode, Stats, CAT};
+
+/// How long one wait for room (back-pressure) lasts before checking for a flush.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Default, Clone)]
+struct Settings {
+    conn: ConnSettings,
+}
+
+// One per element: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Output {
+    Direct {
+        writer: GrainWriter,
+        last: Option<u64>,
+    },
+    Sdk {
+        conn: Connection,
+    },
+}
+
+struct Started {
+    mode: Mode,
+    client: Option<Client>,
+    output: Option<Output>,
+    info: Option<gst_video::VideoInfo>,
+    planes: Vec<(usize, usize)>,
+}
+
+#[derive(Default)]
+enum State {
+    #[default]
+    Stopped,
+    Started(Box<Started>),
+}
+
+#[derive(Default)]
+pub struct McmSink {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    stats: Mutex<Stats>,
+    flushing: AtomicBool,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for McmSink {
+    const NAME: &'static str = "GstMcmSink";
+    type Type = super::McmSink;
+    type ParentType = gst_base::BaseSink;
+}
+
+impl ObjectImpl for McmSink {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let mut v = ConnSettings::properties();
+            v.push(common::stats_property());
+            v
+        });
+        PROPS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        if s.conn.set(pspec.name(), value) {
+            gst::debug!(CAT, imp = self, "{} set", pspec.name());
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        if pspec.name() == "stats" {
+            return self
+                .stats
+                .lock()
+                .map(|s| s.structure())
+                .unwrap_or_else(|_| Stats::default().structure())
+                .to_value();
+        }
+        let s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        s.conn
+            .get(pspec.name())
+            .unwrap_or_else(|| pspec.default_value().clone())
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        // A reliable sink paces nothing; a live one renders on the clock as usual.
+        self.obj().set_sync(false);
+    }
+}
+
+impl GstObjectImpl for McmSink {}
+
+impl ElementImpl for McmSink {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "mcm sink",
+                "Sink/Video/Network",
+                "Publishes raw video into the mcm mesh (shared-memory flows, MXL v1 layout)",
+                "mcm developers",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            vec![gst::PadTemplate::new(
+                "sink",
+                gst::PadDirection::Sink,
+                gst::PadPresence::Always,
+                &common::video_caps(),
+            )
+            .expect("valid sink template")]
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl McmSink {
+    fn open_output(
+        &self,
+        started: &mut Started,
+        info: &gst_video::VideoInfo,
+    ) -> Result<Output, gst::ErrorMessage> {
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match &started.mode {
+            Mode::Direct { domain, flow_id } => {
+                let def = common::flow_def_from_video(info, *flow_id, "mcmsink")
+                    .map_err(|e| gst::error_msg!(gst::CoreError::Negotiation, ["{}", e]))?;
+                let domain = Domain::create(domain).map_err(|e| {
+                    gst::error_msg!(gst::ResourceError::OpenWrite, ["domain: {}", e])
+                })?;
+                let options = WriterOptions {
+                    back_pressure: settings.conn.reliable.then_some(WAIT_SLICE),
+                    ..Default::default()
+                };
+                let writer = domain.create_grain_writer(&def, &options).map_err(|e| {
+                    gst::error_msg!(gst::ResourceError::OpenWrite, ["flow {}: {}", flow_id, e])
+                })?;
+                let last = (!writer.created()).then(|| writer.head_index());
+                Ok(Output::Direct { writer, last })
+            }
+            Mode::Proxy { connection, .. } => {
+                let mut json = connection.clone();
+                json["payload"] = common::sdk_video_payload(info)
+                    .map_err(|e| gst::error_msg!(gst::CoreError::Negotiation, ["{}", e]))?;
+                let client = started
+                    .client
+                    .as_ref()
+                    .ok_or_else(|| gst::error_msg!(gst::CoreError::Failed, ["no client"]))?;
+                let conn = client
+                    .create_tx_connection(&json.to_string())
+                    .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
+                Ok(Output::Sdk { conn })
+            }
+        }
+    }
+
+    fn end_stream(output: &mut Output) {
+        match output {
+            Output::Direct { writer, .. } => {
+                let _ = writer.end_of_stream();
+            }
+            Output::Sdk { conn } => {
+                let _ = conn.shutdown();
+            }
+        }
+    }
+}
+
+impl BaseSinkImpl for McmSink {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mode = settings
+            .conn
+            .mode()
+            .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
+        let client = match &mode {
+            Mode::Proxy { client_json, .. } => Some(Client::new(client_json).map_err(|e| {
+                gst::error_msg!(gst::ResourceError::OpenWrite, ["media proxy: {}", e])
+            })?),
+            Mode::Direct { .. } => None,
+        };
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = Stats::default();
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = State::Started(Box::new(Started {
+            mode,
+            client,
+            output: None,
+            info: None,
+            planes: Vec::new(),
+        }));
+        gst::info!(CAT, imp = self, "started");
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = State::Stopped;
+        gst::info!(
+            CAT,
+            imp = self,
+            "stopped; {:?}",
+            self.stats.lock().map(|s| *s).unwrap_or_default()
+        );
+        Ok(())
+    }
+
+    fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let info = gst_video::VideoInfo::from_caps(caps)
+            .map_err(|_| gst::loggable_error!(CAT, "not raw video caps: {caps}"))?;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let State::Started(started) = &mut *state else {
+            return Err(gst::loggable_error!(CAT, "caps before start"));
+        };
+        if started.info.as_ref() == Some(&info) {
+            return Ok(());
+        }
+        // New caps: the old flow ends and one with the new geometry starts.
+        if let Some(mut old) = started.output.take() {
+            Self::end_stream(&mut old);
+        }
+        let format = common::mcm_format(info.format())
+            .ok_or_else(|| gst::loggable_error!(CAT, "unsupported format"))?;
+        started.planes = format.planes(info.width(), info.height());
+        match self.open_output(started, &info) {
+            Ok(output) => started.output = Some(output),
+            Err(e) => {
+                self.post_error_message(e);
+                return Err(gst::loggable_error!(CAT, "cannot open the flow for {caps}"));
+            }
+        }
+        started.info = Some(info);
+        Ok(())
+    }
+
+    fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let State::Started(started) = &mut *state else {
+            return Err(gst::FlowError::Flushing);
+        };
+        let (Some(info), Some(output)) = (started.info.clone(), started.output.as_mut()) else {
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), &info)
+            .map_err(|_| {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    ["buffer does not match its caps"]
+                );
+                gst::FlowError::Error
+            })?;
+        let planes = started.planes.clone();
+        let bytes: usize = planes.iter().map(|(r, n)| r * n).sum();
+        let copy = |payload: &mut [u8]| {
+            common::frame_to_grain(&frame, &planes, payload).map_err(|e| {
+                gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", e]);
+                gst::FlowError::Error
+            })
+        };
+        let committed_index = match output {
+            Output::Direct { writer, last } => {
+                let index = last
+                    .map_or(0, |l| l + 1)
+                    .max(current_index(writer.grain_rate()));
+                let mut grain = loop {
+                    match writer.open_grain(index) {
+                        Ok(g) => break g,
+                        Err(FlowError::BackPressureTimeout { .. })
+                            if !self.flushing.load(Ordering::Acquire) =>
+                        {
+                            continue
+                        }
+                        Err(FlowError::BackPressureTimeout { .. }) => {
+                            return Err(gst::FlowError::Flushing)
+                        }
+                        Err(e) => {
+                            gst::element_imp_error!(self, gst::ResourceError::Write, ["{}", e]);
+                            return Err(gst::FlowError::Error);
+                        }
+                    }
+                };
+                copy(grain.payload())?;
+                grain.commit().map_err(|_| gst::FlowError::Error)?;
+                *last = Some(index);
+                index
+            }
+            Output::Sdk { conn } => {
+                let mut buf = loop {
+                    match conn.get_buffer(Some(WAIT_SLICE)) {
+                        Ok(b) => break b,
+                        Err(e)
+                            if e.code == MeshErrorCode::Timeout
+                                && !self.flushing.load(Ordering::Acquire) =>
+                        {
+                            continue
+                        }
+                        Err(e) if e.code == MeshErrorCode::Timeout => {
+                            return Err(gst::FlowError::Flushing)
+                        }
+                        Err(e) => {
+                            gst::element_imp_error!(self, gst::ResourceError::Write, ["{}", e]);
+                            return Err(gst::FlowError::Error);
+                        }
+                    }
+                };
+                copy(buf.payload_mut().map_err(|_| gst::FlowError::Error)?)?;
+                let index = buf.seq();
+                buf.put().map_err(|_| gst::FlowError::Error)?;
+                index
+            }
+        };
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats.grains += 1;
+        stats.bytes += bytes as u64;
+        stats.copies += 1;
+        let rate = info.fps();
+        if rate.numer() > 0 {
+            let r = mcm_core::time::Rational::new(rate.numer().into(), rate.denom().into());
+            stats.latency_ns =
+                now_tai_ns().saturating_sub(mcm_core::time::index_to_timestamp(r, committed_index));
+        }
+        gst::trace!(CAT, imp = self, "grain {committed_index} committed");
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::Eos(_) = event.view() {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let State::Started(started) = &mut *state {
+                if let Some(output) = started.output.as_mut() {
+                    Self::end_stream(output);
+                }
+            }
+            gst::debug!(
+                CAT,
+                imp = self,
+                "end of stream; {:?}",
+                self.stats.lock().map(|s| *s).unwrap_or_default()
+            );
+        }
+        self.parent_event(event)
+    }
+
+    fn unlock(&self) -> Result<(), gst::ErrorMessage> {
+        self.flushing.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
+        self.flushing.store(false, Ordering::Release);
+        Ok(())
+    }
+}

@@ -1,0 +1,460 @@
+// SPDX-License-Identifier: Apache-2.0
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::base_src::CreateSuccess;
+use gst_base::subclass::prelude::*;
+use mcm_core::flow::{Domain, FollowError, Follower};
+use mcm_core::format::FlowDef;
+use mcm_core::sdk::{Client, Connection, MeshErrorCode};
+use mcm_core::time::{index_to_timestamp, now_tai_ns, Rational};
+
+use crate::common::{self, ConnSettings, Mode, Stats, CAT};
+
+/// How long one wait for a grain lasts before checking for a flush.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone)]
+struct Settings {
+    conn: ConnSettings,
+    is_live: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            conn: ConnSettings::default(),
+            is_live: true,
+        }
+    }
+}
+
+// One per element: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Input {
+    Direct(Follower),
+    Sdk { _client: Client, conn: Connection },
+}
+
+struct Started {
+    input: Input,
+    /// Flow description behind the current caps.
+    def: Option<FlowDef>,
+    info: Option<gst_video::VideoInfo>,
+    planes: Vec<(usize, usize)>,
+    first_index: Option<u64>,
+}
+
+#[derive(Default)]
+enum State {
+    #[default]
+    Stopped,
+    Started(Box<Started>),
+}
+
+#[derive(Default)]
+pub struct McmSrc {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    stats: Mutex<Stats>,
+    flushing: AtomicBool,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for McmSrc {
+    const NAME: &'static str = "GstMcmSrc";
+    type Type = super::McmSrc;
+    type ParentType = gst_base::PushSrc;
+}
+
+impl ObjectImpl for McmSrc {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let mut v = ConnSettings::properties();
+            v.push(
+                glib::ParamSpecBoolean::builder("is-live")
+                    .nick("Live")
+                    .blurb("Act as a live source, timestamping with the pipeline clock (ignored when reliable)")
+                    .default_value(true)
+                    .mutable_ready()
+                    .build(),
+            );
+            v.push(common::stats_property());
+            v
+        });
+        PROPS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let live = {
+            let mut s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+            if pspec.name() == "is-live" {
+                s.is_live = value.get().unwrap_or(true);
+            } else {
+                s.conn.set(pspec.name(), value);
+            }
+            s.is_live && !s.conn.reliable
+        };
+        // Liveness decides the READY->PAUSED answer (no preroll), so it is set right away.
+        self.obj().set_live(live);
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        match pspec.name() {
+            "stats" => self
+                .stats
+                .lock()
+                .map(|s| s.structure())
+                .unwrap_or_else(|_| Stats::default().structure())
+                .to_value(),
+            "is-live" => self
+                .settings
+                .lock()
+                .map(|s| s.is_live)
+                .unwrap_or(true)
+                .to_value(),
+            name => {
+                let s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+                s.conn
+                    .get(name)
+                    .unwrap_or_else(|| pspec.default_value().clone())
+            }
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        self.obj().set_format(gst::Format::Time);
+        self.obj().set_live(true);
+    }
+}
+
+impl GstObjectImpl for McmSrc {}
+
+impl ElementImpl for McmSrc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "mcm source",
+                "Source/Video/Network",
+                "Subscribes to raw video in the mcm mesh (shared-memory flows, MXL v1 layout)",
+                "mcm developers",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            vec![gst::PadTemplate::new(
+                "src",
+                gst::PadDirection::Src,
+                gst::PadPresence::Always,
+                &common::video_caps(),
+            )
+            .expect("valid src template")]
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+/// A grain copied out of shared memory, with what the buffer needs.
+struct Received {
+    index: u64,
+    def: Option<FlowDef>,
+    data: Vec<u8>,
+}
+
+impl McmSrc {
+    fn flow_error(&self, msg: String) -> gst::FlowError {
+        gst::element_imp_error!(self, gst::ResourceError::Read, ["{}", msg]);
+        gst::FlowError::Error
+    }
+
+    /// Waits for the next grain in slices, so a flush (unlock) is noticed.
+    fn receive(&self, started: &mut Started) -> Result<Received, gst::FlowError> {
+        loop {
+            if self.flushing.load(Ordering::Acquire) {
+                return Err(gst::FlowError::Flushing);
+            }
+            match &mut started.input {
+                Input::Direct(follower) => {
+                    let got = match follower.next_grain(WAIT_SLICE) {
+                        Ok(grain) => {
+                            Ok((grain.index(), grain.payload().to_vec(), grain.is_intact()))
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match got {
+                        Ok((index, data, intact)) => {
+                            if !intact {
+                                // The sender lapped us while copying: drop, never deliver torn.
+                                self.stats.lock().unwrap_or_else(|p| p.into_inner()).drops += 1;
+                                continue;
+                            }
+                            let def = follower.reader().and_then(|r| r.flow_def().cloned());
+                            return Ok(Received { index, def, data });
+                        }
+                        Err(FollowError::Timeout(_)) => continue,
+                        Err(FollowError::Closed) => return Err(gst::FlowError::Eos),
+                        Err(FollowError::Failed(e)) => return Err(self.flow_error(e.to_string())),
+                    }
+                }
+                Input::Sdk { conn, .. } => match conn.get_buffer(Some(WAIT_SLICE)) {
+                    Ok(mut buf) => {
+                        let index = buf.seq();
+                        let data = buf.payload().to_vec();
+                        let _ = buf.put();
+                        return Ok(Received {
+                            index,
+                            def: None,
+                            data,
+                        });
+                    }
+                    Err(e) if e.code == MeshErrorCode::Timeout => continue,
+                    Err(e) if e.code == MeshErrorCode::ConnClosed => {
+                        return Err(gst::FlowError::Eos)
+                    }
+                    Err(e) => return Err(self.flow_error(e.to_string())),
+                },
+            }
+        }
+    }
+}
+
+impl BaseSrcImpl for McmSrc {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mode = settings
+            .conn
+            .mode()
+            .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
+        let reliable = settings.conn.reliable;
+        let input = match mode {
+            Mode::Direct { domain, flow_id } => {
+                let domain = Domain::open(&domain).map_err(|e| {
+                    gst::error_msg!(gst::ResourceError::OpenRead, ["domain: {}", e])
+                })?;
+                Input::Direct(
+                    Follower::new(domain, flow_id, reliable)
+                        .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["{}", e]))?,
+                )
+            }
+            Mode::Proxy {
+                client_json,
+                mut connection,
+            } => {
+                let caps = settings.conn.caps.clone().ok_or_else(|| {
+                    gst::error_msg!(gst::ResourceError::Settings, ["proxy mode needs the stream's caps (caps property) to describe the connection"])
+                })?;
+                let info = gst_video::VideoInfo::from_caps(&caps).map_err(|_| {
+                    gst::error_msg!(
+                        gst::ResourceError::Settings,
+                        ["caps {} are not raw video", caps]
+                    )
+                })?;
+                connection["payload"] = common::sdk_video_payload(&info)
+                    .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
+                let client = Client::new(&client_json).map_err(|e| {
+                    gst::error_msg!(gst::ResourceError::OpenRead, ["media proxy: {}", e])
+                })?;
+                let conn = client
+                    .create_rx_connection(&connection.to_string())
+                    .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["{}", e]))?;
+                Input::Sdk {
+                    _client: client,
+                    conn,
+                }
+            }
+        };
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = Stats::default();
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = State::Started(Box::new(Started {
+            input,
+            def: None,
+            info: None,
+            planes: Vec::new(),
+            first_index: None,
+        }));
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = State::Stopped;
+        gst::info!(
+            CAT,
+            imp = self,
+            "stopped; {:?}",
+            self.stats.lock().map(|s| *s).unwrap_or_default()
+        );
+        Ok(())
+    }
+
+    fn caps(&self, filter: Option<&gst::Caps>) -> Option<gst::Caps> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let caps = match &*state {
+            State::Started(s) => s.def.as_ref().and_then(common::caps_from_def),
+            State::Stopped => None,
+        }
+        .or_else(|| self.settings.lock().ok().and_then(|s| s.conn.caps.clone()))
+        .unwrap_or_else(common::video_caps);
+        Some(match filter {
+            Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+            None => caps,
+        })
+    }
+
+    fn negotiate(&self) -> Result<(), gst::LoggableError> {
+        // Caps come from the first grain's flow: set in create().
+        Ok(())
+    }
+
+    fn is_seekable(&self) -> bool {
+        false
+    }
+
+    fn query(&self, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let frame = match &*state {
+                State::Started(s) => s.info.as_ref().and_then(frame_duration),
+                State::Stopped => None,
+            };
+            q.set(
+                self.obj().is_live(),
+                frame.unwrap_or(gst::ClockTime::ZERO),
+                None,
+            );
+            return true;
+        }
+        BaseSrcImplExt::parent_query(self, query)
+    }
+
+    fn unlock(&self) -> Result<(), gst::ErrorMessage> {
+        self.flushing.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
+        self.flushing.store(false, Ordering::Release);
+        Ok(())
+    }
+}
+
+fn frame_duration(info: &gst_video::VideoInfo) -> Option<gst::ClockTime> {
+    let fps = info.fps();
+    (fps.numer() > 0)
+        .then(|| gst::ClockTime::SECOND.mul_div_floor(fps.denom() as u64, fps.numer() as u64))
+        .flatten()
+}
+
+impl PushSrcImpl for McmSrc {
+    fn create(
+        &self,
+        _buffer: Option<&mut gst::BufferRef>,
+    ) -> Result<CreateSuccess, gst::FlowError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let State::Started(started) = &mut *state else {
+            return Err(gst::FlowError::Flushing);
+        };
+        gst::trace!(CAT, imp = self, "waiting for a grain");
+        let got = self.receive(started)?;
+        gst::trace!(CAT, imp = self, "grain {}", got.index);
+        // The first grain (and any change of the sender's flow) sets the caps.
+        let new_def = got
+            .def
+            .filter(|d| started.def.as_ref().map(|o| &o.media) != Some(&d.media));
+        if let Some(def) = new_def {
+            let caps = common::caps_from_def(&def).ok_or_else(|| {
+                self.flow_error(format!("flow media {:?} has no caps", def.media))
+            })?;
+            let info = gst_video::VideoInfo::from_caps(&caps)
+                .map_err(|_| gst::FlowError::NotNegotiated)?;
+            let mcm_core::format::MediaFormat::Video {
+                format,
+                width,
+                height,
+                ..
+            } = def.media
+            else {
+                return Err(gst::FlowError::NotNegotiated);
+            };
+            started.planes = format.planes(width, height);
+            started.info = Some(info);
+            started.def = Some(def);
+            drop(state);
+            self.obj()
+                .set_caps(&caps)
+                .map_err(|_| gst::FlowError::NotNegotiated)?;
+            state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        } else if started.info.is_none() {
+            // Proxy mode: the caps are the ones configured.
+            let caps = self
+                .settings
+                .lock()
+                .ok()
+                .and_then(|s| s.conn.caps.clone())
+                .ok_or(gst::FlowError::NotNegotiated)?;
+            let info = gst_video::VideoInfo::from_caps(&caps)
+                .map_err(|_| gst::FlowError::NotNegotiated)?;
+            let format = common::mcm_format(info.format()).ok_or(gst::FlowError::NotNegotiated)?;
+            started.planes = format.planes(info.width(), info.height());
+            started.info = Some(info);
+            drop(state);
+            self.obj()
+                .set_caps(&caps)
+                .map_err(|_| gst::FlowError::NotNegotiated)?;
+            state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        }
+        let State::Started(started) = &mut *state else {
+            return Err(gst::FlowError::Flushing);
+        };
+        let info = started.info.clone().ok_or(gst::FlowError::NotNegotiated)?;
+        let mut buffer = gst::Buffer::with_size(info.size()).map_err(|_| gst::FlowError::Error)?;
+        {
+            let buf = buffer.get_mut().ok_or(gst::FlowError::Error)?;
+            let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, &info)
+                .map_err(|_| gst::FlowError::Error)?;
+            common::grain_to_frame(&got.data, &started.planes, &mut frame)
+                .map_err(|e| self.flow_error(e))?;
+        }
+        let duration = frame_duration(&info);
+        let first = *started.first_index.get_or_insert(got.index);
+        {
+            let buf = buffer.get_mut().ok_or(gst::FlowError::Error)?;
+            buf.set_offset(got.index);
+            buf.set_duration(duration);
+            if self.obj().is_live() {
+                // Live: when the grain arrives, in running time.
+                let running = self
+                    .obj()
+                    .clock()
+                    .zip(self.obj().base_time())
+                    .map(|(c, b)| c.time().saturating_sub(b));
+                buf.set_pts(running);
+            } else if let Some(d) = duration {
+                // File work: every grain once, in order, timed by its position in the stream.
+                buf.set_pts(d * got.index.saturating_sub(first));
+            }
+        }
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats.grains += 1;
+        stats.bytes += got.data.len() as u64;
+        stats.copies += 2;
+        let fps = info.fps();
+        if fps.numer() > 0 {
+            let rate = Rational::new(fps.numer().into(), fps.denom().into());
+            stats.latency_ns = now_tai_ns().saturating_sub(index_to_timestamp(rate, got.index));
+        }
+        Ok(CreateSuccess::NewBuffer(buffer))
+    }
+}
