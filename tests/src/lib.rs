@@ -384,3 +384,47 @@ pub mod control {
         Held(Some(rt), Some(stream))
     }
 }
+
+/// The directory holding the built GStreamer plugin (`libgstmcm.so`), for `GST_PLUGIN_PATH`;
+/// built once per test process.
+pub fn gst_plugin_dir() -> std::path::PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_owned();
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "gst-mcm", "--lib"]);
+        if dir.file_name().is_some_and(|d| d == "release") {
+            cmd.arg("--release");
+        }
+        assert!(
+            cmd.status().expect("cargo build").success(),
+            "building gst-mcm"
+        );
+    });
+    dir
+}
+
+/// `gst-launch-1.0 -q <pipeline>` with the mcm plugin on the plugin path.
+pub fn gst_launch(name: &str, pipeline: &str) -> Proc {
+    let mut cmd = Command::new("gst-launch-1.0");
+    cmd.arg("-q")
+        .args(pipeline.split_whitespace())
+        .env("GST_PLUGIN_PATH", gst_plugin_dir())
+        .env("GST_REGISTRY_FORK", "no");
+    Proc::spawn(name, &mut cmd)
+}
+
+/// The sha1 column of `checksumsink hash=sha1` output lines (`<pts> <sha1>`).
+pub fn checksums(log: &[String]) -> Vec<String> {
+    log.iter()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|h| h.len() == 40)
+        .map(str::to_owned)
+        .collect()
+}

@@ -1,0 +1,239 @@
+//! mcmsink and mcmsrc in a test harness, the plugin registered statically.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use gst::prelude::*;
+use mcm_core::flow::{Domain, ReaderOptions, WriterOptions};
+use mcm_core::format::{FlowDef, InterlaceMode, VideoFormat};
+use mcm_core::testpattern::{fill_v210, v210_stride};
+use mcm_core::time::Rational;
+use uuid::Uuid;
+
+fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        gst::init().unwrap();
+        gstmcm::plugin_register_static().unwrap();
+    });
+}
+
+fn domain() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("gst-mcm-")
+        .tempdir_in("/dev/shm")
+        .unwrap()
+}
+
+#[test]
+fn mcmsink_writes_each_frame_as_a_grain() {
+    init();
+    let dir = domain();
+    let id = Uuid::new_v4();
+    let mut h = gst_check::Harness::new_parse(&format!(
+        "mcmsink name=sink domain={} flow-id={id}",
+        dir.path().display()
+    ));
+    h.set_src_caps_str("video/x-raw,format=I420,width=64,height=48,framerate=25/1");
+    h.play();
+    let d = Domain::open(dir.path()).unwrap();
+    let mut frames = Vec::new();
+    for i in 0..4u8 {
+        let data: Vec<u8> = (0..64 * 48 * 3 / 2)
+            .map(|k| (k as u8).wrapping_mul(3).wrapping_add(i))
+            .collect();
+        frames.push(data.clone());
+        assert_eq!(
+            h.push(gst::Buffer::from_mut_slice(data)),
+            Ok(gst::FlowSuccess::Ok)
+        );
+    }
+    let r = d.open_grain_reader(id, &ReaderOptions::default()).unwrap();
+    assert_eq!(
+        r.flow_def().unwrap().media,
+        FlowDef::video(
+            id,
+            "x",
+            VideoFormat::I420,
+            64,
+            48,
+            Rational::new(25, 1),
+            InterlaceMode::Progressive
+        )
+        .unwrap()
+        .media
+    );
+    let head = r.head_index();
+    // The newest grains hold the newest frames, byte for byte (ring of 5 at 25 fps).
+    for back in 0..3u64 {
+        let g = r.get_grain(head - back, Duration::ZERO).unwrap();
+        assert_eq!(
+            g.payload(),
+            &frames[3 - back as usize][..],
+            "grain {}",
+            head - back
+        );
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_eq!(
+        r.end_of_stream(),
+        Some(head + 1),
+        "EOS ends the flow for its readers"
+    );
+    let bin = h.element().unwrap().downcast::<gst::Bin>().unwrap();
+    let stats = bin
+        .by_name("sink")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("grains").unwrap(), 4);
+    assert_eq!(stats.get::<u64>("bytes").unwrap(), 4 * 64 * 48 * 3 / 2);
+}
+
+#[test]
+fn mcmsrc_reads_a_v210_flow_written_by_the_core_crate() {
+    init();
+    let dir = domain();
+    let d = Domain::open(dir.path()).unwrap();
+    let def = FlowDef::video(
+        Uuid::new_v4(),
+        "core",
+        VideoFormat::V210,
+        1920,
+        1080,
+        Rational::new(50, 1),
+        InterlaceMode::Progressive,
+    )
+    .unwrap();
+    let mut w = d
+        .create_grain_writer(
+            &def,
+            &WriterOptions {
+                back_pressure: Some(Duration::from_secs(5)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut h = gst_check::Harness::new_parse(&format!(
+        "mcmsrc domain={} flow-id={} reliable=true",
+        dir.path().display(),
+        def.id
+    ));
+    h.play();
+    // Reliable: the source's cursor makes the writer wait, so every grain arrives.
+    let writer = std::thread::spawn(move || {
+        for i in 100..110u64 {
+            let mut g = w.open_grain(i).unwrap();
+            fill_v210(1920, 1080, i, g.payload());
+            g.commit().unwrap();
+        }
+        w.end_of_stream().unwrap();
+        w
+    });
+    let mut expected = vec![0u8; v210_stride(1920) * 1080];
+    for i in 100..110u64 {
+        let buf = h.pull().unwrap();
+        fill_v210(1920, 1080, i, &mut expected);
+        let map = buf.map_readable().unwrap();
+        assert!(
+            map.as_slice() == expected.as_slice(),
+            "buffer {i} differs from grain {i}"
+        );
+        assert_eq!(buf.offset(), i);
+        assert_eq!(
+            buf.pts(),
+            Some(gst::ClockTime::from_mseconds(20 * (i - 100)))
+        );
+        assert_eq!(buf.duration(), Some(gst::ClockTime::from_mseconds(20)));
+    }
+    let caps = h.sinkpad().unwrap().current_caps().unwrap();
+    assert_eq!(caps.to_string(), "video/x-raw, format=(string)v210, width=(int)1920, height=(int)1080, framerate=(fraction)50/1");
+    // The writer's end of stream reaches the pipeline as EOS.
+    let eos = loop {
+        match h.pull_event() {
+            Ok(e) if e.type_() == gst::EventType::Eos => break true,
+            Ok(_) => continue,
+            Err(_) => break false,
+        }
+    };
+    assert!(eos);
+    drop(writer.join().unwrap());
+}
+
+#[test]
+fn bad_properties_fail_the_state_change_with_a_clear_error() {
+    init();
+    for (element, props, expect) in [
+        (
+            "mcmsink",
+            "flow-id=5fbec3b1-2d3e-4f00-9a6a-3c1b2a7d9e01",
+            "direct mode needs both domain and flow-id",
+        ),
+        (
+            "mcmsrc",
+            "domain=/dev/shm flow-id=not-a-uuid",
+            "is not a UUID",
+        ),
+        ("mcmsink", "conn-type=st2110", "needs ip-addr"),
+        (
+            "mcmsrc",
+            "conn-type=carrier-pigeon urn=x",
+            "conn-type `carrier-pigeon`",
+        ),
+        ("mcmsink", "urn=x proxy=nohostport", "is not HOST:PORT"),
+    ] {
+        let pipeline = gst::parse::launch(&format!("videotestsrc ! {element} {props}"))
+            .unwrap_or_else(|_| {
+                gst::parse::launch(&format!("{element} {props} ! fakesink")).unwrap()
+            });
+        let pipeline = pipeline.downcast::<gst::Pipeline>().unwrap();
+        let bus = pipeline.bus().unwrap();
+        let _ = pipeline.set_state(gst::State::Paused);
+        let msg = bus
+            .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+            .expect("an error message");
+        let gst::MessageView::Error(err) = msg.view() else {
+            unreachable!()
+        };
+        let text = format!("{} {}", err.error(), err.debug().unwrap_or_default());
+        assert!(text.contains(expect), "{element} {props}: {text}");
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
+}
+
+#[test]
+fn every_property_has_a_description() {
+    init();
+    for name in ["mcmsrc", "mcmsink"] {
+        let e = gst::ElementFactory::make(name).build().unwrap();
+        for p in e.list_properties() {
+            assert!(
+                p.blurb().is_some_and(|b| !b.is_empty()),
+                "{name}.{} has no description",
+                p.name()
+            );
+        }
+        for required in [
+            "conn-type",
+            "urn",
+            "ip-addr",
+            "port",
+            "mcast-sip-addr",
+            "transport",
+            "payload-type",
+            "transport-pixel-format",
+            "buffer-queue-capacity",
+            "reliable",
+            "proxy",
+            "domain",
+            "flow-id",
+            "rdma-provider",
+            "rdma-num-endpoints",
+            "stats",
+        ] {
+            assert!(
+                e.find_property(required).is_some(),
+                "{name} lacks {required}"
+            );
+        }
+    }
+}

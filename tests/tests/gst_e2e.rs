@@ -1,0 +1,112 @@
+//! GStreamer pipelines in separate processes through mcmsink and mcmsrc.
+
+use std::path::PathBuf;
+
+use mcm_tests::{checksums, gst_launch, start_proxy};
+
+fn clip() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/media/bigbuckbunny.mp4");
+    p.exists().then_some(p)
+}
+
+/// Source of decoded frames: the shared clip when present, else a moving test pattern.
+fn source(fmt: &str) -> String {
+    match clip() {
+        Some(p) => format!("filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format={fmt}", p.display()),
+        None => format!("videotestsrc num-buffers=132 pattern=ball ! video/x-raw,format={fmt},width=1280,height=720,framerate=25/1"),
+    }
+}
+
+#[test]
+fn decoded_clip_frames_arrive_bit_exact_in_another_process() {
+    let domain = mcm_tests::temp_domain();
+    for fmt in ["I420", "UYVY", "v210"] {
+        let flow = uuid::Uuid::new_v4();
+        let at = format!(
+            "domain={} flow-id={flow} reliable=true",
+            domain.path().display()
+        );
+        // The receiver starts first and is reliable: it must get every frame, in order.
+        let rx = gst_launch("receiver", &format!("mcmsrc {at} ! checksumsink hash=sha1"));
+        let tx = gst_launch(
+            "sender",
+            &format!(
+                "{} ! tee name=t ! queue ! mcmsink {at} t. ! queue ! checksumsink hash=sha1",
+                source(fmt)
+            ),
+        );
+        let (tx_status, tx_log) = tx.finish();
+        let (rx_status, rx_log) = rx.finish();
+        assert!(
+            tx_status.success() && rx_status.success(),
+            "{fmt}: {tx_log:?} {rx_log:?}"
+        );
+        let (sent, received) = (checksums(&tx_log), checksums(&rx_log));
+        assert_eq!(
+            sent.len(),
+            132,
+            "{fmt}: the clip and the fallback pattern have 132 frames"
+        );
+        assert_eq!(received, sent, "{fmt}: frames differ or are missing");
+    }
+}
+
+#[test]
+fn live_stream_through_the_proxy_with_a_late_receiver_and_eos_on_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let domain = mcm_tests::temp_domain();
+    let proxy = start_proxy(dir.path(), domain.path(), &[]);
+    let socket = proxy.unix.display().to_string();
+    let caps = "video/x-raw,format=UYVY,width=320,height=240,framerate=25/1";
+    let rx = |name: &str| {
+        let cmd_line = format!("mcmsrc urn=live1 caps={caps} ! checksumsink hash=sha1");
+        let mut p = std::process::Command::new("gst-launch-1.0");
+        p.arg("-q")
+            .args(cmd_line.split_whitespace())
+            .env("GST_PLUGIN_PATH", mcm_tests::gst_plugin_dir())
+            .env("MCM_PROXY_SOCKET", &socket);
+        mcm_tests::Proc::spawn(name, &mut p)
+    };
+    let mut early = rx("early");
+    let mut tx = std::process::Command::new("gst-launch-1.0");
+    tx.arg("-q")
+        .args(format!("videotestsrc is-live=true num-buffers=75 pattern=ball ! {caps} ! tee name=t ! queue ! mcmsink urn=live1 t. ! queue ! checksumsink hash=sha1").split_whitespace())
+        .env("GST_PLUGIN_PATH", mcm_tests::gst_plugin_dir())
+        .env("MCM_PROXY_SOCKET", &socket);
+    let tx = mcm_tests::Proc::spawn("sender", &mut tx);
+    // Once the early receiver has 20 frames, a second one joins.
+    for _ in 0..20 {
+        early.next_line();
+    }
+    let late = rx("late");
+    let (tx_status, tx_log) = tx.finish();
+    assert!(tx_status.success(), "{tx_log:?}");
+    let sent = checksums(&tx_log);
+    // The sender's EOS reaches both receivers: they end by themselves.
+    let mut starts = Vec::new();
+    for (name, r) in [("early", early), ("late", late)] {
+        let (status, log) = r.finish();
+        assert!(status.success(), "{name}: {log:?}");
+        let got = checksums(&log);
+        assert!(got.len() >= 10, "{name} got {} frames", got.len());
+        // What a live receiver gets is a run of the sender's frames, in order, none altered.
+        let start = sent
+            .iter()
+            .position(|h| *h == got[0])
+            .unwrap_or_else(|| panic!("{name}: first frame never sent"));
+        assert_eq!(
+            got[..],
+            sent[start..start + got.len()],
+            "{name}: frames out of order or altered"
+        );
+        starts.push(start);
+    }
+    // The early receiver had frames start..=start+19 when the late one joined: the late one
+    // begins at the newest frame then, not with the ring's history.
+    assert!(
+        starts[1] >= starts[0] + 19,
+        "late receiver started at frame {}, early at {}",
+        starts[1],
+        starts[0]
+    );
+}
