@@ -16,29 +16,10 @@ pub static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new("mcm", gst::DebugColorFlags::empty(), Some("mcm elements"))
 });
 
-/// Raw video formats the elements carry (GStreamer names, as in the flows).
-pub const VIDEO_FORMATS: &[&str] = &[
-    "v210",
-    "UYVY",
-    "YUY2",
-    "I420",
-    "NV12",
-    "I422_10LE",
-    "UYVP",
-    "P010_10LE",
-    "RGBA",
-    "BGRA",
-];
-
-pub fn video_caps() -> gst::Caps {
-    gst_video::VideoCapsBuilder::new()
-        .format_list(
-            VIDEO_FORMATS
-                .iter()
-                .filter_map(|f| gst_video::VideoFormat::from_string(f).into()),
-        )
-        .build()
-}
+/// Flow JSON key holding the exact caps of an opaque stream, so `mcmsrc` reproduces them.
+pub const CAPS_KEY: &str = "urn:x-mcm:caps";
+/// Bytes of per-grain metadata the elements use for buffer timing.
+pub const TIMING_SIZE: u32 = 32;
 
 /// Connection settings, named like MCM's connection JSON and MTL's elements.
 #[derive(Debug, Clone)]
@@ -59,6 +40,8 @@ pub struct ConnSettings {
     pub rdma_provider: String,
     pub rdma_num_endpoints: u32,
     pub caps: Option<gst::Caps>,
+    /// Largest opaque (compressed) buffer, in bytes.
+    pub max_grain_size: u32,
 }
 
 impl Default for ConnSettings {
@@ -80,6 +63,7 @@ impl Default for ConnSettings {
             rdma_provider: "tcp".into(),
             rdma_num_endpoints: 1,
             caps: None,
+            max_grain_size: 8 << 20,
         }
     }
 }
@@ -127,6 +111,7 @@ impl ConnSettings {
             string_prop("domain", "Domain", "Flow domain directory for direct mode (no proxy), with flow-id", None),
             string_prop("flow-id", "Flow id", "Flow UUID for direct mode, with domain (e.g. a flow written by MXL tools)", None),
             string_prop("rdma-provider", "RDMA provider", "libfabric provider: tcp or verbs", Some("tcp")),
+            glib::ParamSpecUInt::builder("max-grain-size").nick("Largest grain").blurb("Largest opaque (e.g. compressed) buffer in bytes; raw video grains are sized by their caps").minimum(1).maximum(mcm_core::format::MAX_OPAQUE_GRAIN_SIZE).default_value(d.max_grain_size).mutable_ready().build(),
             glib::ParamSpecBoxed::builder::<gst::Caps>("caps").nick("Caps").blurb("Stream caps in proxy mode (raw video: format, width, height, framerate); direct mode reads them from the flow").mutable_ready().build(),
             glib::ParamSpecUInt::builder("rdma-num-endpoints").nick("RDMA endpoints").blurb("Endpoints per RDMA connection (1..=8)").minimum(1).maximum(8).default_value(d.rdma_num_endpoints).mutable_ready().build(),
         ]
@@ -155,6 +140,7 @@ impl ConnSettings {
             "rdma-provider" => self.rdma_provider = s().unwrap_or_else(|| "tcp".into()),
             "rdma-num-endpoints" => self.rdma_num_endpoints = u(),
             "caps" => self.caps = value.get::<Option<gst::Caps>>().ok().flatten(),
+            "max-grain-size" => self.max_grain_size = u(),
             _ => return false,
         }
         true
@@ -178,6 +164,7 @@ impl ConnSettings {
             "rdma-provider" => self.rdma_provider.to_value(),
             "rdma-num-endpoints" => self.rdma_num_endpoints.to_value(),
             "caps" => self.caps.to_value(),
+            "max-grain-size" => self.max_grain_size.to_value(),
             _ => return None,
         })
     }
@@ -242,6 +229,7 @@ impl ConnSettings {
             connection: json!({
                 "connection": connection,
                 "bufferQueueCapacity": self.buffer_queue_capacity,
+                "maxMetadataSize": TIMING_SIZE,
                 "reliable": self.reliable,
                 "options": { "rdma": { "provider": self.rdma_provider, "num_endpoints": self.rdma_num_endpoints } },
             }),
@@ -294,8 +282,67 @@ pub fn sdk_video_payload(info: &gst_video::VideoInfo) -> Result<serde_json::Valu
     }}))
 }
 
+/// What a stream's caps make of it.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// Raw video in one of the flow formats, copied row by row.
+    Raw {
+        info: gst_video::VideoInfo,
+        planes: Vec<(usize, usize)>,
+    },
+    /// Anything else, one buffer per grain, caps in the flow description.
+    Opaque,
+}
+
+/// The flow description of any caps: raw video as such, the rest as opaque grains of at
+/// most `max_grain` bytes carrying their caps string. Every grain has room for its timing.
+pub fn flow_def_from_caps(
+    caps: &gst::CapsRef,
+    id: Uuid,
+    label: &str,
+    max_grain: u32,
+) -> Result<(FlowDef, Kind), String> {
+    let s = caps.structure(0).ok_or("empty caps")?;
+    let raw = (s.name() == "video/x-raw")
+        .then(|| gst_video::VideoInfo::from_caps(caps).ok())
+        .flatten();
+    let (def, kind) = match raw.filter(|i| mcm_format(i.format()).is_some()) {
+        Some(info) => {
+            let def = flow_def_from_video(&info, id, label)?;
+            let format = mcm_format(info.format()).ok_or("unsupported format")?;
+            let planes = format.planes(info.width(), info.height());
+            (def, Kind::Raw { info, planes })
+        }
+        None => {
+            let rate = s
+                .get::<gst::Fraction>("framerate")
+                .ok()
+                .filter(|f| f.numer() > 0 && f.denom() > 0)
+                .map_or(Rational::new(1000, 1), |f| {
+                    Rational::new(f.numer().into(), f.denom().into())
+                });
+            let def =
+                FlowDef::opaque(id, label, s.name(), rate, max_grain).map_err(|e| e.to_string())?;
+            let mut json = def.json;
+            json[CAPS_KEY] = caps.to_string().into();
+            (
+                FlowDef::from_json(json).map_err(|e| e.to_string())?,
+                Kind::Opaque,
+            )
+        }
+    };
+    Ok((
+        def.with_metadata_capacity(TIMING_SIZE)
+            .map_err(|e| e.to_string())?,
+        kind,
+    ))
+}
+
 /// Caps of a flow, when mcm knows how to express them.
 pub fn caps_from_def(def: &FlowDef) -> Option<gst::Caps> {
+    if let Some(caps) = def.json.get(CAPS_KEY).and_then(|v| v.as_str()) {
+        return caps.parse().ok();
+    }
     match &def.media {
         MediaFormat::Video {
             format,
@@ -363,6 +410,51 @@ pub fn grain_to_frame(
         }
     }
     Ok(())
+}
+
+/// A buffer's timing, carried in the grain's metadata so file-to-file work keeps it exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timing {
+    pub pts: Option<gst::ClockTime>,
+    pub dts: Option<gst::ClockTime>,
+    pub duration: Option<gst::ClockTime>,
+    pub flags: u32,
+}
+
+const NONE: u64 = u64::MAX;
+
+impl Timing {
+    pub fn of(buffer: &gst::BufferRef) -> Self {
+        Self {
+            pts: buffer.pts(),
+            dts: buffer.dts(),
+            duration: buffer.duration(),
+            flags: buffer.flags().bits(),
+        }
+    }
+
+    pub fn encode(&self) -> [u8; 28] {
+        let mut b = [0u8; 28];
+        let t = |c: Option<gst::ClockTime>| c.map_or(NONE, |c| c.nseconds());
+        b[0..8].copy_from_slice(&t(self.pts).to_le_bytes());
+        b[8..16].copy_from_slice(&t(self.dts).to_le_bytes());
+        b[16..24].copy_from_slice(&t(self.duration).to_le_bytes());
+        b[24..28].copy_from_slice(&self.flags.to_le_bytes());
+        b
+    }
+
+    /// Decodes metadata written by `encode`; `None` for anything else (e.g. MXL grains).
+    pub fn decode(meta: &[u8]) -> Option<Self> {
+        let m = meta.get(..28)?;
+        let u = |i: usize| u64::from_le_bytes(m[i..i + 8].try_into().unwrap_or([0; 8]));
+        let t = |v: u64| (v != NONE).then(|| gst::ClockTime::from_nseconds(v));
+        Some(Self {
+            pts: t(u(0)),
+            dts: t(u(8)),
+            duration: t(u(16)),
+            flags: u32::from_le_bytes(m[24..28].try_into().unwrap_or([0; 4])),
+        })
+    }
 }
 
 /// Counters exposed as the `stats` property.

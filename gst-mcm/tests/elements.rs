@@ -237,3 +237,64 @@ fn every_property_has_a_description() {
         }
     }
 }
+
+#[test]
+fn opaque_caps_and_buffer_timing_travel_exactly() {
+    init();
+    let dir = domain();
+    let id = Uuid::new_v4();
+    let at = format!("domain={} flow-id={id} reliable=true", dir.path().display());
+    let caps = "video/x-h264, stream-format=(string)byte-stream, alignment=(string)au, profile=(string)high, width=(int)1280, height=(int)720, framerate=(fraction)25/1";
+    let mut tx = gst_check::Harness::new_parse(&format!("mcmsink {at}"));
+    tx.set_src_caps_str(caps);
+    let mut rx = gst_check::Harness::new_parse(&format!("mcmsrc {at}"));
+    rx.play();
+    tx.play();
+    let units: Vec<Vec<u8>> = (0..6u8)
+        .map(|i| {
+            (0..(100 + 977 * i as usize))
+                .map(|k| (k as u8) ^ i)
+                .collect()
+        })
+        .collect();
+    for (i, u) in units.iter().enumerate() {
+        let mut b = gst::Buffer::from_mut_slice(u.clone());
+        let bm = b.get_mut().unwrap();
+        bm.set_pts(gst::ClockTime::from_mseconds(80 + 40 * i as u64));
+        bm.set_dts(gst::ClockTime::from_mseconds(40 * i as u64));
+        bm.set_duration(gst::ClockTime::from_mseconds(40));
+        if i > 0 {
+            bm.set_flags(gst::BufferFlags::DELTA_UNIT);
+        }
+        assert_eq!(tx.push(b), Ok(gst::FlowSuccess::Ok));
+    }
+    for (i, u) in units.iter().enumerate() {
+        let b = rx.pull().unwrap();
+        assert_eq!(b.map_readable().unwrap().as_slice(), &u[..], "unit {i}");
+        assert_eq!(
+            b.pts(),
+            Some(gst::ClockTime::from_mseconds(80 + 40 * i as u64))
+        );
+        assert_eq!(b.dts(), Some(gst::ClockTime::from_mseconds(40 * i as u64)));
+        assert_eq!(b.duration(), Some(gst::ClockTime::from_mseconds(40)));
+        assert_eq!(b.flags().contains(gst::BufferFlags::DELTA_UNIT), i > 0);
+    }
+    let got: gst::Caps = rx.sinkpad().unwrap().current_caps().unwrap();
+    assert_eq!(
+        got,
+        caps.parse::<gst::Caps>().unwrap(),
+        "mcmsrc reproduces the exact caps"
+    );
+    // A unit larger than max-grain-size is an error, not a truncation.
+    let mut small = gst_check::Harness::new_parse(&format!(
+        "mcmsink max-grain-size=64 domain={} flow-id={}",
+        dir.path().display(),
+        Uuid::new_v4()
+    ));
+    small.set_src_caps_str("application/x-blob");
+    small.play();
+    assert_eq!(
+        small.push(gst::Buffer::from_mut_slice(vec![0u8; 65])),
+        Err(gst::FlowError::Error)
+    );
+}

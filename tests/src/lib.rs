@@ -412,9 +412,24 @@ pub fn gst_plugin_dir() -> std::path::PathBuf {
 
 /// `gst-launch-1.0 -q <pipeline>` with the mcm plugin on the plugin path.
 pub fn gst_launch(name: &str, pipeline: &str) -> Proc {
+    launch(name, pipeline, true)
+}
+
+/// A receiving `gst-launch-1.0`, returned once its elements have started (the pipeline is
+/// prerolling): a reliable `mcmsrc` has registered its cursor, so a sender started now waits
+/// for it from the first grain.
+pub fn gst_launch_started(name: &str, pipeline: &str) -> Proc {
+    let mut p = launch(name, pipeline, false);
+    p.wait_for(|l| l.starts_with("Pipeline is PREROLLING") || l.starts_with("Pipeline is live"));
+    p
+}
+
+fn launch(name: &str, pipeline: &str, quiet: bool) -> Proc {
     let mut cmd = Command::new("gst-launch-1.0");
-    cmd.arg("-q")
-        .args(pipeline.split_whitespace())
+    if quiet {
+        cmd.arg("-q");
+    }
+    cmd.args(pipeline.split_whitespace())
         .env("GST_PLUGIN_PATH", gst_plugin_dir())
         .env("GST_REGISTRY_FORK", "no");
     Proc::spawn(name, &mut cmd)

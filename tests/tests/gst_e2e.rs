@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use mcm_tests::{checksums, gst_launch, start_proxy};
+use mcm_tests::{checksums, gst_launch, gst_launch_started, start_proxy};
 
 fn clip() -> Option<PathBuf> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/media/bigbuckbunny.mp4");
@@ -27,7 +27,7 @@ fn decoded_clip_frames_arrive_bit_exact_in_another_process() {
             domain.path().display()
         );
         // The receiver starts first and is reliable: it must get every frame, in order.
-        let rx = gst_launch("receiver", &format!("mcmsrc {at} ! checksumsink hash=sha1"));
+        let rx = gst_launch_started("receiver", &format!("mcmsrc {at} ! checksumsink hash=sha1"));
         let tx = gst_launch(
             "sender",
             &format!(
@@ -109,4 +109,41 @@ fn live_stream_through_the_proxy_with_a_late_receiver_and_eos_on_stop() {
         starts[1],
         starts[0]
     );
+}
+
+#[test]
+fn compressed_units_travel_as_opaque_grains_and_decode_identically() {
+    let domain = mcm_tests::temp_domain();
+    let flow = uuid::Uuid::new_v4();
+    let at = format!(
+        "domain={} flow-id={flow} reliable=true",
+        domain.path().display()
+    );
+    // H.264 access units of the clip, or JPEG frames of a test pattern without it.
+    let (encoded, decode) = match clip() {
+        Some(p) => (
+            format!("filesrc location={} ! qtdemux ! h264parse ! video/x-h264,stream-format=byte-stream,alignment=au", p.display()),
+            "h264parse ! avdec_h264",
+        ),
+        None => ("videotestsrc num-buffers=60 pattern=ball ! video/x-raw,width=640,height=360,framerate=25/1 ! jpegenc".to_owned(), "jpegdec"),
+    };
+    let reference = gst_launch(
+        "reference",
+        &format!("{encoded} ! {decode} ! checksumsink hash=sha1"),
+    );
+    let rx = gst_launch_started(
+        "receiver",
+        &format!("mcmsrc {at} ! {decode} ! checksumsink hash=sha1"),
+    );
+    let tx = gst_launch("sender", &format!("{encoded} ! mcmsink {at}"));
+    let (tx_status, tx_log) = tx.finish();
+    let (rx_status, rx_log) = rx.finish();
+    let (ref_status, ref_log) = reference.finish();
+    assert!(
+        tx_status.success() && rx_status.success() && ref_status.success(),
+        "{tx_log:?} {rx_log:?} {ref_log:?}"
+    );
+    let (expected, got) = (checksums(&ref_log), checksums(&rx_log));
+    assert!(expected.len() >= 60, "{} reference frames", expected.len());
+    assert_eq!(got, expected, "frames decoded on the receiving side differ");
 }

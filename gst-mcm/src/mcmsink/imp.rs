@@ -13,7 +13,7 @@ use mcm_core::flow::{Domain, FlowError, GrainWriter, WriterOptions};
 use mcm_core::sdk::{Client, Connection, MeshErrorCode};
 use mcm_core::time::{current_index, now_tai_ns};
 
-use crate::common::{self, ConnSettings, Mode, Stats, CAT};
+use crate::common::{self, ConnSettings, Kind, Mode, Stats, Timing, CAT};
 
 /// How long one wait for room (back-pressure) lasts before checking for a flush.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
@@ -39,8 +39,8 @@ struct Started {
     mode: Mode,
     client: Option<Client>,
     output: Option<Output>,
-    info: Option<gst_video::VideoInfo>,
-    planes: Vec<(usize, usize)>,
+    caps: Option<gst::Caps>,
+    kind: Option<Kind>,
 }
 
 #[derive(Default)]
@@ -121,11 +121,12 @@ impl ElementImpl for McmSink {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            // Raw video in the flow formats is carried as such; any other caps as opaque grains.
             vec![gst::PadTemplate::new(
                 "sink",
                 gst::PadDirection::Sink,
                 gst::PadPresence::Always,
-                &common::video_caps(),
+                &gst::Caps::new_any(),
             )
             .expect("valid sink template")]
         });
@@ -137,17 +138,23 @@ impl McmSink {
     fn open_output(
         &self,
         started: &mut Started,
-        info: &gst_video::VideoInfo,
-    ) -> Result<Output, gst::ErrorMessage> {
+        caps: &gst::Caps,
+    ) -> Result<(Output, Kind), gst::ErrorMessage> {
         let settings = self
             .settings
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let negotiation = |e: String| gst::error_msg!(gst::CoreError::Negotiation, ["{}", e]);
         match &started.mode {
             Mode::Direct { domain, flow_id } => {
-                let def = common::flow_def_from_video(info, *flow_id, "mcmsink")
-                    .map_err(|e| gst::error_msg!(gst::CoreError::Negotiation, ["{}", e]))?;
+                let (def, kind) = common::flow_def_from_caps(
+                    caps,
+                    *flow_id,
+                    "mcmsink",
+                    settings.conn.max_grain_size,
+                )
+                .map_err(negotiation)?;
                 let domain = Domain::create(domain).map_err(|e| {
                     gst::error_msg!(gst::ResourceError::OpenWrite, ["domain: {}", e])
                 })?;
@@ -159,12 +166,21 @@ impl McmSink {
                     gst::error_msg!(gst::ResourceError::OpenWrite, ["flow {}: {}", flow_id, e])
                 })?;
                 let last = (!writer.created()).then(|| writer.head_index());
-                Ok(Output::Direct { writer, last })
+                Ok((Output::Direct { writer, last }, kind))
             }
             Mode::Proxy { connection, .. } => {
+                let (_, kind) = common::flow_def_from_caps(
+                    caps,
+                    uuid::Uuid::nil(),
+                    "mcmsink",
+                    settings.conn.max_grain_size,
+                )
+                .map_err(negotiation)?;
+                let Kind::Raw { info, .. } = &kind else {
+                    return Err(negotiation(format!("{caps}: through the proxy only raw video is carried yet; use domain and flow-id")));
+                };
                 let mut json = connection.clone();
-                json["payload"] = common::sdk_video_payload(info)
-                    .map_err(|e| gst::error_msg!(gst::CoreError::Negotiation, ["{}", e]))?;
+                json["payload"] = common::sdk_video_payload(info).map_err(negotiation)?;
                 let client = started
                     .client
                     .as_ref()
@@ -172,7 +188,7 @@ impl McmSink {
                 let conn = client
                     .create_tx_connection(&json.to_string())
                     .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?;
-                Ok(Output::Sdk { conn })
+                Ok((Output::Sdk { conn }, kind))
             }
         }
     }
@@ -211,8 +227,8 @@ impl BaseSinkImpl for McmSink {
             mode,
             client,
             output: None,
-            info: None,
-            planes: Vec::new(),
+            caps: None,
+            kind: None,
         }));
         gst::info!(CAT, imp = self, "started");
         Ok(())
@@ -230,31 +246,29 @@ impl BaseSinkImpl for McmSink {
     }
 
     fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
-        let info = gst_video::VideoInfo::from_caps(caps)
-            .map_err(|_| gst::loggable_error!(CAT, "not raw video caps: {caps}"))?;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let State::Started(started) = &mut *state else {
             return Err(gst::loggable_error!(CAT, "caps before start"));
         };
-        if started.info.as_ref() == Some(&info) {
+        if started.caps.as_ref() == Some(caps) {
             return Ok(());
         }
-        // New caps: the old flow ends and one with the new geometry starts.
+        // New caps: the old flow ends and one with the new description starts.
         if let Some(mut old) = started.output.take() {
             Self::end_stream(&mut old);
         }
-        let format = common::mcm_format(info.format())
-            .ok_or_else(|| gst::loggable_error!(CAT, "unsupported format"))?;
-        started.planes = format.planes(info.width(), info.height());
-        match self.open_output(started, &info) {
-            Ok(output) => started.output = Some(output),
+        match self.open_output(started, caps) {
+            Ok((output, kind)) => {
+                started.output = Some(output);
+                started.kind = Some(kind);
+                started.caps = Some(caps.clone());
+                Ok(())
+            }
             Err(e) => {
                 self.post_error_message(e);
-                return Err(gst::loggable_error!(CAT, "cannot open the flow for {caps}"));
+                Err(gst::loggable_error!(CAT, "cannot open a flow for {caps}"))
             }
         }
-        started.info = Some(info);
-        Ok(())
     }
 
     fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
@@ -262,31 +276,42 @@ impl BaseSinkImpl for McmSink {
         let State::Started(started) = &mut *state else {
             return Err(gst::FlowError::Flushing);
         };
-        let (Some(info), Some(output)) = (started.info.clone(), started.output.as_mut()) else {
+        let (Some(kind), Some(output)) = (started.kind.clone(), started.output.as_mut()) else {
             return Err(gst::FlowError::NotNegotiated);
         };
-        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), &info)
-            .map_err(|_| {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Format,
-                    ["buffer does not match its caps"]
-                );
-                gst::FlowError::Error
-            })?;
-        let planes = started.planes.clone();
-        let bytes: usize = planes.iter().map(|(r, n)| r * n).sum();
-        let copy = |payload: &mut [u8]| {
-            common::frame_to_grain(&frame, &planes, payload).map_err(|e| {
-                gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", e]);
-                gst::FlowError::Error
-            })
+        let fail = |msg: String| {
+            gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", msg]);
+            gst::FlowError::Error
         };
-        let committed_index = match output {
+        // Fills a grain payload, returning the payload length.
+        let fill = |payload: &mut [u8]| -> Result<usize, gst::FlowError> {
+            match &kind {
+                Kind::Raw { info, planes } => {
+                    let frame =
+                        gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info)
+                            .map_err(|_| fail("buffer does not match its caps".into()))?;
+                    common::frame_to_grain(&frame, planes, payload).map_err(fail)?;
+                    Ok(planes.iter().map(|(r, n)| r * n).sum())
+                }
+                Kind::Opaque => {
+                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                    let capacity = payload.len();
+                    let dst = payload.get_mut(..map.len()).ok_or_else(|| {
+                        fail(format!(
+                            "buffer of {} bytes exceeds max-grain-size {capacity}",
+                            map.len()
+                        ))
+                    })?;
+                    dst.copy_from_slice(&map);
+                    Ok(map.len())
+                }
+            }
+        };
+        let timing = Timing::of(buffer).encode();
+        let (index, len, rate) = match output {
             Output::Direct { writer, last } => {
-                let index = last
-                    .map_or(0, |l| l + 1)
-                    .max(current_index(writer.grain_rate()));
+                let rate = writer.grain_rate();
+                let index = last.map_or(0, |l| l + 1).max(current_index(rate));
                 let mut grain = loop {
                     match writer.open_grain(index) {
                         Ok(g) => break g,
@@ -304,12 +329,17 @@ impl BaseSinkImpl for McmSink {
                         }
                     }
                 };
-                copy(grain.payload())?;
-                grain.commit().map_err(|_| gst::FlowError::Error)?;
+                let len = fill(grain.payload())?;
+                if let Some(meta) = grain.metadata().get_mut(..timing.len()) {
+                    meta.copy_from_slice(&timing);
+                    let _ = grain.set_metadata_len(timing.len());
+                }
+                grain.commit_len(len).map_err(|e| fail(e.to_string()))?;
                 *last = Some(index);
-                index
+                (index, len, rate)
             }
             Output::Sdk { conn } => {
+                let rate = conn.config().grain_rate();
                 let mut buf = loop {
                     match conn.get_buffer(Some(WAIT_SLICE)) {
                         Ok(b) => break b,
@@ -328,23 +358,24 @@ impl BaseSinkImpl for McmSink {
                         }
                     }
                 };
-                copy(buf.payload_mut().map_err(|_| gst::FlowError::Error)?)?;
+                let len = fill(buf.payload_mut().map_err(|_| gst::FlowError::Error)?)?;
+                buf.set_payload_len(len).map_err(|e| fail(e.to_string()))?;
+                if let Ok(Some(meta)) = buf.metadata_mut().map(|m| m.get_mut(..timing.len())) {
+                    meta.copy_from_slice(&timing);
+                    let _ = buf.set_metadata_len(timing.len());
+                }
                 let index = buf.seq();
-                buf.put().map_err(|_| gst::FlowError::Error)?;
-                index
+                buf.put().map_err(|e| fail(e.to_string()))?;
+                (index, len, rate)
             }
         };
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         stats.grains += 1;
-        stats.bytes += bytes as u64;
+        stats.bytes += len as u64;
         stats.copies += 1;
-        let rate = info.fps();
-        if rate.numer() > 0 {
-            let r = mcm_core::time::Rational::new(rate.numer().into(), rate.denom().into());
-            stats.latency_ns =
-                now_tai_ns().saturating_sub(mcm_core::time::index_to_timestamp(r, committed_index));
-        }
-        gst::trace!(CAT, imp = self, "grain {committed_index} committed");
+        stats.latency_ns =
+            now_tai_ns().saturating_sub(mcm_core::time::index_to_timestamp(rate, index));
+        gst::trace!(CAT, imp = self, "grain {index} committed, {len} bytes");
         Ok(gst::FlowSuccess::Ok)
     }
 

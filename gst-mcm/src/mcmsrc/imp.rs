@@ -15,7 +15,7 @@ use mcm_core::format::FlowDef;
 use mcm_core::sdk::{Client, Connection, MeshErrorCode};
 use mcm_core::time::{index_to_timestamp, now_tai_ns, Rational};
 
-use crate::common::{self, ConnSettings, Mode, Stats, CAT};
+use crate::common::{self, ConnSettings, Kind, Mode, Stats, Timing, CAT};
 
 /// How long one wait for a grain lasts before checking for a flush.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
@@ -46,8 +46,7 @@ struct Started {
     input: Input,
     /// Flow description behind the current caps.
     def: Option<FlowDef>,
-    info: Option<gst_video::VideoInfo>,
-    planes: Vec<(usize, usize)>,
+    kind: Option<Kind>,
     first_index: Option<u64>,
 }
 
@@ -143,7 +142,7 @@ impl ElementImpl for McmSrc {
             gst::subclass::ElementMetadata::new(
                 "mcm source",
                 "Source/Video/Network",
-                "Subscribes to raw video in the mcm mesh (shared-memory flows, MXL v1 layout)",
+                "Subscribes to a stream in the mcm mesh (shared-memory flows, MXL v1 layout)",
                 "mcm developers",
             )
         });
@@ -156,7 +155,7 @@ impl ElementImpl for McmSrc {
                 "src",
                 gst::PadDirection::Src,
                 gst::PadPresence::Always,
-                &common::video_caps(),
+                &gst::Caps::new_any(),
             )
             .expect("valid src template")]
         });
@@ -169,6 +168,7 @@ struct Received {
     index: u64,
     def: Option<FlowDef>,
     data: Vec<u8>,
+    timing: Option<Timing>,
 }
 
 impl McmSrc {
@@ -187,19 +187,30 @@ impl McmSrc {
                 Input::Direct(follower) => {
                     let got = match follower.next_grain(WAIT_SLICE) {
                         Ok(grain) => {
-                            Ok((grain.index(), grain.payload().to_vec(), grain.is_intact()))
+                            let timing = Timing::decode(grain.metadata());
+                            Ok((
+                                grain.index(),
+                                grain.payload().to_vec(),
+                                timing,
+                                grain.is_intact(),
+                            ))
                         }
                         Err(e) => Err(e),
                     };
                     match got {
-                        Ok((index, data, intact)) => {
+                        Ok((index, data, timing, intact)) => {
                             if !intact {
                                 // The sender lapped us while copying: drop, never deliver torn.
                                 self.stats.lock().unwrap_or_else(|p| p.into_inner()).drops += 1;
                                 continue;
                             }
                             let def = follower.reader().and_then(|r| r.flow_def().cloned());
-                            return Ok(Received { index, def, data });
+                            return Ok(Received {
+                                index,
+                                def,
+                                data,
+                                timing,
+                            });
                         }
                         Err(FollowError::Timeout(_)) => continue,
                         Err(FollowError::Closed) => return Err(gst::FlowError::Eos),
@@ -210,11 +221,13 @@ impl McmSrc {
                     Ok(mut buf) => {
                         let index = buf.seq();
                         let data = buf.payload().to_vec();
+                        let timing = Timing::decode(buf.metadata());
                         let _ = buf.put();
                         return Ok(Received {
                             index,
                             def: None,
                             data,
+                            timing,
                         });
                     }
                     Err(e) if e.code == MeshErrorCode::Timeout => continue,
@@ -281,8 +294,7 @@ impl BaseSrcImpl for McmSrc {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = State::Started(Box::new(Started {
             input,
             def: None,
-            info: None,
-            planes: Vec::new(),
+            kind: None,
             first_index: None,
         }));
         Ok(())
@@ -306,7 +318,7 @@ impl BaseSrcImpl for McmSrc {
             State::Stopped => None,
         }
         .or_else(|| self.settings.lock().ok().and_then(|s| s.conn.caps.clone()))
-        .unwrap_or_else(common::video_caps);
+        .unwrap_or_else(gst::Caps::new_any);
         Some(match filter {
             Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
             None => caps,
@@ -326,7 +338,10 @@ impl BaseSrcImpl for McmSrc {
         if let gst::QueryViewMut::Latency(q) = query.view_mut() {
             let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let frame = match &*state {
-                State::Started(s) => s.info.as_ref().and_then(frame_duration),
+                State::Started(s) => match &s.kind {
+                    Some(Kind::Raw { info, .. }) => frame_duration(info),
+                    _ => None,
+                },
                 State::Stopped => None,
             };
             q.set(
@@ -369,46 +384,32 @@ impl PushSrcImpl for McmSrc {
         gst::trace!(CAT, imp = self, "waiting for a grain");
         let got = self.receive(started)?;
         gst::trace!(CAT, imp = self, "grain {}", got.index);
-        // The first grain (and any change of the sender's flow) sets the caps.
-        let new_def = got
-            .def
-            .filter(|d| started.def.as_ref().map(|o| &o.media) != Some(&d.media));
-        if let Some(def) = new_def {
-            let caps = common::caps_from_def(&def).ok_or_else(|| {
-                self.flow_error(format!("flow media {:?} has no caps", def.media))
-            })?;
-            let info = gst_video::VideoInfo::from_caps(&caps)
-                .map_err(|_| gst::FlowError::NotNegotiated)?;
-            let mcm_core::format::MediaFormat::Video {
-                format,
-                width,
-                height,
-                ..
-            } = def.media
-            else {
-                return Err(gst::FlowError::NotNegotiated);
-            };
-            started.planes = format.planes(width, height);
-            started.info = Some(info);
-            started.def = Some(def);
-            drop(state);
-            self.obj()
-                .set_caps(&caps)
-                .map_err(|_| gst::FlowError::NotNegotiated)?;
-            state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        } else if started.info.is_none() {
-            // Proxy mode: the caps are the ones configured.
-            let caps = self
-                .settings
-                .lock()
-                .ok()
-                .and_then(|s| s.conn.caps.clone())
-                .ok_or(gst::FlowError::NotNegotiated)?;
-            let info = gst_video::VideoInfo::from_caps(&caps)
-                .map_err(|_| gst::FlowError::NotNegotiated)?;
-            let format = common::mcm_format(info.format()).ok_or(gst::FlowError::NotNegotiated)?;
-            started.planes = format.planes(info.width(), info.height());
-            started.info = Some(info);
+        // The first grain (and any change of the sender's flow) sets the caps: from the flow
+        // in direct mode, from the `caps` property through the proxy.
+        let new_caps = match &got.def {
+            Some(def) if started.def.as_ref().map(|d| &d.json) != Some(&def.json) => Some(
+                common::caps_from_def(def)
+                    .ok_or_else(|| self.flow_error(format!("flow {:?} has no caps", def.media)))?,
+            ),
+            None if started.kind.is_none() => Some(
+                self.settings
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.conn.caps.clone())
+                    .ok_or(gst::FlowError::NotNegotiated)?,
+            ),
+            _ => None,
+        };
+        if let Some(caps) = new_caps {
+            let (_, kind) = common::flow_def_from_caps(
+                &caps,
+                uuid::Uuid::nil(),
+                "mcmsrc",
+                mcm_core::format::MAX_OPAQUE_GRAIN_SIZE,
+            )
+            .map_err(|e| self.flow_error(e))?;
+            started.kind = Some(kind);
+            started.def = got.def.clone();
             drop(state);
             self.obj()
                 .set_caps(&caps)
@@ -418,21 +419,39 @@ impl PushSrcImpl for McmSrc {
         let State::Started(started) = &mut *state else {
             return Err(gst::FlowError::Flushing);
         };
-        let info = started.info.clone().ok_or(gst::FlowError::NotNegotiated)?;
-        let mut buffer = gst::Buffer::with_size(info.size()).map_err(|_| gst::FlowError::Error)?;
-        {
-            let buf = buffer.get_mut().ok_or(gst::FlowError::Error)?;
-            let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, &info)
-                .map_err(|_| gst::FlowError::Error)?;
-            common::grain_to_frame(&got.data, &started.planes, &mut frame)
-                .map_err(|e| self.flow_error(e))?;
-        }
-        let duration = frame_duration(&info);
+        let kind = started.kind.clone().ok_or(gst::FlowError::NotNegotiated)?;
+        let (mut buffer, duration, rate) = match &kind {
+            Kind::Raw { info, planes } => {
+                let mut buffer =
+                    gst::Buffer::with_size(info.size()).map_err(|_| gst::FlowError::Error)?;
+                {
+                    let buf = buffer.get_mut().ok_or(gst::FlowError::Error)?;
+                    let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, info)
+                        .map_err(|_| gst::FlowError::Error)?;
+                    common::grain_to_frame(&got.data, planes, &mut frame)
+                        .map_err(|e| self.flow_error(e))?;
+                }
+                let fps = info.fps();
+                let rate = (fps.numer() > 0)
+                    .then(|| Rational::new(fps.numer().into(), fps.denom().into()));
+                (buffer, frame_duration(info), rate)
+            }
+            Kind::Opaque => (
+                gst::Buffer::from_mut_slice(got.data.clone()),
+                None,
+                started.def.as_ref().map(|d| d.index_rate()),
+            ),
+        };
         let first = *started.first_index.get_or_insert(got.index);
         {
             let buf = buffer.get_mut().ok_or(gst::FlowError::Error)?;
             buf.set_offset(got.index);
-            buf.set_duration(duration);
+            let timing = got.timing.unwrap_or_default();
+            buf.set_duration(timing.duration.or(duration));
+            buf.set_flags(
+                gst::BufferFlags::from_bits_truncate(timing.flags)
+                    & (gst::BufferFlags::DELTA_UNIT | gst::BufferFlags::HEADER),
+            );
             if self.obj().is_live() {
                 // Live: when the grain arrives, in running time.
                 let running = self
@@ -441,8 +460,12 @@ impl PushSrcImpl for McmSrc {
                     .zip(self.obj().base_time())
                     .map(|(c, b)| c.time().saturating_sub(b));
                 buf.set_pts(running);
+            } else if got.timing.is_some() {
+                // File work: the sender's own timestamps, exactly.
+                buf.set_pts(timing.pts);
+                buf.set_dts(timing.dts);
             } else if let Some(d) = duration {
-                // File work: every grain once, in order, timed by its position in the stream.
+                // A flow with no timing metadata (e.g. MXL's): its position in the stream.
                 buf.set_pts(d * got.index.saturating_sub(first));
             }
         }
@@ -450,9 +473,7 @@ impl PushSrcImpl for McmSrc {
         stats.grains += 1;
         stats.bytes += got.data.len() as u64;
         stats.copies += 2;
-        let fps = info.fps();
-        if fps.numer() > 0 {
-            let rate = Rational::new(fps.numer().into(), fps.denom().into());
+        if let Some(rate) = rate {
             stats.latency_ns = now_tai_ns().saturating_sub(index_to_timestamp(rate, got.index));
         }
         Ok(CreateSuccess::NewBuffer(buffer))
