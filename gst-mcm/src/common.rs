@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use gst::glib;
 use gst::prelude::*;
 use gst_video::prelude::*;
-use mcm_core::format::{FlowDef, InterlaceMode, MediaFormat, VideoFormat};
+use mcm_core::format::{FlowDef, InterlaceMode, MediaFormat, PcmFormat, VideoFormat};
 use mcm_core::time::Rational;
 use serde_json::json;
 use uuid::Uuid;
@@ -290,8 +290,77 @@ pub enum Kind {
         info: gst_video::VideoInfo,
         planes: Vec<(usize, usize)>,
     },
+    /// Interleaved PCM, big-endian in the flow as on the ST 2110-30 wire: `width` bytes per
+    /// sample, `frame` bytes per sample period, `samples_per_grain` periods per grain;
+    /// little-endian caps are swapped on the way in and out.
+    Pcm {
+        rate: u32,
+        width: usize,
+        frame: usize,
+        samples_per_grain: usize,
+        little_endian: bool,
+    },
     /// Anything else, one buffer per grain, caps in the flow description.
     Opaque,
+}
+
+impl Kind {
+    /// Bytes of one full grain for PCM; `None` for one-buffer-per-grain kinds.
+    pub fn pcm_grain_bytes(&self) -> Option<usize> {
+        match self {
+            Kind::Pcm {
+                frame,
+                samples_per_grain,
+                ..
+            } => Some(frame * samples_per_grain),
+            _ => None,
+        }
+    }
+}
+
+/// Reverses the byte order of each `width`-byte sample in place (LE <-> BE PCM).
+pub fn swap_samples(data: &mut [u8], width: usize) {
+    for s in data.chunks_exact_mut(width) {
+        s.reverse();
+    }
+}
+
+/// PCM caps -> its kind and flow: 1 ms grains where the rate allows, else 10 ms.
+fn pcm_from_caps(
+    caps: &gst::CapsRef,
+    id: Uuid,
+    label: &str,
+) -> Result<Option<(FlowDef, Kind)>, String> {
+    let Ok(info) = gst_audio::AudioInfo::from_caps(caps) else {
+        return Ok(None);
+    };
+    use gst_audio::AudioFormat as F;
+    let (format, width, little_endian) = match info.format() {
+        F::S16be => (PcmFormat::S16Be, 2, false),
+        F::S24be => (PcmFormat::S24Be, 3, false),
+        F::S16le => (PcmFormat::S16Be, 2, true),
+        F::S24le => (PcmFormat::S24Be, 3, true),
+        _ => return Ok(None),
+    };
+    if info.layout() != gst_audio::AudioLayout::Interleaved {
+        return Err("non-interleaved PCM is not carried".into());
+    }
+    let rate = info.rate();
+    let samples_per_grain = match (rate % 1000, rate % 100) {
+        (0, _) => rate / 1000,
+        (_, 0) => rate / 100,
+        _ => return Err(format!("sample rate {rate} is not a multiple of 100 Hz")),
+    };
+    let def = FlowDef::pcm(id, label, format, rate, info.channels(), samples_per_grain)
+        .map_err(|e| e.to_string())?;
+    let kind = Kind::Pcm {
+        rate,
+        width,
+        frame: width * info.channels() as usize,
+        samples_per_grain: samples_per_grain as usize,
+        little_endian,
+    };
+    Ok(Some((def, kind)))
 }
 
 /// The flow description of any caps: raw video as such, the rest as opaque grains of at
@@ -312,6 +381,12 @@ pub fn flow_def_from_caps(
             let format = mcm_format(info.format()).ok_or("unsupported format")?;
             let planes = format.planes(info.width(), info.height());
             (def, Kind::Raw { info, planes })
+        }
+        None if s.name() == "audio/x-raw" && pcm_from_caps(caps, id, label)?.is_some() => {
+            let (def, kind) = pcm_from_caps(caps, id, label)?.ok_or("PCM caps")?;
+            let mut json = def.json;
+            json[CAPS_KEY] = caps.to_string().into();
+            (FlowDef::from_json(json).map_err(|e| e.to_string())?, kind)
         }
         None => {
             let rate = s

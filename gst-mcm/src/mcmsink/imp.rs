@@ -41,6 +41,9 @@ struct Started {
     output: Option<Output>,
     caps: Option<gst::Caps>,
     kind: Option<Kind>,
+    /// PCM bytes (big-endian) waiting to fill a grain, and the time of their first sample.
+    pending: Vec<u8>,
+    pending_pts: Option<gst::ClockTime>,
 }
 
 #[derive(Default)]
@@ -205,6 +208,128 @@ impl McmSink {
     }
 }
 
+impl McmSink {
+    /// Writes one PCM grain; returns the timestamp of the sample after it.
+    fn write_pcm(
+        &self,
+        output: &mut Output,
+        kind: &Kind,
+        chunk: &[u8],
+        pts: Option<gst::ClockTime>,
+    ) -> Result<Option<gst::ClockTime>, gst::FlowError> {
+        let Kind::Pcm { rate, frame, .. } = *kind else {
+            return Err(gst::FlowError::Error);
+        };
+        let samples = (chunk.len() / frame) as u64;
+        let duration = gst::ClockTime::SECOND.mul_div_floor(samples, u64::from(rate));
+        let timing = Timing {
+            pts,
+            dts: None,
+            duration,
+            flags: 0,
+        };
+        self.write_grain(
+            output,
+            &|payload: &mut [u8]| copy_unit(chunk, payload).map_err(|_| gst::FlowError::Error),
+            timing,
+        )?;
+        Ok(pts.zip(duration).map(|(p, d)| p + d))
+    }
+
+    /// Opens the next grain (waiting for room in reliable mode, a slice at a time so a
+    /// flush is noticed), fills it, stores the buffer timing in its metadata and commits.
+    fn write_grain(
+        &self,
+        output: &mut Output,
+        fill: &dyn Fn(&mut [u8]) -> Result<usize, gst::FlowError>,
+        timing: Timing,
+    ) -> Result<(), gst::FlowError> {
+        let fail = |msg: String| {
+            gst::element_imp_error!(self, gst::ResourceError::Write, ["{}", msg]);
+            gst::FlowError::Error
+        };
+        let timing = timing.encode();
+        let (index, len, rate) = match output {
+            Output::Direct { writer, last } => {
+                let rate = writer.grain_rate();
+                let index = last.map_or(0, |l| l + 1).max(current_index(rate));
+                let mut grain = loop {
+                    match writer.open_grain(index) {
+                        Ok(g) => break g,
+                        Err(FlowError::BackPressureTimeout { .. })
+                            if !self.flushing.load(Ordering::Acquire) =>
+                        {
+                            continue
+                        }
+                        Err(FlowError::BackPressureTimeout { .. }) => {
+                            return Err(gst::FlowError::Flushing)
+                        }
+                        Err(e) => return Err(fail(e.to_string())),
+                    }
+                };
+                let len = fill(grain.payload())?;
+                if let Some(meta) = grain.metadata().get_mut(..timing.len()) {
+                    meta.copy_from_slice(&timing);
+                    let _ = grain.set_metadata_len(timing.len());
+                }
+                grain.commit_len(len).map_err(|e| fail(e.to_string()))?;
+                *last = Some(index);
+                (index, len, rate)
+            }
+            Output::Sdk { conn } => {
+                let rate = conn.config().grain_rate();
+                let mut buf = loop {
+                    match conn.get_buffer(Some(WAIT_SLICE)) {
+                        Ok(b) => break b,
+                        Err(e)
+                            if e.code == MeshErrorCode::Timeout
+                                && !self.flushing.load(Ordering::Acquire) =>
+                        {
+                            continue
+                        }
+                        Err(e) if e.code == MeshErrorCode::Timeout => {
+                            return Err(gst::FlowError::Flushing)
+                        }
+                        Err(e) => return Err(fail(e.to_string())),
+                    }
+                };
+                let len = fill(buf.payload_mut().map_err(|_| gst::FlowError::Error)?)?;
+                buf.set_payload_len(len).map_err(|e| fail(e.to_string()))?;
+                if let Ok(Some(meta)) = buf.metadata_mut().map(|m| m.get_mut(..timing.len())) {
+                    meta.copy_from_slice(&timing);
+                    let _ = buf.set_metadata_len(timing.len());
+                }
+                let index = buf.seq();
+                buf.put().map_err(|e| fail(e.to_string()))?;
+                (index, len, rate)
+            }
+        };
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats.grains += 1;
+        stats.bytes += len as u64;
+        stats.copies += 1;
+        stats.latency_ns =
+            now_tai_ns().saturating_sub(mcm_core::time::index_to_timestamp(rate, index));
+        gst::trace!(CAT, imp = self, "grain {index} committed, {len} bytes");
+        Ok(())
+    }
+}
+
+/// Copies one unit into a grain payload; an error if it does not fit.
+fn copy_unit(unit: &[u8], payload: &mut [u8]) -> Result<usize, String> {
+    let capacity = payload.len();
+    payload
+        .get_mut(..unit.len())
+        .ok_or_else(|| {
+            format!(
+                "buffer of {} bytes exceeds max-grain-size {capacity}",
+                unit.len()
+            )
+        })?
+        .copy_from_slice(unit);
+    Ok(unit.len())
+}
+
 impl BaseSinkImpl for McmSink {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self
@@ -229,6 +354,8 @@ impl BaseSinkImpl for McmSink {
             output: None,
             caps: None,
             kind: None,
+            pending: Vec::new(),
+            pending_pts: None,
         }));
         gst::info!(CAT, imp = self, "started");
         Ok(())
@@ -276,14 +403,40 @@ impl BaseSinkImpl for McmSink {
         let State::Started(started) = &mut *state else {
             return Err(gst::FlowError::Flushing);
         };
-        let (Some(kind), Some(output)) = (started.kind.clone(), started.output.as_mut()) else {
+        let Some(kind) = started.kind.clone() else {
             return Err(gst::FlowError::NotNegotiated);
         };
+        let Some(output) = started.output.as_mut() else {
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        if let Kind::Pcm {
+            width,
+            little_endian,
+            ..
+        } = kind
+        {
+            // PCM is cut into fixed grains (1 ms where the rate allows); what does not fill a
+            // grain waits for the next buffer, and the end of stream flushes it short.
+            let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+            let start = started.pending.len();
+            started.pending.extend_from_slice(&map);
+            if little_endian {
+                common::swap_samples(&mut started.pending[start..], width);
+            }
+            if start == 0 {
+                started.pending_pts = buffer.pts();
+            }
+            let grain = kind.pcm_grain_bytes().unwrap_or(1);
+            while started.pending.len() >= grain {
+                let chunk: Vec<u8> = started.pending.drain(..grain).collect();
+                started.pending_pts = self.write_pcm(output, &kind, &chunk, started.pending_pts)?;
+            }
+            return Ok(gst::FlowSuccess::Ok);
+        }
         let fail = |msg: String| {
             gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", msg]);
             gst::FlowError::Error
         };
-        // Fills a grain payload, returning the payload length.
         let fill = |payload: &mut [u8]| -> Result<usize, gst::FlowError> {
             match &kind {
                 Kind::Raw { info, planes } => {
@@ -293,89 +446,13 @@ impl BaseSinkImpl for McmSink {
                     common::frame_to_grain(&frame, planes, payload).map_err(fail)?;
                     Ok(planes.iter().map(|(r, n)| r * n).sum())
                 }
-                Kind::Opaque => {
+                _ => {
                     let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                    let capacity = payload.len();
-                    let dst = payload.get_mut(..map.len()).ok_or_else(|| {
-                        fail(format!(
-                            "buffer of {} bytes exceeds max-grain-size {capacity}",
-                            map.len()
-                        ))
-                    })?;
-                    dst.copy_from_slice(&map);
-                    Ok(map.len())
+                    copy_unit(&map, payload).map_err(fail)
                 }
             }
         };
-        let timing = Timing::of(buffer).encode();
-        let (index, len, rate) = match output {
-            Output::Direct { writer, last } => {
-                let rate = writer.grain_rate();
-                let index = last.map_or(0, |l| l + 1).max(current_index(rate));
-                let mut grain = loop {
-                    match writer.open_grain(index) {
-                        Ok(g) => break g,
-                        Err(FlowError::BackPressureTimeout { .. })
-                            if !self.flushing.load(Ordering::Acquire) =>
-                        {
-                            continue
-                        }
-                        Err(FlowError::BackPressureTimeout { .. }) => {
-                            return Err(gst::FlowError::Flushing)
-                        }
-                        Err(e) => {
-                            gst::element_imp_error!(self, gst::ResourceError::Write, ["{}", e]);
-                            return Err(gst::FlowError::Error);
-                        }
-                    }
-                };
-                let len = fill(grain.payload())?;
-                if let Some(meta) = grain.metadata().get_mut(..timing.len()) {
-                    meta.copy_from_slice(&timing);
-                    let _ = grain.set_metadata_len(timing.len());
-                }
-                grain.commit_len(len).map_err(|e| fail(e.to_string()))?;
-                *last = Some(index);
-                (index, len, rate)
-            }
-            Output::Sdk { conn } => {
-                let rate = conn.config().grain_rate();
-                let mut buf = loop {
-                    match conn.get_buffer(Some(WAIT_SLICE)) {
-                        Ok(b) => break b,
-                        Err(e)
-                            if e.code == MeshErrorCode::Timeout
-                                && !self.flushing.load(Ordering::Acquire) =>
-                        {
-                            continue
-                        }
-                        Err(e) if e.code == MeshErrorCode::Timeout => {
-                            return Err(gst::FlowError::Flushing)
-                        }
-                        Err(e) => {
-                            gst::element_imp_error!(self, gst::ResourceError::Write, ["{}", e]);
-                            return Err(gst::FlowError::Error);
-                        }
-                    }
-                };
-                let len = fill(buf.payload_mut().map_err(|_| gst::FlowError::Error)?)?;
-                buf.set_payload_len(len).map_err(|e| fail(e.to_string()))?;
-                if let Ok(Some(meta)) = buf.metadata_mut().map(|m| m.get_mut(..timing.len())) {
-                    meta.copy_from_slice(&timing);
-                    let _ = buf.set_metadata_len(timing.len());
-                }
-                let index = buf.seq();
-                buf.put().map_err(|e| fail(e.to_string()))?;
-                (index, len, rate)
-            }
-        };
-        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        stats.grains += 1;
-        stats.bytes += len as u64;
-        stats.copies += 1;
-        stats.latency_ns =
-            now_tai_ns().saturating_sub(mcm_core::time::index_to_timestamp(rate, index));
-        gst::trace!(CAT, imp = self, "grain {index} committed, {len} bytes");
+        self.write_grain(output, &fill, Timing::of(buffer))?;
         Ok(gst::FlowSuccess::Ok)
     }
 
@@ -383,7 +460,13 @@ impl BaseSinkImpl for McmSink {
         if let gst::EventView::Eos(_) = event.view() {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             if let State::Started(started) = &mut *state {
-                if let Some(output) = started.output.as_mut() {
+                if let (Some(output), Some(kind)) = (started.output.as_mut(), started.kind.clone())
+                {
+                    // The last PCM grain holds what is left: shorter, never padded.
+                    if !started.pending.is_empty() {
+                        let rest = std::mem::take(&mut started.pending);
+                        let _ = self.write_pcm(output, &kind, &rest, started.pending_pts);
+                    }
                     Self::end_stream(output);
                 }
             }

@@ -436,6 +436,25 @@ impl PushSrcImpl for McmSrc {
                     .then(|| Rational::new(fps.numer().into(), fps.denom().into()));
                 (buffer, frame_duration(info), rate)
             }
+            Kind::Pcm {
+                rate,
+                width,
+                frame,
+                little_endian,
+                ..
+            } => {
+                let mut data = got.data.clone();
+                if *little_endian {
+                    common::swap_samples(&mut data, *width);
+                }
+                let samples = (data.len() / frame) as u64;
+                let duration = gst::ClockTime::SECOND.mul_div_floor(samples, u64::from(*rate));
+                (
+                    gst::Buffer::from_mut_slice(data),
+                    duration,
+                    started.def.as_ref().map(|d| d.index_rate()),
+                )
+            }
             Kind::Opaque => (
                 gst::Buffer::from_mut_slice(got.data.clone()),
                 None,
