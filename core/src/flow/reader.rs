@@ -348,6 +348,10 @@ impl<'a> Grain<'a> {
     pub fn index(&self) -> u64 {
         self.index
     }
+    /// The reader this grain came from (its flow description, rate, ...).
+    pub fn reader(&self) -> &'a GrainReader {
+        self.reader
+    }
     /// TAI ns of this grain's index.
     pub fn timestamp(&self) -> u64 {
         index_to_timestamp(self.reader.grain_rate(), self.index)

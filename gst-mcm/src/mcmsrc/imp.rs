@@ -13,7 +13,7 @@ use gst_base::subclass::prelude::*;
 use mcm_core::flow::{Domain, FollowError, Follower};
 use mcm_core::format::FlowDef;
 use mcm_core::sdk::{Client, Connection, MeshErrorCode};
-use mcm_core::time::{index_to_timestamp, now_tai_ns, Rational};
+use mcm_core::time::{index_to_timestamp, now_tai_ns};
 
 use crate::common::{self, ConnSettings, Kind, Mode, Stats, Timing, CAT};
 
@@ -47,6 +47,7 @@ struct Started {
     /// Flow description behind the current caps.
     def: Option<FlowDef>,
     kind: Option<Kind>,
+    pool: Option<gst::BufferPool>,
     first_index: Option<u64>,
 }
 
@@ -163,12 +164,95 @@ impl ElementImpl for McmSrc {
     }
 }
 
-/// A grain copied out of shared memory, with what the buffer needs.
+/// One grain turned into a buffer, and the caps to set first if the flow changed.
 struct Received {
     index: u64,
-    def: Option<FlowDef>,
-    data: Vec<u8>,
     timing: Option<Timing>,
+    buffer: gst::Buffer,
+    caps: Option<gst::Caps>,
+}
+
+/// Takes on a (new) flow description: its kind, caps and, for raw video, a buffer pool so
+/// frames do not cost a fresh allocation (and its page faults) each.
+fn adopt(
+    def_slot: &mut Option<FlowDef>,
+    kind_slot: &mut Option<Kind>,
+    pool_slot: &mut Option<gst::BufferPool>,
+    def: Option<FlowDef>,
+    configured: Option<gst::Caps>,
+) -> Result<gst::Caps, String> {
+    let caps = match &def {
+        Some(d) => common::caps_from_def(d)
+            .ok_or_else(|| format!("flow media {:?} has no caps", d.media))?,
+        None => configured.ok_or("proxy mode needs the caps property")?,
+    };
+    let (_, kind) = common::flow_def_from_caps(
+        &caps,
+        uuid::Uuid::nil(),
+        "mcmsrc",
+        mcm_core::format::MAX_OPAQUE_GRAIN_SIZE,
+    )?;
+    if let Some(old) = pool_slot.take() {
+        let _ = old.set_active(false);
+    }
+    if let Kind::Raw { info, .. } = &kind {
+        let pool = gst_video::VideoBufferPool::new();
+        let mut config = pool.config();
+        config.set_params(Some(&caps), info.size() as u32, 2, 0);
+        pool.set_config(config).map_err(|e| e.to_string())?;
+        pool.set_active(true).map_err(|e| e.to_string())?;
+        *pool_slot = Some(pool.upcast());
+    }
+    *kind_slot = Some(kind);
+    *def_slot = def;
+    Ok(caps)
+}
+
+/// Copies a grain's payload into a buffer laid out as its caps say (one copy).
+fn make_buffer(
+    kind: &Kind,
+    pool: Option<&gst::BufferPool>,
+    payload: &[u8],
+) -> Result<gst::Buffer, String> {
+    match kind {
+        Kind::Raw { info, planes } => {
+            let mut buffer = match pool {
+                Some(p) => p
+                    .acquire_buffer(None)
+                    .map_err(|e| format!("buffer pool: {e:?}"))?,
+                None => gst::Buffer::with_size(info.size()).map_err(|e| e.to_string())?,
+            };
+            {
+                let buf = buffer.get_mut().ok_or("pooled buffer not writable")?;
+                let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, info)
+                    .map_err(|e| e.to_string())?;
+                common::grain_to_frame(payload, planes, &mut frame)?;
+            }
+            if let Some(b) = buffer.get_mut() {
+                b.set_duration(frame_duration(info));
+            }
+            Ok(buffer)
+        }
+        Kind::Pcm {
+            rate,
+            width,
+            frame,
+            little_endian,
+            ..
+        } => {
+            let mut data = payload.to_vec();
+            if *little_endian {
+                common::swap_samples(&mut data, *width);
+            }
+            let samples = (data.len() / frame) as u64;
+            let mut buffer = gst::Buffer::from_mut_slice(data);
+            if let Some(b) = buffer.get_mut() {
+                b.set_duration(gst::ClockTime::SECOND.mul_div_floor(samples, u64::from(*rate)));
+            }
+            Ok(buffer)
+        }
+        Kind::Opaque => Ok(gst::Buffer::from_mut_slice(payload.to_vec())),
+    }
 }
 
 impl McmSrc {
@@ -177,57 +261,77 @@ impl McmSrc {
         gst::FlowError::Error
     }
 
-    /// Waits for the next grain in slices, so a flush (unlock) is noticed.
+    /// Waits for the next grain in slices, so a flush (unlock) is noticed, and turns it into a
+    /// buffer straight from shared memory.
     fn receive(&self, started: &mut Started) -> Result<Received, gst::FlowError> {
+        let configured = self.settings.lock().ok().and_then(|s| s.conn.caps.clone());
+        let mut caps = None;
         loop {
             if self.flushing.load(Ordering::Acquire) {
                 return Err(gst::FlowError::Flushing);
             }
             match &mut started.input {
                 Input::Direct(follower) => {
-                    let got = match follower.next_grain(WAIT_SLICE) {
-                        Ok(grain) => {
-                            let timing = Timing::decode(grain.metadata());
-                            Ok((
-                                grain.index(),
-                                grain.payload().to_vec(),
-                                timing,
-                                grain.is_intact(),
-                            ))
-                        }
-                        Err(e) => Err(e),
-                    };
-                    match got {
-                        Ok((index, data, timing, intact)) => {
-                            if !intact {
-                                // The sender lapped us while copying: drop, never deliver torn.
-                                self.stats.lock().unwrap_or_else(|p| p.into_inner()).drops += 1;
-                                continue;
-                            }
-                            let def = follower.reader().and_then(|r| r.flow_def().cloned());
-                            return Ok(Received {
-                                index,
-                                def,
-                                data,
-                                timing,
-                            });
-                        }
+                    let grain = match follower.next_grain(WAIT_SLICE) {
+                        Ok(g) => g,
                         Err(FollowError::Timeout(_)) => continue,
                         Err(FollowError::Closed) => return Err(gst::FlowError::Eos),
                         Err(FollowError::Failed(e)) => return Err(self.flow_error(e.to_string())),
+                    };
+                    let def = grain.reader().flow_def();
+                    if def.map(|d| &d.json) != started.def.as_ref().map(|d| &d.json)
+                        || started.kind.is_none()
+                    {
+                        let new = adopt(
+                            &mut started.def,
+                            &mut started.kind,
+                            &mut started.pool,
+                            def.cloned(),
+                            None,
+                        )
+                        .map_err(|e| self.flow_error(e))?;
+                        caps = Some(new);
                     }
+                    let kind = started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
+                    let buffer = make_buffer(kind, started.pool.as_ref(), grain.payload())
+                        .map_err(|e| self.flow_error(e))?;
+                    if !grain.is_intact() {
+                        // The sender lapped us while copying: drop, never deliver torn.
+                        self.stats.lock().unwrap_or_else(|p| p.into_inner()).drops += 1;
+                        continue;
+                    }
+                    let timing = Timing::decode(grain.metadata());
+                    return Ok(Received {
+                        index: grain.index(),
+                        timing,
+                        buffer,
+                        caps,
+                    });
                 }
                 Input::Sdk { conn, .. } => match conn.get_buffer(Some(WAIT_SLICE)) {
                     Ok(mut buf) => {
-                        let index = buf.seq();
-                        let data = buf.payload().to_vec();
+                        if started.kind.is_none() {
+                            let new = adopt(
+                                &mut started.def,
+                                &mut started.kind,
+                                &mut started.pool,
+                                None,
+                                configured.clone(),
+                            )
+                            .map_err(|e| self.flow_error(e))?;
+                            caps = Some(new);
+                        }
+                        let kind = started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
+                        let buffer = make_buffer(kind, started.pool.as_ref(), buf.payload())
+                            .map_err(|e| self.flow_error(e))?;
                         let timing = Timing::decode(buf.metadata());
+                        let index = buf.seq();
                         let _ = buf.put();
                         return Ok(Received {
                             index,
-                            def: None,
-                            data,
                             timing,
+                            buffer,
+                            caps,
                         });
                     }
                     Err(e) if e.code == MeshErrorCode::Timeout => continue,
@@ -295,6 +399,7 @@ impl BaseSrcImpl for McmSrc {
             input,
             def: None,
             kind: None,
+            pool: None,
             first_index: None,
         }));
         Ok(())
@@ -381,92 +486,18 @@ impl PushSrcImpl for McmSrc {
         let State::Started(started) = &mut *state else {
             return Err(gst::FlowError::Flushing);
         };
-        gst::trace!(CAT, imp = self, "waiting for a grain");
         let got = self.receive(started)?;
         gst::trace!(CAT, imp = self, "grain {}", got.index);
-        // The first grain (and any change of the sender's flow) sets the caps: from the flow
-        // in direct mode, from the `caps` property through the proxy.
-        let new_caps = match &got.def {
-            Some(def) if started.def.as_ref().map(|d| &d.json) != Some(&def.json) => Some(
-                common::caps_from_def(def)
-                    .ok_or_else(|| self.flow_error(format!("flow {:?} has no caps", def.media)))?,
-            ),
-            None if started.kind.is_none() => Some(
-                self.settings
-                    .lock()
-                    .ok()
-                    .and_then(|s| s.conn.caps.clone())
-                    .ok_or(gst::FlowError::NotNegotiated)?,
-            ),
-            _ => None,
-        };
-        if let Some(caps) = new_caps {
-            let (_, kind) = common::flow_def_from_caps(
-                &caps,
-                uuid::Uuid::nil(),
-                "mcmsrc",
-                mcm_core::format::MAX_OPAQUE_GRAIN_SIZE,
-            )
-            .map_err(|e| self.flow_error(e))?;
-            started.kind = Some(kind);
-            started.def = got.def.clone();
-            drop(state);
-            self.obj()
-                .set_caps(&caps)
-                .map_err(|_| gst::FlowError::NotNegotiated)?;
-            state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        }
-        let State::Started(started) = &mut *state else {
-            return Err(gst::FlowError::Flushing);
-        };
-        let kind = started.kind.clone().ok_or(gst::FlowError::NotNegotiated)?;
-        let (mut buffer, duration, rate) = match &kind {
-            Kind::Raw { info, planes } => {
-                let mut buffer =
-                    gst::Buffer::with_size(info.size()).map_err(|_| gst::FlowError::Error)?;
-                {
-                    let buf = buffer.get_mut().ok_or(gst::FlowError::Error)?;
-                    let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, info)
-                        .map_err(|_| gst::FlowError::Error)?;
-                    common::grain_to_frame(&got.data, planes, &mut frame)
-                        .map_err(|e| self.flow_error(e))?;
-                }
-                let fps = info.fps();
-                let rate = (fps.numer() > 0)
-                    .then(|| Rational::new(fps.numer().into(), fps.denom().into()));
-                (buffer, frame_duration(info), rate)
-            }
-            Kind::Pcm {
-                rate,
-                width,
-                frame,
-                little_endian,
-                ..
-            } => {
-                let mut data = got.data.clone();
-                if *little_endian {
-                    common::swap_samples(&mut data, *width);
-                }
-                let samples = (data.len() / frame) as u64;
-                let duration = gst::ClockTime::SECOND.mul_div_floor(samples, u64::from(*rate));
-                (
-                    gst::Buffer::from_mut_slice(data),
-                    duration,
-                    started.def.as_ref().map(|d| d.index_rate()),
-                )
-            }
-            Kind::Opaque => (
-                gst::Buffer::from_mut_slice(got.data.clone()),
-                None,
-                started.def.as_ref().map(|d| d.index_rate()),
-            ),
-        };
         let first = *started.first_index.get_or_insert(got.index);
+        let rate = started.def.as_ref().map(|d| d.index_rate());
+        let mut buffer = got.buffer;
         {
             let buf = buffer.get_mut().ok_or(gst::FlowError::Error)?;
             buf.set_offset(got.index);
             let timing = got.timing.unwrap_or_default();
-            buf.set_duration(timing.duration.or(duration));
+            if timing.duration.is_some() {
+                buf.set_duration(timing.duration);
+            }
             buf.set_flags(
                 gst::BufferFlags::from_bits_truncate(timing.flags)
                     & (gst::BufferFlags::DELTA_UNIT | gst::BufferFlags::HEADER),
@@ -483,17 +514,24 @@ impl PushSrcImpl for McmSrc {
                 // File work: the sender's own timestamps, exactly.
                 buf.set_pts(timing.pts);
                 buf.set_dts(timing.dts);
-            } else if let Some(d) = duration {
+            } else if let Some(d) = buf.duration() {
                 // A flow with no timing metadata (e.g. MXL's): its position in the stream.
                 buf.set_pts(d * got.index.saturating_sub(first));
             }
         }
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         stats.grains += 1;
-        stats.bytes += got.data.len() as u64;
-        stats.copies += 2;
+        stats.bytes += buffer.size() as u64;
+        stats.copies += 1;
         if let Some(rate) = rate {
             stats.latency_ns = now_tai_ns().saturating_sub(index_to_timestamp(rate, got.index));
+        }
+        drop(stats);
+        drop(state);
+        if let Some(caps) = got.caps {
+            self.obj()
+                .set_caps(&caps)
+                .map_err(|_| gst::FlowError::NotNegotiated)?;
         }
         Ok(CreateSuccess::NewBuffer(buffer))
     }
