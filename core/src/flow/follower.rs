@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::cursor::ReaderCursor;
 use super::domain::Domain;
 use super::error::FlowError;
-use super::reader::{Grain, GrainReader, ReaderOptions};
+use super::reader::{Grain, GrainReader, HeldGrain, ReaderOptions};
 use super::VALID_SLICES_ALL;
 
 /// Poll period while waiting for a flow to appear (there is no notification for that).
@@ -34,7 +34,7 @@ pub struct Follower {
     domain: Domain,
     flow_id: Uuid,
     reliable: bool,
-    reader: Option<GrainReader>,
+    reader: Option<Arc<GrainReader>>,
     next: Option<u64>,
     /// A reliable receiver's cursor registered before the flow exists, so a back-pressure
     /// writer waits for it from its first grain; dropped once the reader has its own.
@@ -65,7 +65,7 @@ impl Follower {
 
     /// The reader, once the flow has been opened.
     pub fn reader(&self) -> Option<&GrainReader> {
-        self.reader.as_ref()
+        self.reader.as_deref()
     }
 
     /// Grains the writer overwrote before this follower read them; the counter can be read
@@ -76,6 +76,33 @@ impl Follower {
 
     /// The next grain, waiting up to `timeout`.
     pub fn next_grain(&mut self, timeout: Duration) -> Result<Grain<'_>, FollowError> {
+        let index = self.wait_next(timeout)?;
+        let r = self.reader.as_ref().expect("read above");
+        r.get_grain_slices(index, VALID_SLICES_ALL, Duration::ZERO)
+            .map_err(|e| {
+                FollowError::Timeout(format!(
+                    "grain {index} overwritten while being received: {e}"
+                ))
+            })
+    }
+
+    /// The next grain, kept past this call (see [`GrainReader::hold`]): zero-copy hand-off
+    /// of the payload, with a reliable cursor holding the writer back until it is dropped.
+    pub fn next_held(&mut self, timeout: Duration) -> Result<HeldGrain, FollowError> {
+        let index = self.wait_next(timeout)?;
+        let r = self.reader.clone().expect("read above");
+        let grain = r
+            .get_grain_slices(index, VALID_SLICES_ALL, Duration::ZERO)
+            .map_err(|e| {
+                FollowError::Timeout(format!(
+                    "grain {index} overwritten while being received: {e}"
+                ))
+            })?;
+        Ok(GrainReader::hold(&r, grain))
+    }
+
+    /// Waits until the next grain can be read; returns its index.
+    fn wait_next(&mut self, timeout: Duration) -> Result<u64, FollowError> {
         let start = Instant::now();
         let deadline = start
             .checked_add(timeout)
@@ -90,7 +117,7 @@ impl Follower {
                 };
                 match self.domain.open_grain_reader(self.flow_id, &options) {
                     Ok(r) => {
-                        self.reader = Some(r);
+                        self.reader = Some(Arc::new(r));
                         self.early_cursor = None;
                     }
                     Err(
@@ -154,15 +181,9 @@ impl Follower {
             }
         };
         // Reliable: the cursor still holds `index`, so it cannot be gone. Live: a writer that
-        // lapped us between the two calls is reported like a timeout, to be retried.
+        // lapped us before the caller reads it is reported then, like a timeout.
         self.next = Some(index.saturating_add(1));
         self.received += 1;
-        let r = self.reader.as_ref().expect("read above");
-        r.get_grain_slices(index, VALID_SLICES_ALL, Duration::ZERO)
-            .map_err(|e| {
-                FollowError::Timeout(format!(
-                    "grain {index} overwritten while being received: {e}"
-                ))
-            })
+        Ok(index)
     }
 }

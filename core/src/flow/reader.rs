@@ -1,9 +1,11 @@
 //! Flow readers. They map every file read-only and never write the flow; a reliable reader
 //! writes only its own cursor file.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -123,6 +125,9 @@ pub struct GrainReader {
     access: Option<File>,
     last_touch: AtomicU64,
     cursor: Option<ReaderCursor>,
+    /// Grains lent out with [`GrainReader::hold`] (their cursor never passes them) and the
+    /// index after the newest one given back.
+    held: Mutex<(BTreeSet<u64>, u64)>,
 }
 
 impl GrainReader {
@@ -159,6 +164,7 @@ impl GrainReader {
             access,
             last_touch: AtomicU64::new(0),
             cursor,
+            held: Mutex::new((BTreeSet::new(), 0)),
         })
     }
 
@@ -235,16 +241,57 @@ impl GrainReader {
 
     /// Marks every grain before `next` as consumed (reliable readers; no effect otherwise).
     pub fn release_before(&self, next: u64) {
-        if let Some(cursor) = &self.cursor {
-            cursor.advance(next);
+        self.advance_cursor(next);
+    }
+
+    /// Moves a reliable cursor to `next`, but never past a grain still held.
+    fn advance_cursor(&self, next: u64) {
+        let Some(cursor) = &self.cursor else { return };
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        cursor.advance(held.0.first().map_or(next, |&h| h.min(next)));
+    }
+
+    /// Keeps `grain` beyond the borrow of this reader, e.g. as the memory of a buffer handed
+    /// downstream. A reliable reader's cursor stays at the oldest held grain, so the writer
+    /// cannot overwrite it until the [`HeldGrain`] is dropped; without a cursor the writer is
+    /// not held back and [`HeldGrain::is_intact`] tells whether the data is still the grain's.
+    pub fn hold(reader: &Arc<Self>, mut grain: Grain<'_>) -> HeldGrain {
+        grain.consume = false;
+        reader
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .insert(grain.index);
+        let capacity = reader.core.files.grains[grain.slot].1.len() - GRAIN_PAYLOAD_OFFSET;
+        HeldGrain {
+            reader: reader.clone(),
+            index: grain.index,
+            slot: grain.slot,
+            len: grain.payload.len().min(capacity),
         }
+    }
+
+    /// Grains currently held.
+    pub fn held_count(&self) -> usize {
+        self.held.lock().map(|h| h.0.len()).unwrap_or(0)
+    }
+
+    fn give_back(&self, index: u64) {
+        let next = {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            held.0.remove(&index);
+            held.1 = held.1.max(index.saturating_add(1));
+            held.1
+        };
+        self.advance_cursor(next);
     }
 
     /// A reliable reader told an index is gone moves its cursor past it, so the writer is
     /// not held back for a grain that no longer exists.
     fn skip_cursor(&self, e: &FlowError) {
-        if let (Some(cursor), FlowError::TooLate { oldest, .. }) = (&self.cursor, e) {
-            cursor.advance(*oldest);
+        if let FlowError::TooLate { oldest, .. } = e {
+            self.advance_cursor(*oldest);
         }
     }
 
@@ -278,8 +325,8 @@ impl GrainReader {
         let flags = gi.flags.load(Ordering::Acquire);
         let valid = gi.valid_slices.load(Ordering::Acquire);
         let slot_index = gi.index.load(Ordering::Acquire);
-        if slot_index != index && (slot_index == u64::MAX || index == head) {
-            // Never written (a fresh flow's head is 0 before the first commit): may come.
+        if slot_index != index && index == head {
+            // A fresh flow: its head is 0 before the first commit, and grain 0 may still come.
             return Err(too_early());
         }
         if slot_index != index {
@@ -417,11 +464,72 @@ impl Drop for Grain<'_> {
     fn drop(&mut self) {
         // The cursor only moves forward: dropping grain k+1 while still holding grain k
         // releases k to the writer too. Reliable readers consume grains in order.
-        if let Some(cursor) = self.reader.cursor.as_ref().filter(|_| self.consume) {
-            if self.is_complete() || self.is_invalid() {
-                cursor.advance(self.index.saturating_add(1));
-            }
+        if self.consume && (self.is_complete() || self.is_invalid()) {
+            self.reader.advance_cursor(self.index.saturating_add(1));
         }
+    }
+}
+
+/// A grain kept past the reader's borrow (see [`GrainReader::hold`]); its payload stays
+/// mapped, and for a reliable reader unwritten, until it is dropped.
+pub struct HeldGrain {
+    reader: Arc<GrainReader>,
+    index: u64,
+    slot: usize,
+    len: usize,
+}
+
+impl HeldGrain {
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+    pub fn payload(&self) -> &[u8] {
+        self.reader.core.files.grains[self.slot]
+            .1
+            .bytes(GRAIN_PAYLOAD_OFFSET, self.len)
+    }
+    /// The metadata committed with the grain (see [`Grain::metadata`]).
+    pub fn metadata(&self) -> &[u8] {
+        let r = &self.reader;
+        let total = r
+            .core
+            .files
+            .grain_info(self.slot)
+            .total_slices
+            .load(Ordering::Relaxed) as usize;
+        let capacity = r.slice_sizes.iter().map(|&s| s as usize).sum::<usize>() * total;
+        let map = &r.core.files.grains[self.slot].1;
+        let off = GRAIN_PAYLOAD_OFFSET + capacity;
+        let Some(h) = map.bytes(off, 4).get(..4) else {
+            return &[];
+        };
+        map.bytes(
+            off + 8,
+            u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize,
+        )
+    }
+    /// False once the writer reused the slot (possible only without a reliable cursor).
+    pub fn is_intact(&self) -> bool {
+        std::sync::atomic::fence(Ordering::Acquire);
+        self.reader
+            .core
+            .files
+            .grain_info(self.slot)
+            .index
+            .load(Ordering::Relaxed)
+            == self.index
+    }
+}
+
+impl AsRef<[u8]> for HeldGrain {
+    fn as_ref(&self) -> &[u8] {
+        self.payload()
+    }
+}
+
+impl Drop for HeldGrain {
+    fn drop(&mut self) {
+        self.reader.give_back(self.index);
     }
 }
 

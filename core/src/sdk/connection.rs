@@ -16,6 +16,8 @@ use crate::flow::{
 use crate::format::FlowDef;
 use crate::time::{current_index, index_to_timestamp, Rational};
 
+// One per connection: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Side {
     Tx {
         writer: GrainWriter,

@@ -10,7 +10,7 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
-use mcm_core::flow::{Domain, FollowError, Follower};
+use mcm_core::flow::{Domain, FollowError, Follower, HeldGrain};
 use mcm_core::format::FlowDef;
 use mcm_core::sdk::{Client, Connection, MeshErrorCode};
 use mcm_core::time::{index_to_timestamp, now_tai_ns};
@@ -24,6 +24,7 @@ const WAIT_SLICE: Duration = Duration::from_millis(100);
 struct Settings {
     conn: ConnSettings,
     is_live: bool,
+    zero_copy: bool,
 }
 
 impl Default for Settings {
@@ -31,6 +32,7 @@ impl Default for Settings {
         Self {
             conn: ConnSettings::default(),
             is_live: true,
+            zero_copy: false,
         }
     }
 }
@@ -49,6 +51,9 @@ struct Started {
     kind: Option<Kind>,
     pool: Option<gst::BufferPool>,
     first_index: Option<u64>,
+    zero_copy: bool,
+    /// Buffers can wrap grain memory: the grain layout is the buffer layout.
+    wrap: bool,
 }
 
 #[derive(Default)]
@@ -85,6 +90,14 @@ impl ObjectImpl for McmSrc {
                     .mutable_ready()
                     .build(),
             );
+            v.push(
+                glib::ParamSpecBoolean::builder("zero-copy")
+                    .nick("Zero copy")
+                    .blurb("With reliable: push buffers whose memory is the grain itself when the layouts match (no copy); buffers kept downstream hold the sender back until released")
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
+            );
             v.push(common::stats_property());
             v
         });
@@ -96,6 +109,8 @@ impl ObjectImpl for McmSrc {
             let mut s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
             if pspec.name() == "is-live" {
                 s.is_live = value.get().unwrap_or(true);
+            } else if pspec.name() == "zero-copy" {
+                s.zero_copy = value.get().unwrap_or(false);
             } else {
                 s.conn.set(pspec.name(), value);
             }
@@ -112,6 +127,12 @@ impl ObjectImpl for McmSrc {
                 .lock()
                 .map(|s| s.structure())
                 .unwrap_or_else(|_| Stats::default().structure())
+                .to_value(),
+            "zero-copy" => self
+                .settings
+                .lock()
+                .map(|s| s.zero_copy)
+                .unwrap_or(false)
                 .to_value(),
             "is-live" => self
                 .settings
@@ -178,6 +199,7 @@ fn adopt(
     def_slot: &mut Option<FlowDef>,
     kind_slot: &mut Option<Kind>,
     pool_slot: &mut Option<gst::BufferPool>,
+    wrap_slot: &mut bool,
     def: Option<FlowDef>,
     configured: Option<gst::Caps>,
 ) -> Result<gst::Caps, String> {
@@ -203,9 +225,42 @@ fn adopt(
         pool.set_active(true).map_err(|e| e.to_string())?;
         *pool_slot = Some(pool.upcast());
     }
+    *wrap_slot = wrappable(&kind);
     *kind_slot = Some(kind);
     *def_slot = def;
     Ok(caps)
+}
+
+/// True when a grain can be handed downstream as it is: same layout as the buffer.
+fn wrappable(kind: &Kind) -> bool {
+    match kind {
+        Kind::Raw { info, planes } => {
+            let mut offset = 0;
+            planes.iter().enumerate().all(|(p, &(row, rows))| {
+                let same = info.offset()[p] == offset && info.stride()[p] as usize == row;
+                offset += row * rows;
+                same
+            }) && info.size() == offset
+        }
+        Kind::Pcm { little_endian, .. } => !little_endian,
+        Kind::Opaque => true,
+    }
+}
+
+/// A buffer whose memory is the grain itself (zero copy); the grain stays out of the
+/// writer's reach until the buffer's last reference goes.
+fn wrap_buffer(kind: &Kind, held: HeldGrain) -> gst::Buffer {
+    let duration = match kind {
+        Kind::Raw { info, .. } => frame_duration(info),
+        Kind::Pcm { rate, frame, .. } => gst::ClockTime::SECOND
+            .mul_div_floor((held.payload().len() / frame) as u64, u64::from(*rate)),
+        Kind::Opaque => None,
+    };
+    let mut buffer = gst::Buffer::from_slice(held);
+    if let Some(b) = buffer.get_mut() {
+        b.set_duration(duration);
+    }
+    buffer
 }
 
 /// Copies a grain's payload into a buffer laid out as its caps say (one copy).
@@ -272,6 +327,57 @@ impl McmSrc {
             }
             match &mut started.input {
                 Input::Direct(follower) => {
+                    // Reliable, same layout, and room left in the ring: lend the grain itself.
+                    let room = follower.reader().is_some_and(|r| {
+                        (r.held_count() as u64).saturating_add(3) < r.grain_count()
+                    });
+                    if started.zero_copy && started.wrap && room {
+                        let held = match follower.next_held(WAIT_SLICE) {
+                            Ok(h) => h,
+                            Err(FollowError::Timeout(_)) => continue,
+                            Err(FollowError::Closed) => return Err(gst::FlowError::Eos),
+                            Err(FollowError::Failed(e)) => {
+                                return Err(self.flow_error(e.to_string()))
+                            }
+                        };
+                        let def = follower.reader().and_then(|r| r.flow_def());
+                        let timing = Timing::decode(held.metadata());
+                        let index = held.index();
+                        if def.map(|d| &d.json) == started.def.as_ref().map(|d| &d.json) {
+                            let kind =
+                                started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
+                            let buffer = wrap_buffer(kind, held);
+                            let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+                            stats.copies = stats.copies.saturating_sub(1);
+                            return Ok(Received {
+                                index,
+                                timing,
+                                buffer,
+                                caps,
+                            });
+                        }
+                        // The flow changed under us: take the new caps and copy this one.
+                        caps = Some(
+                            adopt(
+                                &mut started.def,
+                                &mut started.kind,
+                                &mut started.pool,
+                                &mut started.wrap,
+                                def.cloned(),
+                                None,
+                            )
+                            .map_err(|e| self.flow_error(e))?,
+                        );
+                        let kind = started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
+                        let buffer = make_buffer(kind, started.pool.as_ref(), held.payload())
+                            .map_err(|e| self.flow_error(e))?;
+                        return Ok(Received {
+                            index,
+                            timing,
+                            buffer,
+                            caps,
+                        });
+                    }
                     let grain = match follower.next_grain(WAIT_SLICE) {
                         Ok(g) => g,
                         Err(FollowError::Timeout(_)) => continue,
@@ -286,6 +392,7 @@ impl McmSrc {
                             &mut started.def,
                             &mut started.kind,
                             &mut started.pool,
+                            &mut started.wrap,
                             def.cloned(),
                             None,
                         )
@@ -315,6 +422,7 @@ impl McmSrc {
                                 &mut started.def,
                                 &mut started.kind,
                                 &mut started.pool,
+                                &mut started.wrap,
                                 None,
                                 configured.clone(),
                             )
@@ -357,6 +465,7 @@ impl BaseSrcImpl for McmSrc {
             .mode()
             .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
         let reliable = settings.conn.reliable;
+        let zero_copy = reliable && settings.zero_copy;
         let input = match mode {
             Mode::Direct { domain, flow_id } => {
                 let domain = Domain::open(&domain).map_err(|e| {
@@ -401,6 +510,8 @@ impl BaseSrcImpl for McmSrc {
             kind: None,
             pool: None,
             first_index: None,
+            zero_copy,
+            wrap: false,
         }));
         Ok(())
     }
