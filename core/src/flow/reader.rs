@@ -272,6 +272,32 @@ impl GrainReader {
         }
     }
 
+    /// True while `slot` still holds grain `index` (seqlock re-check after reading).
+    fn slot_holds(&self, slot: usize, index: u64) -> bool {
+        std::sync::atomic::fence(Ordering::Acquire);
+        self.core
+            .files
+            .grain_info(slot)
+            .index
+            .load(Ordering::Relaxed)
+            == index
+    }
+
+    /// The metadata area after a grain's payload: u32 length, u32 reserved, bytes.
+    fn metadata_of(&self, slot: usize, total_slices: u16) -> &[u8] {
+        let capacity =
+            self.slice_sizes.iter().map(|&s| s as usize).sum::<usize>() * total_slices as usize;
+        let map = &self.core.files.grains[slot].1;
+        let off = GRAIN_PAYLOAD_OFFSET + capacity;
+        let Some(h) = map.bytes(off, 4).get(..4) else {
+            return &[];
+        };
+        map.bytes(
+            off + 8,
+            u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize,
+        )
+    }
+
     /// Grains currently held.
     pub fn held_count(&self) -> usize {
         self.held.lock().map(|h| h.0.len()).unwrap_or(0)
@@ -425,16 +451,7 @@ impl<'a> Grain<'a> {
     }
     /// The metadata written with this grain (mcm extension; empty for plain MXL flows).
     pub fn metadata(&self) -> &'a [u8] {
-        let sizes = self.reader.slice_sizes;
-        let capacity: usize =
-            sizes.iter().map(|&s| s as usize).sum::<usize>() * self.total_slices as usize;
-        let map = &self.reader.core.files.grains[self.slot].1;
-        let off = GRAIN_PAYLOAD_OFFSET + capacity;
-        let Some(header) = map.bytes(off, 4).get(..4) else {
-            return &[];
-        };
-        let len = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        map.bytes(off + 8, len)
+        self.reader.metadata_of(self.slot, self.total_slices)
     }
     pub fn valid_slices(&self) -> u16 {
         self.valid_slices
@@ -449,14 +466,7 @@ impl<'a> Grain<'a> {
     /// False once the writer reused the slot for a later grain: the payload may then hold
     /// newer data. Check after consuming the payload when the reader may lag.
     pub fn is_intact(&self) -> bool {
-        std::sync::atomic::fence(Ordering::Acquire);
-        self.reader
-            .core
-            .files
-            .grain_info(self.slot)
-            .index
-            .load(Ordering::Relaxed)
-            == self.index
+        self.reader.slot_holds(self.slot, self.index)
     }
 }
 
@@ -490,34 +500,18 @@ impl HeldGrain {
     }
     /// The metadata committed with the grain (see [`Grain::metadata`]).
     pub fn metadata(&self) -> &[u8] {
-        let r = &self.reader;
-        let total = r
+        let total = self
+            .reader
             .core
             .files
             .grain_info(self.slot)
             .total_slices
-            .load(Ordering::Relaxed) as usize;
-        let capacity = r.slice_sizes.iter().map(|&s| s as usize).sum::<usize>() * total;
-        let map = &r.core.files.grains[self.slot].1;
-        let off = GRAIN_PAYLOAD_OFFSET + capacity;
-        let Some(h) = map.bytes(off, 4).get(..4) else {
-            return &[];
-        };
-        map.bytes(
-            off + 8,
-            u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize,
-        )
+            .load(Ordering::Relaxed);
+        self.reader.metadata_of(self.slot, total)
     }
     /// False once the writer reused the slot (possible only without a reliable cursor).
     pub fn is_intact(&self) -> bool {
-        std::sync::atomic::fence(Ordering::Acquire);
-        self.reader
-            .core
-            .files
-            .grain_info(self.slot)
-            .index
-            .load(Ordering::Relaxed)
-            == self.index
+        self.reader.slot_holds(self.slot, self.index)
     }
 }
 
