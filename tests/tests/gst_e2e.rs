@@ -157,7 +157,8 @@ fn compressed_units_travel_as_opaque_grains_and_decode_identically() {
 fn decoded_clip_audio_arrives_byte_exact_as_pcm_grains() {
     let domain = mcm_tests::temp_domain();
     let dir = tempfile::tempdir().unwrap();
-    for fmt in ["S24BE", "S16BE", "S24LE"] {
+    // F32LE is carried as opaque grains (one decoded buffer each), not yet as an MXL sample flow.
+    for fmt in ["S24BE", "S16BE", "S24LE", "F32LE"] {
         let flow = uuid::Uuid::new_v4();
         let at = format!(
             "domain={} flow-id={flow} reliable=true",
