@@ -202,3 +202,36 @@ fn decoded_clip_audio_arrives_byte_exact_as_pcm_grains() {
         );
     }
 }
+
+#[test]
+fn a_sender_that_vanishes_gives_a_clear_error_when_asked() {
+    let domain = mcm_tests::temp_domain();
+    let at = format!(
+        "domain={} flow-id={}",
+        domain.path().display(),
+        uuid::Uuid::new_v4()
+    );
+    // stderr merged into stdout so the test sees gst-launch's error message.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "exec gst-launch-1.0 mcmsrc {at} sender-timeout=1500 ! checksumsink hash=sha1 2>&1"
+        ))
+        .env("GST_PLUGIN_PATH", mcm_tests::gst_plugin_dir());
+    let mut rx = mcm_tests::Proc::spawn("receiver", &mut cmd);
+    rx.wait_for(|l| {
+        l.starts_with("Pipeline is live") || l.starts_with("Setting pipeline to PLAYING")
+    });
+    let mut tx = gst_launch(
+        "sender",
+        &format!("videotestsrc is-live=true ! video/x-raw,format=UYVY,width=320,height=240,framerate=25/1 ! mcmsink {at}"),
+    );
+    for _ in 0..10 {
+        rx.wait_for(|l| l.split_whitespace().nth(1).is_some_and(|h| h.len() == 40));
+    }
+    // Killed, the sender never ends its stream: the receiver gives up with a clear error.
+    tx.kill();
+    let (status, log) = rx.finish();
+    assert!(!status.success(), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("sender-timeout")), "{log:?}");
+}

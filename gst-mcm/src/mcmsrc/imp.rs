@@ -25,6 +25,8 @@ struct Settings {
     conn: ConnSettings,
     is_live: bool,
     zero_copy: bool,
+    /// Milliseconds without a grain after which the source fails; 0 waits for ever.
+    sender_timeout_ms: u32,
 }
 
 impl Default for Settings {
@@ -33,6 +35,7 @@ impl Default for Settings {
             conn: ConnSettings::default(),
             is_live: true,
             zero_copy: false,
+            sender_timeout_ms: 0,
         }
     }
 }
@@ -98,6 +101,14 @@ impl ObjectImpl for McmSrc {
                     .mutable_ready()
                     .build(),
             );
+            v.push(
+                glib::ParamSpecUInt::builder("sender-timeout")
+                    .nick("Sender timeout")
+                    .blurb("Milliseconds without a grain (sender gone without ending its stream) after which the source posts an error; 0 waits for ever. A sender that ends its stream always gives EOS")
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+            );
             v.push(common::stats_property());
             v
         });
@@ -111,6 +122,8 @@ impl ObjectImpl for McmSrc {
                 s.is_live = value.get().unwrap_or(true);
             } else if pspec.name() == "zero-copy" {
                 s.zero_copy = value.get().unwrap_or(false);
+            } else if pspec.name() == "sender-timeout" {
+                s.sender_timeout_ms = value.get().unwrap_or(0);
             } else {
                 s.conn.set(pspec.name(), value);
             }
@@ -127,6 +140,12 @@ impl ObjectImpl for McmSrc {
                 .lock()
                 .map(|s| s.structure())
                 .unwrap_or_else(|_| Stats::default().structure())
+                .to_value(),
+            "sender-timeout" => self
+                .settings
+                .lock()
+                .map(|s| s.sender_timeout_ms)
+                .unwrap_or(0)
                 .to_value(),
             "zero-copy" => self
                 .settings
@@ -319,9 +338,21 @@ impl McmSrc {
     /// Waits for the next grain in slices, so a flush (unlock) is noticed, and turns it into a
     /// buffer straight from shared memory.
     fn receive(&self, started: &mut Started) -> Result<Received, gst::FlowError> {
-        let configured = self.settings.lock().ok().and_then(|s| s.conn.caps.clone());
+        let (configured, sender_timeout) = self
+            .settings
+            .lock()
+            .map(|s| (s.conn.caps.clone(), s.sender_timeout_ms))
+            .unwrap_or_default();
+        let waiting_since = std::time::Instant::now();
         let mut caps = None;
         loop {
+            if sender_timeout > 0
+                && waiting_since.elapsed() >= Duration::from_millis(sender_timeout.into())
+            {
+                return Err(self.flow_error(format!(
+                    "no grain from the sender for {sender_timeout} ms (sender-timeout): it stopped without ending its stream"
+                )));
+            }
             if self.flushing.load(Ordering::Acquire) {
                 return Err(gst::FlowError::Flushing);
             }
