@@ -58,6 +58,14 @@ fn check_client_id(id: &str) -> Result<(), Status> {
     Ok(())
 }
 
+impl SdkService {
+    fn reg(&self) -> Result<std::sync::MutexGuard<'_, Registry>, Status> {
+        self.registry
+            .lock()
+            .map_err(|_| Status::internal("registry poisoned"))
+    }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<ProxyEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -73,9 +81,7 @@ impl SdkApi for SdkService {
         check_version(r.api_version)?;
         check_client_id(&r.client_id)?;
         let generation = self
-            .registry
-            .lock()
-            .map_err(|_| Status::internal("registry poisoned"))?
+            .reg()?
             .attach(&r.client_id, peer_uid)
             .map_err(registry_status)?;
         let (tx, rx) = mpsc::channel(4);
@@ -189,11 +195,7 @@ impl SdkApi for SdkService {
             closed_at: None,
         };
         let group = conn.group.clone();
-        self.registry
-            .lock()
-            .map_err(|_| Status::internal("registry poisoned"))?
-            .add(conn)
-            .map_err(registry_status)?;
+        self.reg()?.add(conn).map_err(registry_status)?;
         tracing::info!(conn = %conn_id, ?kind, group = %group, "connection created");
         Ok(Response::new(reply))
     }
@@ -205,10 +207,7 @@ impl SdkApi for SdkService {
         let peer_uid = self.policy.check(&req)?;
         let r = req.into_inner();
         check_version(r.api_version)?;
-        let mut reg = self
-            .registry
-            .lock()
-            .map_err(|_| Status::internal("registry poisoned"))?;
+        let mut reg = self.reg()?;
         reg.owned_mut(&r.conn_id, &r.client_id, peer_uid)
             .map_err(registry_status)?
             .state = ConnectionState::Active;
@@ -222,9 +221,7 @@ impl SdkApi for SdkService {
         let peer_uid = self.policy.check(&req)?;
         let r = req.into_inner();
         check_version(r.api_version)?;
-        self.registry
-            .lock()
-            .map_err(|_| Status::internal("registry poisoned"))?
+        self.reg()?
             .close(&r.conn_id, &r.client_id, peer_uid)
             .map_err(registry_status)?;
         tracing::info!(conn = %r.conn_id, "connection closed");
@@ -235,10 +232,7 @@ impl SdkApi for SdkService {
         let peer_uid = self.policy.check(&req)?;
         let r = req.into_inner();
         check_version(r.api_version)?;
-        let mut reg = self
-            .registry
-            .lock()
-            .map_err(|_| Status::internal("registry poisoned"))?;
+        let mut reg = self.reg()?;
         let conn = reg
             .owned_mut(&r.conn_id, &r.client_id, peer_uid)
             .map_err(registry_status)?;
