@@ -91,6 +91,7 @@ impl SdkApi for SdkService {
                     "mcm-proxy {}",
                     env!("CARGO_PKG_VERSION")
                 ))),
+                domain: self.domain.to_string_lossy().into_owned(),
             }))
             .await;
         let registry = self.registry.clone();
@@ -104,7 +105,7 @@ impl SdkApi for SdkService {
                     tracing::info!(client = %client, closed, "client detached; its connections are closed");
                 }
                 _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => {
-                    let _ = tx.send(Ok(ProxyEvent { event: Some(proxy_event::Event::Shutdown("proxy shutting down".into())) })).await;
+                    let _ = tx.send(Ok(ProxyEvent { event: Some(proxy_event::Event::Shutdown("proxy shutting down".into())), domain: String::new() })).await;
                 }
             }
         });

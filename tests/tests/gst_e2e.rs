@@ -63,8 +63,15 @@ fn live_stream_through_the_proxy_with_a_late_receiver_and_eos_on_stop() {
     let proxy = start_proxy(dir.path(), domain.path(), &[]);
     let socket = proxy.unix.display().to_string();
     let caps = "video/x-raw,format=UYVY,width=320,height=240,framerate=25/1";
+    // The early receiver describes its connection (caps, as MCM receivers do); the late one
+    // says nothing but the urn and takes the caps from the group's flow.
     let rx = |name: &str| {
-        let cmd_line = format!("mcmsrc urn=live1 caps={caps} ! checksumsink hash=sha1");
+        let described = if name == "early" {
+            format!("caps={caps}")
+        } else {
+            String::new()
+        };
+        let cmd_line = format!("mcmsrc urn=live1 {described} ! checksumsink hash=sha1");
         let mut p = std::process::Command::new("gst-launch-1.0");
         p.arg("-q")
             .args(cmd_line.split_whitespace())

@@ -76,6 +76,8 @@ pub(crate) struct ClientInner {
     pub id: String,
     api: Mutex<Api>,
     pub registrations: Mutex<Vec<Registration>>,
+    /// The proxy's flow domain, from its hello.
+    pub domain: String,
     /// Serialises connection creation so `maxMediaConnections` holds under concurrency.
     creating: Mutex<()>,
     pub proxy_up: AtomicBool,
@@ -238,7 +240,7 @@ async fn connect(config: &ClientConfig) -> Result<Api, String> {
 async fn connect_and_attach(
     config: &ClientConfig,
     client_id: &str,
-) -> Result<(Api, tonic::Streaming<ProxyEvent>), String> {
+) -> Result<(Api, tonic::Streaming<ProxyEvent>, String), String> {
     let attempt = async {
         let mut api = connect(config).await?;
         let mut stream = api
@@ -250,11 +252,12 @@ async fn connect_and_attach(
             .map_err(|s| status_to_error(&s).to_string())?
             .into_inner();
         // The first event is the proxy's hello: it proves the session is registered.
-        stream
+        let hello = stream
             .message()
             .await
-            .map_err(|s| status_to_error(&s).to_string())?;
-        Ok((api, stream))
+            .map_err(|s| status_to_error(&s).to_string())?
+            .ok_or("the proxy closed the session")?;
+        Ok((api, stream, hello.domain))
     };
     tokio::time::timeout(RPC_TIMEOUT, attempt)
         .await
@@ -284,7 +287,7 @@ impl Client {
             })?;
         let id = uuid::Uuid::new_v4().to_string();
         let (cfg, cid) = (config.clone(), id.clone());
-        let (api, stream) = run(&runtime, async move {
+        let (api, stream, domain) = run(&runtime, async move {
             connect_and_attach(&cfg, &cid).await.map_err(|e| {
                 SdkError::new(
                     MeshErrorCode::ConnFailed,
@@ -298,6 +301,7 @@ impl Client {
             id,
             api: Mutex::new(api),
             registrations: Mutex::new(Vec::new()),
+            domain,
             creating: Mutex::new(()),
             proxy_up: AtomicBool::new(true),
         });
@@ -309,6 +313,11 @@ impl Client {
     /// The parsed client configuration.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// The flow domain of this host's proxy: where every multipoint group's flow lives.
+    pub fn domain(&self) -> &str {
+        &self.inner.domain
     }
 
     /// False while the proxy is unreachable (connections keep moving data meanwhile).
@@ -413,7 +422,7 @@ async fn session(client: Weak<ClientInner>, mut stream: tonic::Streaming<ProxyEv
             if client.strong_count() == 0 {
                 return;
             }
-            let Ok((mut api, s)) = connect_and_attach(&config, &id).await else {
+            let Ok((mut api, s, _)) = connect_and_attach(&config, &id).await else {
                 continue;
             };
             let regs: Vec<Registration> = match client.upgrade() {

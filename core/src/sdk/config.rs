@@ -601,10 +601,7 @@ impl ConnectionConfig {
     /// The flow id of a group on every host: a UUID v5 of the group name, so a restarted
     /// sender and its receivers meet on the same flow without asking anyone.
     pub fn flow_id(&self) -> Uuid {
-        Uuid::new_v5(
-            &Uuid::NAMESPACE_URL,
-            format!("urn:x-mcm:group:{}", self.group()).as_bytes(),
-        )
+        group_flow_id(&self.group())
     }
 
     /// The grain rate: frames per second as a rational (29.97 -> 30000/1001), packets per
@@ -686,6 +683,15 @@ pub fn fps_to_rational(fps: f64) -> Rational {
         return Rational::new(fps.round() as i64, 1);
     }
     Rational::new((fps * 1000.0).round() as i64, 1000).reduced()
+}
+
+/// The flow id of multipoint group `group` on every host: UUID v5 (URL namespace) of
+/// `urn:x-mcm:group:<group>`.
+pub fn group_flow_id(group: &str) -> Uuid {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_URL,
+        format!("urn:x-mcm:group:{group}").as_bytes(),
+    )
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ pub use client::{Client, Counters};
 pub use connection::{Buffer, Connection};
 
 pub use config::{
-    fps_to_rational, token_path, ClientConfig, ConnectionConfig, ConnectionType, Payload,
-    ProxyEndpoint, St2110Config, DEFAULT_SDK_PORT, DEFAULT_UNIX_SOCKET, MAX_CONFIG_JSON,
+    fps_to_rational, group_flow_id, token_path, ClientConfig, ConnectionConfig, ConnectionType,
+    Payload, ProxyEndpoint, St2110Config, DEFAULT_SDK_PORT, DEFAULT_UNIX_SOCKET, MAX_CONFIG_JSON,
     MAX_URN_LEN,
 };
 pub use error::{MeshErrorCode, SdkError, SdkResult};

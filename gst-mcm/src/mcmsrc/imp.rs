@@ -507,6 +507,23 @@ impl BaseSrcImpl for McmSrc {
                         .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["{}", e]))?,
                 )
             }
+            // Without caps, a multipoint group's flow is followed directly: found in the
+            // proxy's domain under its group flow id, it gives its own caps and EOS.
+            Mode::Proxy { client_json, .. }
+                if settings.conn.caps.is_none()
+                    && settings.conn.conn_type == "multipoint-group" =>
+            {
+                let urn = settings.conn.urn.clone().unwrap_or_default();
+                let client = Client::new(&client_json).map_err(|e| {
+                    gst::error_msg!(gst::ResourceError::OpenRead, ["media proxy: {}", e])
+                })?;
+                let domain = Domain::open(client.domain()).map_err(|e| {
+                    gst::error_msg!(gst::ResourceError::OpenRead, ["proxy domain: {}", e])
+                })?;
+                let follower = Follower::new(domain, mcm_core::sdk::group_flow_id(&urn), reliable)
+                    .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["{}", e]))?;
+                Input::Direct(follower)
+            }
             Mode::Proxy {
                 client_json,
                 mut connection,
