@@ -82,7 +82,7 @@ fn live_stream_through_the_proxy_with_a_late_receiver_and_eos_on_stop() {
     let mut early = rx("early");
     let mut tx = std::process::Command::new("gst-launch-1.0");
     tx.arg("-q")
-        .args(format!("videotestsrc is-live=true num-buffers=75 pattern=ball ! {caps} ! tee name=t ! queue ! mcmsink urn=live1 t. ! queue ! checksumsink hash=sha1").split_whitespace())
+        .args(format!("videotestsrc is-live=true num-buffers=150 pattern=ball ! {caps} ! tee name=t ! queue ! mcmsink urn=live1 t. ! queue ! checksumsink hash=sha1").split_whitespace())
         .env("GST_PLUGIN_PATH", mcm_tests::gst_plugin_dir())
         .env("MCM_PROXY_SOCKET", &socket);
     let tx = mcm_tests::Proc::spawn("sender", &mut tx);
@@ -218,21 +218,19 @@ fn a_sender_that_vanishes_gives_a_clear_error_when_asked() {
         domain.path().display(),
         uuid::Uuid::new_v4()
     );
-    // stderr merged into stdout so the test sees gst-launch's error message.
-    let mut cmd = std::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!(
-            "exec gst-launch-1.0 mcmsrc {at} sender-timeout=1500 ! checksumsink hash=sha1 2>&1"
-        ))
-        .env("GST_PLUGIN_PATH", mcm_tests::gst_plugin_dir());
-    let mut rx = mcm_tests::Proc::spawn("receiver", &mut cmd);
-    rx.wait_for(|l| {
-        l.starts_with("Pipeline is live") || l.starts_with("Setting pipeline to PLAYING")
-    });
+    // The live sender runs first, so the receiver's clock only starts once frames flow.
     let mut tx = gst_launch(
         "sender",
         &format!("videotestsrc is-live=true ! video/x-raw,format=UYVY,width=320,height=240,framerate=25/1 ! mcmsink {at}"),
     );
+    // stderr merged into stdout so the test sees gst-launch's error message.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "exec gst-launch-1.0 mcmsrc {at} sender-timeout=3000 ! checksumsink hash=sha1 2>&1"
+        ))
+        .env("GST_PLUGIN_PATH", mcm_tests::gst_plugin_dir());
+    let mut rx = mcm_tests::Proc::spawn("receiver", &mut cmd);
     for _ in 0..10 {
         rx.wait_for(|l| l.split_whitespace().nth(1).is_some_and(|h| h.len() == 40));
     }
