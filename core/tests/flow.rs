@@ -5,7 +5,8 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use mcm_core::flow::{
-    Domain, FlowError, ReaderOptions, WriterOptions, VALID_SLICES_ALL, VALID_SLICES_ANY,
+    Domain, FlowError, GrainReader, GrainWriter, ReaderOptions, WriterOptions, VALID_SLICES_ALL,
+    VALID_SLICES_ANY,
 };
 use mcm_core::format::{FlowDef, InterlaceMode, SampleFormat, VideoFormat};
 use mcm_core::testpattern::{fill_v210, fill_v210_lines, verify_v210};
@@ -39,6 +40,17 @@ fn v210(w: u32, h: u32, rate: Rational) -> FlowDef {
         InterlaceMode::Progressive,
     )
     .unwrap()
+}
+
+/// A writer of `def` with default options and a plain reader of it.
+fn writer_and_reader(d: &Domain, def: &FlowDef) -> (GrainWriter, GrainReader) {
+    let w = d
+        .create_grain_writer(def, &WriterOptions::default())
+        .unwrap();
+    let r = d
+        .open_grain_reader(def.id, &ReaderOptions::default())
+        .unwrap();
+    (w, r)
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -164,12 +176,7 @@ fn ring_sizes_follow_mxl() {
 fn read_windows_too_early_and_too_late() {
     let (_t, d) = domain();
     let def = v210(64, 4, Rational::new(50, 1)); // 10 grains
-    let mut w = d
-        .create_grain_writer(&def, &WriterOptions::default())
-        .unwrap();
-    let r = d
-        .open_grain_reader(def.id, &ReaderOptions::default())
-        .unwrap();
+    let (mut w, r) = writer_and_reader(&d, &def);
     for i in 100..120 {
         let mut g = w.open_grain(i).unwrap();
         fill_v210(64, 4, i, g.payload());
@@ -207,12 +214,7 @@ fn read_windows_too_early_and_too_late() {
 fn partial_grains_are_read_slice_by_slice() {
     let (_t, d) = domain();
     let def = v210(96, 8, Rational::new(25, 1));
-    let mut w = d
-        .create_grain_writer(&def, &WriterOptions::default())
-        .unwrap();
-    let r = d
-        .open_grain_reader(def.id, &ReaderOptions::default())
-        .unwrap();
+    let (mut w, r) = writer_and_reader(&d, &def);
     let mut g = w.open_grain(3).unwrap();
     for line in 0..8u16 {
         fill_v210_lines(96, 3, u32::from(line), u32::from(line) + 1, g.payload());
@@ -239,12 +241,7 @@ fn partial_grains_are_read_slice_by_slice() {
 fn writer_rules_skipped_slots_invalid_and_indices_increase() {
     let (_t, d) = domain();
     let def = v210(48, 2, Rational::new(50, 1));
-    let mut w = d
-        .create_grain_writer(&def, &WriterOptions::default())
-        .unwrap();
-    let r = d
-        .open_grain_reader(def.id, &ReaderOptions::default())
-        .unwrap();
+    let (mut w, r) = writer_and_reader(&d, &def);
     w.open_grain(10).unwrap().commit().unwrap();
     w.open_grain(14).unwrap().commit().unwrap();
     for skipped in 11..14 {
@@ -273,12 +270,7 @@ fn writer_rules_skipped_slots_invalid_and_indices_increase() {
 fn end_of_stream_is_distinct_from_waiting() {
     let (_t, d) = domain();
     let def = v210(48, 2, Rational::new(25, 1));
-    let mut w = d
-        .create_grain_writer(&def, &WriterOptions::default())
-        .unwrap();
-    let r = d
-        .open_grain_reader(def.id, &ReaderOptions::default())
-        .unwrap();
+    let (mut w, r) = writer_and_reader(&d, &def);
     w.open_grain(1).unwrap().commit().unwrap();
     w.end_of_stream().unwrap();
     assert!(r.get_grain(1, NO_WAIT).is_ok());
@@ -630,12 +622,7 @@ fn reliable_reader_told_too_late_releases_the_writer() {
 fn window_edge_cases() {
     let (_t, d) = domain();
     let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
-    let mut w = d
-        .create_grain_writer(&def, &WriterOptions::default())
-        .unwrap();
-    let r = d
-        .open_grain_reader(def.id, &ReaderOptions::default())
-        .unwrap();
+    let (mut w, r) = writer_and_reader(&d, &def);
     // Nothing written: not even "any slices" of grain 0 is readable.
     assert!(matches!(
         r.get_grain_slices(0, VALID_SLICES_ANY, NO_WAIT),
