@@ -56,6 +56,44 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Requests that say which API version they speak.
+pub trait Versioned {
+    fn api_version(&self) -> u32;
+}
+
+macro_rules! versioned {
+    ($($t:ty),*) => {$(
+        impl Versioned for $t {
+            fn api_version(&self) -> u32 {
+                self.api_version
+            }
+        }
+    )*};
+}
+
+use mcm_proto::v1 as pb;
+versioned!(
+    pb::AttachRequest,
+    pb::CreateConnectionRequest,
+    pb::ConnectionRef,
+    pb::ReportRequest,
+    pb::ListRequest,
+    pb::GetRequest,
+    pb::ApplyBridgesRequest,
+    pb::MetricsRequest
+);
+
+impl AccessPolicy {
+    /// Checks who is asking and the API version; returns the peer uid (unix socket) and the
+    /// request body.
+    pub fn admit<T: Versioned>(&self, req: Request<T>) -> Result<(Option<u32>, T), Status> {
+        let peer_uid = self.check(&req)?;
+        let body = req.into_inner();
+        check_version(body.api_version())?;
+        Ok((peer_uid, body))
+    }
+}
+
 /// Rejects requests of an API version this proxy does not speak.
 pub fn check_version(v: u32) -> Result<(), Status> {
     match v {

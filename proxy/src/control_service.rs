@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{check_version, AccessPolicy};
+use crate::auth::AccessPolicy;
 use crate::registry::{Bridge, Registry};
 
 pub struct ControlService {
@@ -47,8 +47,7 @@ impl Control for ControlService {
         &self,
         req: Request<ListRequest>,
     ) -> Result<Response<ConnectionList>, Status> {
-        self.policy.check(&req)?;
-        check_version(req.get_ref().api_version)?;
+        self.policy.admit(req)?;
         Ok(Response::new(ConnectionList {
             connections: self.reg()?.connections(),
         }))
@@ -58,9 +57,7 @@ impl Control for ControlService {
         &self,
         req: Request<GetRequest>,
     ) -> Result<Response<ConnectionInfo>, Status> {
-        self.policy.check(&req)?;
-        let r = req.into_inner();
-        check_version(r.api_version)?;
+        let (_, r) = self.policy.admit(req)?;
         self.reg()?
             .get(&r.id)
             .map(|c| Response::new(c.info()))
@@ -68,8 +65,7 @@ impl Control for ControlService {
     }
 
     async fn list_groups(&self, req: Request<ListRequest>) -> Result<Response<GroupList>, Status> {
-        self.policy.check(&req)?;
-        check_version(req.get_ref().api_version)?;
+        self.policy.admit(req)?;
         Ok(Response::new(GroupList {
             groups: self.reg()?.groups(),
         }))
@@ -79,9 +75,7 @@ impl Control for ControlService {
         &self,
         req: Request<ApplyBridgesRequest>,
     ) -> Result<Response<ApplyBridgesReply>, Status> {
-        self.policy.check(&req)?;
-        let r = req.into_inner();
-        check_version(r.api_version)?;
+        let (_, r) = self.policy.admit(req)?;
         let mut bridges = Vec::new();
         let mut rejected = Vec::new();
         for b in r.bridges {
@@ -111,8 +105,7 @@ impl Control for ControlService {
     }
 
     async fn health(&self, req: Request<ListRequest>) -> Result<Response<HealthReply>, Status> {
-        self.policy.check(&req)?;
-        check_version(req.get_ref().api_version)?;
+        self.policy.admit(req)?;
         let reg = self.reg()?;
         Ok(Response::new(HealthReply {
             status: "serving".into(),
@@ -127,9 +120,7 @@ impl Control for ControlService {
         &self,
         req: Request<MetricsRequest>,
     ) -> Result<Response<Self::StreamMetricsStream>, Status> {
-        self.policy.check(&req)?;
-        let r = req.into_inner();
-        check_version(r.api_version)?;
+        let (_, r) = self.policy.admit(req)?;
         let interval = match r.interval_ms {
             0 => 1000,
             ms if (100..=60_000).contains(&ms) => ms,

@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{check_version, AccessPolicy};
+use crate::auth::AccessPolicy;
 use crate::registry::{Connection, Registry, RegistryError};
 
 const MAX_CLIENT_ID: usize = 128;
@@ -76,9 +76,7 @@ impl SdkApi for SdkService {
         &self,
         req: Request<AttachRequest>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let peer_uid = self.policy.check(&req)?;
-        let r = req.into_inner();
-        check_version(r.api_version)?;
+        let (peer_uid, r) = self.policy.admit(req)?;
         check_client_id(&r.client_id)?;
         let generation = self
             .reg()?
@@ -116,9 +114,7 @@ impl SdkApi for SdkService {
         &self,
         req: Request<CreateConnectionRequest>,
     ) -> Result<Response<CreateConnectionReply>, Status> {
-        let peer_uid = self.policy.check(&req)?;
-        let r = req.into_inner();
-        check_version(r.api_version)?;
+        let (peer_uid, r) = self.policy.admit(req)?;
         check_client_id(&r.client_id)?;
         let kind = match ConnectionKind::try_from(r.kind) {
             Ok(k @ (ConnectionKind::Transmitter | ConnectionKind::Receiver)) => k,
@@ -205,9 +201,7 @@ impl SdkApi for SdkService {
         &self,
         req: Request<ConnectionRef>,
     ) -> Result<Response<Empty>, Status> {
-        let peer_uid = self.policy.check(&req)?;
-        let r = req.into_inner();
-        check_version(r.api_version)?;
+        let (peer_uid, r) = self.policy.admit(req)?;
         let mut reg = self.reg()?;
         reg.owned_mut(&r.conn_id, &r.client_id, peer_uid)
             .map_err(registry_status)?
@@ -219,9 +213,7 @@ impl SdkApi for SdkService {
         &self,
         req: Request<ConnectionRef>,
     ) -> Result<Response<Empty>, Status> {
-        let peer_uid = self.policy.check(&req)?;
-        let r = req.into_inner();
-        check_version(r.api_version)?;
+        let (peer_uid, r) = self.policy.admit(req)?;
         self.reg()?
             .close(&r.conn_id, &r.client_id, peer_uid)
             .map_err(registry_status)?;
@@ -230,9 +222,7 @@ impl SdkApi for SdkService {
     }
 
     async fn report(&self, req: Request<ReportRequest>) -> Result<Response<Empty>, Status> {
-        let peer_uid = self.policy.check(&req)?;
-        let r = req.into_inner();
-        check_version(r.api_version)?;
+        let (peer_uid, r) = self.policy.admit(req)?;
         let mut reg = self.reg()?;
         let conn = reg
             .owned_mut(&r.conn_id, &r.client_id, peer_uid)
