@@ -701,6 +701,82 @@ fn metadata_travels_with_its_grain_and_never_leaks_to_the_next() {
     assert_eq!(r.get_grain(14, NO_WAIT).unwrap().metadata(), b"");
 }
 
+#[test]
+fn leased_grains_are_written_in_place_and_committed_in_any_order() {
+    let (_t, d) = domain();
+    let def = FlowDef::opaque(
+        Uuid::new_v4(),
+        "blob",
+        "application/octet-stream",
+        Rational::new(1000, 1),
+        64,
+    )
+    .unwrap()
+    .with_metadata_capacity(8)
+    .unwrap();
+    let opts = WriterOptions {
+        grain_count: Some(4),
+        ..Default::default()
+    };
+    let mut w = d.create_grain_writer(&def, &opts).unwrap();
+    let r = d
+        .open_grain_reader(def.id, &ReaderOptions::default())
+        .unwrap();
+    let i = w.next_free_index(10);
+    assert_eq!(i, 10);
+    let mut a = w.lease_grain(i).unwrap();
+    let j = w.next_free_index(0);
+    assert_eq!(j, 11, "after the outstanding lease");
+    let mut b = w.lease_grain(j).unwrap();
+    assert_eq!(a.payload_mut().len(), 64);
+    a.payload_mut()[..3].copy_from_slice(b"aaa");
+    b.payload_mut()[..2].copy_from_slice(b"bb");
+    // Neither is readable before its commit, nor is the slot of a lease reopened.
+    assert!(matches!(
+        r.get_grain(10, NO_WAIT),
+        Err(FlowError::TooEarly { .. })
+    ));
+    assert!(matches!(
+        w.open_grain(14),
+        Err(FlowError::InvalidArgument(_))
+    ));
+    // Out of order: 11 first, then 10; the head stays at 11.
+    w.commit_lease(11, 2, b"m11").unwrap();
+    assert!(
+        w.commit_lease(11, 2, b"").is_err(),
+        "a second commit is refused"
+    );
+    assert!(matches!(
+        r.get_grain(10, NO_WAIT),
+        Err(FlowError::TooEarly { .. })
+    ));
+    w.commit_lease(10, 3, b"m10").unwrap();
+    assert_eq!(r.head_index(), 11);
+    let g = r.get_grain(10, NO_WAIT).unwrap();
+    assert_eq!((g.payload(), g.metadata()), (&b"aaa"[..], &b"m10"[..]));
+    drop(g);
+    let g = r.get_grain(11, NO_WAIT).unwrap();
+    assert_eq!((g.payload(), g.metadata()), (&b"bb"[..], &b"m11"[..]));
+    drop(g);
+    // While lease 10 lives (a buffer still held downstream), its slot is stepped over.
+    drop(b);
+    assert_eq!(w.next_free_index(12), 12);
+    assert_eq!(
+        w.next_free_index(14),
+        15,
+        "slot 2 (grain 14) still belongs to lease 10"
+    );
+    drop(a);
+    assert_eq!(w.next_free_index(14), 14);
+    // A lease dropped before its commit leaves an invalid grain, never a stale one.
+    let c = w.lease_grain(12).unwrap();
+    drop(c);
+    w.open_grain(13).unwrap().commit_len(1).unwrap();
+    assert!(r.get_grain(12, NO_WAIT).unwrap().is_invalid());
+    assert!(r.get_grain(13, NO_WAIT).unwrap().is_complete());
+    assert!(w.commit_lease(12, 1, b"").is_err());
+}
+
 mod corrupt_runtime_values {
     use super::*;
     use proptest::prelude::*;

@@ -6,7 +6,8 @@
 use std::fs::File;
 use std::io;
 use std::mem::{align_of, size_of};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -30,6 +31,8 @@ unsafe impl SharedHeader for super::cursor::CursorData {}
 pub(crate) struct Mapping {
     raw: MmapRaw,
     writable: bool,
+    /// Held by the one [`Claim`] of this mapping, if any.
+    claimed: AtomicBool,
 }
 
 impl Mapping {
@@ -48,7 +51,11 @@ impl Mapping {
         } else {
             options.map_raw_read_only(file)?
         };
-        Ok(Self { raw, writable })
+        Ok(Self {
+            raw,
+            writable,
+            claimed: AtomicBool::new(false),
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -94,6 +101,58 @@ impl Mapping {
         // SAFETY: in bounds as above; the mapping is writable; `&mut self` ensures this is the
         // only slice handed out by this process for the mapping at a time.
         unsafe { std::slice::from_raw_parts_mut(self.raw.as_mut_ptr().add(start), len) }
+    }
+}
+
+/// Exclusive, owned access to bytes `[offset, offset + len)` of a writable mapping: what a
+/// grain lease hands to another owner (a GStreamer buffer) for it to write the payload in place.
+///
+/// At most one claim exists per mapping at a time, and the claim keeps the mapping alive, so
+/// the slice it gives out is never aliased in this process by another claim nor dangling.
+/// Mappings that are claimed are never used through [`Mapping::bytes_mut`] (the writer keeps
+/// a separate mapping of each grain file for its claims).
+pub(crate) struct Claim {
+    map: Arc<Mapping>,
+    offset: usize,
+    len: usize,
+}
+
+impl Claim {
+    /// Claims the range; `None` if the mapping is read-only, already claimed, or too short.
+    pub(crate) fn new(map: Arc<Mapping>, offset: usize, len: usize) -> Option<Self> {
+        let end = offset.checked_add(len)?;
+        if !map.writable || end > map.raw.len() {
+            return None;
+        }
+        map.claimed
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        Some(Self { map, offset, len })
+    }
+
+    /// The mapping this claim is part of (headers in it may be read and written atomically).
+    pub(crate) fn mapping(&self) -> &Mapping {
+        &self.map
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: the range was checked against the mapping's length in `new`, and the Arc
+        // keeps the mapping alive; other processes may write it (the MXL contract).
+        unsafe { std::slice::from_raw_parts(self.map.raw.as_ptr().add(self.offset), self.len) }
+    }
+
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: in bounds and alive as above; the mapping is writable (checked in `new`);
+        // the `claimed` flag makes this the only claim, and `&mut self` the only slice of it.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.map.raw.as_mut_ptr().add(self.offset), self.len)
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.map.claimed.store(false, Ordering::Release);
     }
 }
 

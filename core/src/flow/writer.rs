@@ -4,6 +4,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -12,7 +13,7 @@ use super::cursor::CursorSet;
 use super::error::FlowError;
 use super::files::{try_lock_exclusive, FlowFiles, Shape};
 use super::layout::*;
-use super::shm::futex_wake_all;
+use super::shm::{futex_wake_all, Claim, Mapping};
 use super::Result;
 use crate::format::{FlowDef, GrainGeometry};
 use crate::time::{now_tai_ns, Rational};
@@ -92,6 +93,20 @@ pub struct GrainWriter {
     first_committed: Option<u64>,
     back_pressure: Option<(CursorSet, Duration)>,
     next_last_read_refresh: u64,
+    /// Per ring slot: the grain leased out in it, if any (see [`GrainWriter::lease_grain`]).
+    leases: Arc<Mutex<Vec<LeaseSlot>>>,
+    /// Per ring slot: a second mapping of the grain file, for leases only.
+    lease_maps: Vec<Option<Arc<Mapping>>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct LeaseSlot {
+    index: Option<u64>,
+    committed: bool,
+}
+
+fn lock_leases(leases: &Mutex<Vec<LeaseSlot>>) -> std::sync::MutexGuard<'_, Vec<LeaseSlot>> {
+    leases.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl GrainWriter {
@@ -147,6 +162,8 @@ impl GrainWriter {
             first_committed: None,
             back_pressure,
             next_last_read_refresh: 0,
+            leases: Arc::new(Mutex::new(vec![LeaseSlot::default(); grain_count as usize])),
+            lease_maps: vec![None; grain_count as usize],
         })
     }
 
@@ -198,6 +215,107 @@ impl GrainWriter {
                 "grain {open} is still open; commit or cancel it before opening {index}"
             )));
         }
+        let slot = self.prepare_slot(index, reopening)?;
+        self.open_index = Some(index);
+        Ok(GrainWrite {
+            writer: self,
+            index,
+            slot,
+            done: false,
+            partly_committed: reopening,
+        })
+    }
+
+    /// Opens grain `index` for writing by another owner: the returned lease owns the
+    /// payload memory (a buffer handed to a producer that writes the media in place, with
+    /// no copy), and [`Self::commit_lease`] publishes it later, in any order among leases.
+    ///
+    /// While a lease lives its slot is never reopened: indices whose slot is leased are
+    /// refused, and [`Self::next_free_index`] steps over them. A lease dropped before its
+    /// commit marks its grain invalid, so readers skip it instead of waiting.
+    pub fn lease_grain(&mut self, index: u64) -> Result<GrainLease> {
+        if let Some(open) = self.open_index {
+            return Err(FlowError::InvalidArgument(format!(
+                "grain {open} is still open; commit or cancel it before leasing {index}"
+            )));
+        }
+        let slot = self.prepare_slot(index, false)?;
+        let map = match &self.lease_maps[slot] {
+            Some(m) => m.clone(),
+            None => {
+                let (file, _) = &self.core.files.grains[slot];
+                let m = Arc::new(
+                    Mapping::map(file, true).map_err(|e| FlowError::io(&self.core.files.dir, e))?,
+                );
+                self.lease_maps[slot] = Some(m.clone());
+                m
+            }
+        };
+        let size = self.geometry.grain_size as usize;
+        let claim = Claim::new(map, GRAIN_PAYLOAD_OFFSET, size).ok_or_else(|| {
+            FlowError::InvalidArgument(format!("grain slot {slot} cannot be leased"))
+        })?;
+        lock_leases(&self.leases)[slot] = LeaseSlot {
+            index: Some(index),
+            committed: false,
+        };
+        Ok(GrainLease {
+            index,
+            slot,
+            claim,
+            leases: self.leases.clone(),
+        })
+    }
+
+    /// Publishes leased grain `index` as complete, with `len` payload bytes and `metadata`
+    /// (at most the metadata capacity). The lease itself may live on (its memory stays
+    /// valid and its slot reserved until it is dropped).
+    pub fn commit_lease(&mut self, index: u64, len: usize, metadata: &[u8]) -> Result<()> {
+        let slot = (index % self.grain_count) as usize;
+        {
+            let leases = lock_leases(&self.leases);
+            let entry = leases[slot];
+            if entry.index != Some(index) || entry.committed {
+                return Err(FlowError::InvalidArgument(format!(
+                    "grain {index} is not leased, or already committed"
+                )));
+            }
+        }
+        let cap = self.geometry.grain_size as usize;
+        if len > cap {
+            return Err(FlowError::InvalidArgument(format!(
+                "payload of {len} bytes exceeds the grain capacity {cap}"
+            )));
+        }
+        self.write_metadata(slot, metadata)?;
+        lock_leases(&self.leases)[slot].committed = true;
+        let total = self.geometry.total_slices;
+        self.publish(index, slot, total, len as u32, 0);
+        Ok(())
+    }
+
+    /// The first index at or after `from` that can be opened or leased now: after the last
+    /// committed and every leased grain, in a slot no lease holds.
+    pub fn next_free_index(&self, from: u64) -> u64 {
+        let leases = lock_leases(&self.leases);
+        let mut index = leases
+            .iter()
+            .filter_map(|l| l.index)
+            .chain(self.last_committed)
+            .max()
+            .map_or(from, |m| from.max(m.saturating_add(1)));
+        for _ in 0..self.grain_count {
+            if leases[(index % self.grain_count) as usize].index.is_none() {
+                break;
+            }
+            index += 1;
+        }
+        index
+    }
+
+    /// The common part of opening and leasing: checks, back-pressure, the slots a jump
+    /// skips, and the grain header. Returns the slot.
+    fn prepare_slot(&mut self, index: u64, reopening: bool) -> Result<usize> {
         if index == u64::MAX {
             return Err(FlowError::InvalidArgument(
                 "index u64::MAX is the undefined index".into(),
@@ -209,6 +327,14 @@ impl GrainWriter {
                     "grain {index} is not after the last committed grain {last}"
                 )));
             }
+        }
+        let n = self.grain_count;
+        let slot = (index % n) as usize;
+        let leased: Vec<Option<u64>> = lock_leases(&self.leases).iter().map(|l| l.index).collect();
+        if let Some(holder) = leased[slot] {
+            return Err(FlowError::InvalidArgument(format!(
+                "the ring slot of grain {index} is leased to grain {holder}"
+            )));
         }
         if let Some((cursors, timeout)) = &mut self.back_pressure {
             // The oldest grain that exists: none before this writer's first (or, once the ring
@@ -226,11 +352,20 @@ impl GrainWriter {
             };
             cursors.wait_for_room(index, self.grain_count, floor, *timeout)?;
         }
-        let n = self.grain_count;
-        if let Some(last) = self.last_committed {
-            if index > last + 1 {
-                let skipped = (index - last - 1).min(n);
+        // Grains leased out are not skipped: they are still to be committed.
+        let base = leased
+            .iter()
+            .flatten()
+            .copied()
+            .chain(self.last_committed)
+            .max();
+        if let Some(base) = base {
+            if index > base + 1 {
+                let skipped = (index - base - 1).min(n);
                 for m in index - skipped..index {
+                    if leased[(m % n) as usize].is_some() {
+                        continue;
+                    }
                     let gi = self.core.files.grain_info((m % n) as usize);
                     gi.index.store(m, Ordering::Relaxed);
                     gi.valid_slices.store(0, Ordering::Relaxed);
@@ -238,7 +373,6 @@ impl GrainWriter {
                 }
             }
         }
-        let slot = (index % n) as usize;
         let gi = self.core.files.grain_info(slot);
         gi.index.store(index, Ordering::Relaxed);
         gi.flags.store(0, Ordering::Relaxed);
@@ -253,14 +387,27 @@ impl GrainWriter {
         // Seqlock order: a reader that sees any payload byte written after this point also
         // sees the new index when it re-checks the slot (`Grain::is_intact`).
         std::sync::atomic::fence(Ordering::Release);
-        self.open_index = Some(index);
-        Ok(GrainWrite {
-            writer: self,
-            index,
-            slot,
-            done: false,
-            partly_committed: reopening,
-        })
+        Ok(slot)
+    }
+
+    /// Copies `metadata` into the slot's metadata area and sets its length.
+    fn write_metadata(&mut self, slot: usize, metadata: &[u8]) -> Result<()> {
+        let (off, cap) = self.metadata_area(slot);
+        if metadata.len() > cap {
+            return Err(FlowError::InvalidArgument(format!(
+                "metadata of {} bytes exceeds the capacity {cap}",
+                metadata.len()
+            )));
+        }
+        if cap == 0 {
+            return Ok(());
+        }
+        let area = self.core.files.grains[slot]
+            .1
+            .bytes_mut(off, 8 + metadata.len());
+        area[..4].copy_from_slice(&(metadata.len() as u32).to_ne_bytes());
+        area[8..].copy_from_slice(metadata);
+        Ok(())
     }
 
     /// Ends the stream: readers asking for any index after the last committed grain get
@@ -289,11 +436,11 @@ impl GrainWriter {
         gi.flags.store(flags, Ordering::Relaxed);
         gi.valid_slices.store(valid, Ordering::Release);
         let rt = &self.core.header().info.runtime;
-        rt.head_index.store(index, Ordering::Release);
+        // Leases may commit out of order: the head never moves back.
+        rt.head_index.fetch_max(index, Ordering::Release);
         rt.last_write_time.store(now, Ordering::Relaxed);
         if valid >= self.geometry.total_slices || flags & GRAIN_FLAG_INVALID != 0 {
-            self.open_index = None;
-            self.last_committed = Some(index);
+            self.last_committed = Some(self.last_committed.map_or(index, |l| l.max(index)));
             self.first_committed.get_or_insert(index);
         }
         self.core.signal();
@@ -392,6 +539,7 @@ impl GrainWrite<'_> {
         self.partly_committed = true;
         if valid_slices == total {
             self.done = true;
+            self.writer.open_index = None;
         }
         Ok(())
     }
@@ -414,6 +562,7 @@ impl GrainWrite<'_> {
         self.writer
             .publish(self.index, self.slot, total, len as u32, 0);
         self.done = true;
+        self.writer.open_index = None;
         Ok(())
     }
 
@@ -423,6 +572,7 @@ impl GrainWrite<'_> {
         self.writer
             .publish(self.index, self.slot, 0, size, GRAIN_FLAG_INVALID);
         self.done = true;
+        self.writer.open_index = None;
         Ok(())
     }
 
@@ -438,6 +588,70 @@ impl Drop for GrainWrite<'_> {
         if !self.done && !self.partly_committed {
             self.writer.open_index = None;
         }
+    }
+}
+
+/// A grain leased out by [`GrainWriter::lease_grain`]: owns the grain's payload memory
+/// (`grain_size` bytes of shared memory) until dropped. Committed through the writer.
+pub struct GrainLease {
+    index: u64,
+    slot: usize,
+    claim: Claim,
+    leases: Arc<Mutex<Vec<LeaseSlot>>>,
+}
+
+impl GrainLease {
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+    pub fn payload(&self) -> &[u8] {
+        self.claim.bytes()
+    }
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        self.claim.bytes_mut()
+    }
+}
+
+impl AsRef<[u8]> for GrainLease {
+    fn as_ref(&self) -> &[u8] {
+        self.payload()
+    }
+}
+
+impl AsMut<[u8]> for GrainLease {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self.payload_mut()
+    }
+}
+
+impl std::fmt::Debug for GrainLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrainLease")
+            .field("index", &self.index)
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+impl Drop for GrainLease {
+    fn drop(&mut self) {
+        let mut leases = lock_leases(&self.leases);
+        let Some(entry) = leases.get_mut(self.slot) else {
+            return;
+        };
+        if entry.index != Some(self.index) {
+            return;
+        }
+        if !entry.committed {
+            // Never committed: readers waiting for it skip it instead of waiting for ever.
+            if let Some(gi) = self.claim.mapping().header::<GrainInfo>(0) {
+                if gi.index.load(Ordering::Relaxed) == self.index {
+                    gi.valid_slices.store(0, Ordering::Relaxed);
+                    gi.flags.fetch_or(GRAIN_FLAG_INVALID, Ordering::Release);
+                }
+            }
+        }
+        *entry = LeaseSlot::default();
     }
 }
 
