@@ -440,6 +440,22 @@ pub fn caps_from_def(def: &FlowDef) -> Option<gst::Caps> {
     }
 }
 
+/// True when GStreamer's default layout of `info` is exactly the tightly packed grain
+/// layout (same plane offsets and strides), so a frame can be written into a grain in place.
+pub fn layout_matches(info: &gst_video::VideoInfo, planes: &[(usize, usize)]) -> bool {
+    if planes.len() != info.n_planes() as usize {
+        return false;
+    }
+    let mut off = 0;
+    for (p, &(row, rows)) in planes.iter().enumerate() {
+        if info.offset()[p] != off || info.stride()[p] as usize != row {
+            return false;
+        }
+        off += row * rows;
+    }
+    off == info.size()
+}
+
 /// Copies a mapped frame into a tightly packed grain, row by row (GStreamer rows may be padded).
 pub fn frame_to_grain(
     frame: &gst_video::VideoFrameRef<&gst::BufferRef>,

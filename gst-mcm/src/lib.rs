@@ -14,6 +14,7 @@
 use gst::glib;
 
 mod common;
+mod grainpool;
 mod mcmsink;
 mod mcmsrc;
 

@@ -301,3 +301,53 @@ fn opaque_caps_and_buffer_timing_travel_exactly() {
         Err(gst::FlowError::Error)
     );
 }
+
+/// `mcmsink` offers grains of its flow as upstream's buffers: `videotestsrc` draws every
+/// frame straight into shared memory, the sink commits it in place (no copy counted), and a
+/// reliable `mcmsrc` reads every frame byte for byte.
+#[test]
+fn upstream_writes_frames_in_place_into_grains() {
+    init();
+    let dir = domain();
+    let id = Uuid::new_v4();
+    let caps = "video/x-raw,format=v210,width=256,height=64,framerate=25/1";
+    let frames = 12;
+    let mut reference = gst_check::Harness::new_parse(&format!(
+        "videotestsrc pattern=ball num-buffers={frames} ! capsfilter caps={caps}"
+    ));
+    reference.play();
+    let mut rx = gst_check::Harness::new_parse(&format!(
+        "mcmsrc domain={} flow-id={id} reliable=true",
+        dir.path().display()
+    ));
+    rx.play();
+    let tx = gst::parse::launch(&format!(
+        "videotestsrc pattern=ball num-buffers={frames} ! capsfilter caps={caps} ! mcmsink name=sink reliable=true domain={} flow-id={id}",
+        dir.path().display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    tx.set_state(gst::State::Playing).unwrap();
+    for i in 0..frames {
+        let want = reference.pull().unwrap();
+        let got = rx.pull().unwrap();
+        let (want, got) = (want.map_readable().unwrap(), got.map_readable().unwrap());
+        assert!(want.as_slice() == got.as_slice(), "frame {i} differs");
+    }
+    let bus = tx.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(10),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("sender finishes");
+    assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
+    let stats = tx
+        .by_name("sink")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("grains").unwrap(), frames);
+    assert_eq!(stats.get::<u64>("copies").unwrap(), 0, "{stats}");
+    tx.set_state(gst::State::Null).unwrap();
+}

@@ -313,6 +313,14 @@ impl GrainWriter {
         index
     }
 
+    /// Leases alive now (committed or not: their slots stay reserved until dropped).
+    pub fn leases_alive(&self) -> usize {
+        lock_leases(&self.leases)
+            .iter()
+            .filter(|l| l.index.is_some())
+            .count()
+    }
+
     /// The common part of opening and leasing: checks, back-pressure, the slots a jump
     /// skips, and the grain header. Returns the slot.
     fn prepare_slot(&mut self, index: u64, reopening: bool) -> Result<usize> {

@@ -9,11 +9,12 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
-use mcm_core::flow::{Domain, FlowError, GrainWriter, WriterOptions};
+use mcm_core::flow::{Domain, FlowError, WriterOptions};
 use mcm_core::sdk::{Client, Connection, MeshErrorCode};
-use mcm_core::time::{current_index, now_tai_ns};
+use mcm_core::time::{now_tai_ns, Rational};
 
 use crate::common::{self, ConnSettings, Kind, Mode, Stats, Timing, CAT};
+use crate::grainpool::{self, FlowOutput, GrainPool, SharedOutput};
 
 /// How long one wait for room (back-pressure) lasts before checking for a flush.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
@@ -26,10 +27,7 @@ struct Settings {
 // One per element: the size difference between variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 enum Output {
-    Direct {
-        writer: GrainWriter,
-        last: Option<u64>,
-    },
+    Direct(SharedOutput),
     Sdk {
         conn: Connection,
     },
@@ -168,8 +166,7 @@ impl McmSink {
                 let writer = domain.create_grain_writer(&def, &options).map_err(|e| {
                     gst::error_msg!(gst::ResourceError::OpenWrite, ["flow {}: {}", flow_id, e])
                 })?;
-                let last = (!writer.created()).then(|| writer.head_index());
-                Ok((Output::Direct { writer, last }, kind))
+                Ok((Output::Direct(FlowOutput::new(writer)), kind))
             }
             Mode::Proxy { connection, .. } => {
                 let (_, kind) = common::flow_def_from_caps(
@@ -198,8 +195,8 @@ impl McmSink {
 
     fn end_stream(output: &mut Output) {
         match output {
-            Output::Direct { writer, .. } => {
-                let _ = writer.end_of_stream();
+            Output::Direct(output) => {
+                let _ = grainpool::lock(output).writer.end_of_stream();
             }
             Output::Sdk { conn } => {
                 let _ = conn.shutdown();
@@ -250,9 +247,11 @@ impl McmSink {
         };
         let timing = timing.encode();
         let (index, len, rate) = match output {
-            Output::Direct { writer, last } => {
-                let rate = writer.grain_rate();
-                let index = last.map_or(0, |l| l + 1).max(current_index(rate));
+            Output::Direct(output) => {
+                let mut out = grainpool::lock(output);
+                let index = out.next_index();
+                let rate = out.writer.grain_rate();
+                let writer = &mut out.writer;
                 let mut grain = loop {
                     match writer.open_grain(index) {
                         Ok(g) => break g,
@@ -273,7 +272,7 @@ impl McmSink {
                     let _ = grain.set_metadata_len(timing.len());
                 }
                 grain.commit_len(len).map_err(|e| fail(e.to_string()))?;
-                *last = Some(index);
+                out.committed(index);
                 (index, len, rate)
             }
             Output::Sdk { conn } => {
@@ -304,14 +303,55 @@ impl McmSink {
                 (index, len, rate)
             }
         };
+        self.count(index, len, rate, true);
+        Ok(())
+    }
+
+    fn count(&self, index: u64, len: usize, rate: Rational, copied: bool) {
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         stats.grains += 1;
         stats.bytes += len as u64;
-        stats.copies += 1;
+        stats.copies += u64::from(copied);
         stats.latency_ns =
             now_tai_ns().saturating_sub(mcm_core::time::index_to_timestamp(rate, index));
-        gst::trace!(CAT, imp = self, "grain {index} committed, {len} bytes");
-        Ok(())
+        gst::trace!(CAT, imp = self, "grain {index} committed, {len} bytes, copied: {copied}");
+    }
+
+    /// Commits a buffer from our pool in place: upstream wrote the frame into the grain.
+    /// `false` if the buffer is not one of our grains (or no longer committable): copy it.
+    fn commit_in_place(&self, output: &Output, buffer: &gst::BufferRef, len: usize) -> bool {
+        let Output::Direct(output) = output else {
+            return false;
+        };
+        if buffer.n_memory() != 1 {
+            return false;
+        }
+        let Ok(map) = buffer.map_readable() else {
+            return false;
+        };
+        let (addr, size) = (map.as_ptr() as usize, map.len());
+        drop(map);
+        let mut out = grainpool::lock(output);
+        let Some(index) = out.take_lease(addr) else {
+            return false;
+        };
+        if size != len {
+            return false;
+        }
+        let timing = Timing::of(buffer).encode();
+        match out.writer.commit_lease(index, len, &timing) {
+            Ok(()) => {
+                out.committed(index);
+                let rate = out.writer.grain_rate();
+                drop(out);
+                self.count(index, len, rate, false);
+                true
+            }
+            Err(e) => {
+                gst::debug!(CAT, imp = self, "grain {index} not committed in place: {e}");
+                false
+            }
+        }
     }
 }
 
@@ -437,6 +477,12 @@ impl BaseSinkImpl for McmSink {
             gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", msg]);
             gst::FlowError::Error
         };
+        if let Kind::Raw { planes, .. } = &kind {
+            let len = planes.iter().map(|(r, n)| r * n).sum();
+            if self.commit_in_place(output, buffer.as_ref(), len) {
+                return Ok(gst::FlowSuccess::Ok);
+            }
+        }
         let fill = |payload: &mut [u8]| -> Result<usize, gst::FlowError> {
             match &kind {
                 Kind::Raw { info, planes } => {
@@ -478,6 +524,46 @@ impl BaseSinkImpl for McmSink {
             );
         }
         self.parent_event(event)
+    }
+
+    /// Raw video into a flow written directly: offer grains of the flow as buffers, when
+    /// their layout is GStreamer's default one for the caps (then upstream writes in place).
+    fn propose_allocation(
+        &self,
+        query: &mut gst::query::Allocation,
+    ) -> Result<(), gst::LoggableError> {
+        query.add_allocation_meta::<gst_video::VideoMeta>(None);
+        let (caps, need_pool) = query.get_owned();
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let State::Started(started) = &*state else {
+            return Ok(());
+        };
+        let (Some(caps), true) = (caps, need_pool) else {
+            return Ok(());
+        };
+        if started.caps.as_ref() != Some(&caps) {
+            return Ok(());
+        }
+        let (Some(Output::Direct(output)), Some(Kind::Raw { info, planes })) =
+            (started.output.as_ref(), started.kind.as_ref())
+        else {
+            return Ok(());
+        };
+        if !common::layout_matches(info, planes) {
+            gst::debug!(CAT, imp = self, "{caps}: grain layout differs from GStreamer's; copying");
+            return Ok(());
+        }
+        // Leases shorten the history readers see; keep at least two grains for them.
+        let grains = grainpool::lock(output).writer.grain_count() as usize;
+        let max = grains.saturating_sub(2).max(1);
+        let pool = GrainPool::new(output, max);
+        let mut config = pool.config();
+        config.set_params(Some(&caps), info.size() as u32, 0, max as u32);
+        pool.set_config(config)
+            .map_err(|_| gst::loggable_error!(CAT, "grain pool refused its configuration"))?;
+        query.add_allocation_pool(Some(&pool), info.size() as u32, 0, max as u32);
+        gst::debug!(CAT, imp = self, "proposing a pool of up to {max} grains for {caps}");
+        Ok(())
     }
 
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
