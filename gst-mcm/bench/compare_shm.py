@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """mcmsink -> mcmsrc against shmsink -> shmsrc, in the same run, on the same frames.
 
-For 1080p and 2160p v210 from videotestsrc, a sender and a receiver gst-launch-1.0 process
-per transport; prints frames per second at full speed and the transport's own CPU time per
-frame: both processes' user+system CPU minus that of the same source into fakesink.
+For 1080p and 2160p v210 from videotestsrc, a sender and a receiver process per transport;
+prints
+- frames per second at full speed, and the transport's own CPU time per frame: both
+  processes' user+system CPU minus that of the same source into fakesink;
+- end-to-end latency, p50 and p99, from the buffer reaching the sender's sink to it
+  reaching the receiver's fakesink, on a live 50 fps stream (so no frame waits in a queue),
+  stamped with the host's monotonic clock by `latency_probe` (gst-mcm/examples).
 
-Usage: gst-mcm/bench/compare_shm.py [--frames N]   (builds nothing: run `cargo build
---release -p gst-mcm` first; GST_PLUGIN_PATH is set to target/release).
+Usage: gst-mcm/bench/compare_shm.py [--frames N]   (builds nothing: run
+`cargo build --release -p gst-mcm --examples` first; GST_PLUGIN_PATH is set to
+target/release).
 """
 import argparse
 import os
@@ -18,6 +23,9 @@ import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, GST_PLUGIN_PATH=os.path.join(ROOT, "target", "release"))
+PROBE = os.path.join(ROOT, "target", "release", "examples", "latency_probe")
+LIVE_FRAMES = 150
+SKIP = 10
 
 
 def launch(pipeline):
@@ -53,12 +61,36 @@ def run_pair(receiver, sender, sender_first_socket=None):
     return tx_cpu + rx_cpu, end - start
 
 
+def probe(role, pipeline):
+    return subprocess.Popen([PROBE, role, pipeline, str(SKIP)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def latency(receiver, sender, sender_first_socket=None):
+    """p50 and p99 in microseconds of a live stream, receiver and sender as in run_pair."""
+    if sender_first_socket:
+        tx = probe("send", sender)
+        while not os.path.exists(sender_first_socket):
+            time.sleep(0.01)  # bench harness only: wait for shmsink's socket file
+        rx = probe("recv", receiver)
+    else:
+        rx = probe("recv", receiver)
+        time.sleep(0.5)  # bench harness only: let the receiver start
+        tx = probe("send", sender)
+    out, err = rx.communicate(timeout=120)
+    tx.wait(timeout=30)
+    fields = out.decode().split()
+    if rx.returncode != 0 or len(fields) != 4:
+        sys.exit(f"latency run failed: {err.decode()}")
+    return float(fields[1]), float(fields[2])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=300)
     args = ap.parse_args()
     shm_dir = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-    print(f"{'size':>9} {'transport':>22} {'fps':>8} {'CPU/frame':>12}")
+    print(f"{'size':>9} {'transport':>22} {'fps':>8} {'CPU/frame':>12} {'lat p50':>12} {'lat p99':>12}")
     for (w, h) in [(1920, 1080), (3840, 2160)]:
         n = args.frames if h == 1080 else max(args.frames // 4, 20)
         caps = f"video/x-raw,format=v210,width={w},height={h},framerate=25/1"
@@ -82,12 +114,33 @@ def main():
             f"{src} ! shmsink socket-path={sock} shm-size={frame_bytes * 8} wait-for-connection=true sync=false",
             sender_first_socket=sock,
         )
+        live_caps = caps.replace("framerate=25/1", "framerate=50/1")
+        live = f"videotestsrc is-live=true num-buffers={LIVE_FRAMES} pattern=black ! {live_caps}"
+        lat = {}
+        with tempfile.TemporaryDirectory(dir=shm_dir) as domain:
+            at = f"domain={domain} flow-id={uuid.uuid4()}"
+            lat["mcmsink -> mcmsrc"] = latency(
+                f"mcmsrc {at} ! fakesink name=sink sync=false", f"{live} ! mcmsink name=sink {at}")
+        with tempfile.TemporaryDirectory(dir=shm_dir) as domain:
+            at = f"domain={domain} flow-id={uuid.uuid4()} reliable=true"
+            lat["mcm, mcmsrc zero-copy"] = latency(
+                f"mcmsrc {at} zero-copy=true busy-poll=200 ! fakesink name=sink sync=false",
+                f"{live} ! mcmsink name=sink {at}")
+        sock = os.path.join(tempfile.gettempdir(), f"shm-bench-{uuid.uuid4().hex}")
+        lat["shmsink -> shmsrc"] = latency(
+            f"shmsrc socket-path={sock} is-live=true num-buffers={LIVE_FRAMES} ! {live_caps} ! fakesink name=sink sync=false",
+            f"{live} ! shmsink name=sink socket-path={sock} shm-size={frame_bytes * 8} wait-for-connection=true sync=false",
+            sender_first_socket=sock,
+        )
         for name, (cpu, wall) in results.items():
             per_frame = (cpu - base_cpu) / n * 1e3
-            print(f"{w}x{h:<4} {name:>22} {n / wall:8.1f} {per_frame:9.3f} ms")
+            p50, p99 = lat[name]
+            print(f"{w}x{h:<4} {name:>22} {n / wall:8.1f} {per_frame:9.3f} ms {p50:9.1f} us {p99:9.1f} us")
         (m_cpu, _), (s_cpu, _) = results["mcm, mcmsrc zero-copy"], results["shmsink -> shmsrc"]
         ratio = (m_cpu - base_cpu) / max(s_cpu - base_cpu, 1e-9)
+        lat_ratio = lat["shmsink -> shmsrc"][0] / max(lat["mcm, mcmsrc zero-copy"][0], 1e-9)
         print(f"{w}x{h:<4} {'ratio mcm / shm CPU':>22} {'':8} {ratio:9.2f}x")
+        print(f"{w}x{h:<4} {'shm / mcm latency p50':>22} {'':8} {'':12} {lat_ratio:9.2f}x")
 
 
 if __name__ == "__main__":

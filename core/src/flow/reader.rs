@@ -239,6 +239,16 @@ impl GrainReader {
             .inspect_err(|e| self.skip_cursor(e))
     }
 
+    /// [`Self::wait_grain`] without waiting and without any system call: for busy-polling.
+    pub fn poll_grain(&self, index: u64, min_slices: u16) -> Result<bool> {
+        self.try_read(index, min_slices)
+            .map(|mut g| {
+                g.consume = false;
+                g.is_invalid()
+            })
+            .inspect_err(|e| self.skip_cursor(e))
+    }
+
     /// Marks every grain before `next` as consumed (reliable readers; no effect otherwise).
     pub fn release_before(&self, next: u64) {
         self.advance_cursor(next);

@@ -62,7 +62,11 @@ impl BufferPoolImpl for GrainPool {
             }
             let mut out = lock(&output);
             if out.writer.leases_alive() >= self.max_leases.load(Ordering::Relaxed) {
-                gst::debug!(CAT, imp = self, "all grains out; an ordinary buffer instead");
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "all grains out; an ordinary buffer instead"
+                );
                 return self.heap_buffer();
             }
             let index = out.next_index();
@@ -83,7 +87,11 @@ impl BufferPoolImpl for GrainPool {
                 }
                 Err(FlowError::BackPressureTimeout { .. }) => continue,
                 Err(e) => {
-                    gst::debug!(CAT, imp = self, "no lease ({e}); an ordinary buffer instead");
+                    gst::debug!(
+                        CAT,
+                        imp = self,
+                        "no lease ({e}); an ordinary buffer instead"
+                    );
                     return self.heap_buffer();
                 }
             }

@@ -28,9 +28,7 @@ struct Settings {
 #[allow(clippy::large_enum_variant)]
 enum Output {
     Direct(SharedOutput),
-    Sdk {
-        conn: Connection,
-    },
+    Sdk { conn: Connection },
 }
 
 struct Started {
@@ -314,7 +312,11 @@ impl McmSink {
         stats.copies += u64::from(copied);
         stats.latency_ns =
             now_tai_ns().saturating_sub(mcm_core::time::index_to_timestamp(rate, index));
-        gst::trace!(CAT, imp = self, "grain {index} committed, {len} bytes, copied: {copied}");
+        gst::trace!(
+            CAT,
+            imp = self,
+            "grain {index} committed, {len} bytes, copied: {copied}"
+        );
     }
 
     /// Commits a buffer from our pool in place: upstream wrote the frame into the grain.
@@ -550,7 +552,11 @@ impl BaseSinkImpl for McmSink {
             return Ok(());
         };
         if !common::layout_matches(info, planes) {
-            gst::debug!(CAT, imp = self, "{caps}: grain layout differs from GStreamer's; copying");
+            gst::debug!(
+                CAT,
+                imp = self,
+                "{caps}: grain layout differs from GStreamer's; copying"
+            );
             return Ok(());
         }
         // Leases shorten the history readers see; keep at least two grains for them.
@@ -562,7 +568,11 @@ impl BaseSinkImpl for McmSink {
         pool.set_config(config)
             .map_err(|_| gst::loggable_error!(CAT, "grain pool refused its configuration"))?;
         query.add_allocation_pool(Some(&pool), info.size() as u32, 0, max as u32);
-        gst::debug!(CAT, imp = self, "proposing a pool of up to {max} grains for {caps}");
+        gst::debug!(
+            CAT,
+            imp = self,
+            "proposing a pool of up to {max} grains for {caps}"
+        );
         Ok(())
     }
 
