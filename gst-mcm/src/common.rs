@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use gst::glib;
 use gst::prelude::*;
 use gst_video::prelude::*;
-use mcm_core::format::{FlowDef, InterlaceMode, MediaFormat, PcmFormat, VideoFormat};
+use mcm_core::format::{FlowDef, InterlaceMode, MediaFormat, PcmFormat, SampleFormat, VideoFormat};
 use mcm_core::time::Rational;
 use serde_json::json;
 use uuid::Uuid;
@@ -436,7 +436,70 @@ pub fn caps_from_def(def: &FlowDef) -> Option<gst::Caps> {
                     .build(),
             )
         }
+        MediaFormat::Audio { format, channels } => {
+            let f = match format {
+                SampleFormat::Float32 => gst_audio::AudioFormat::F32le,
+                SampleFormat::Float64 => gst_audio::AudioFormat::F64le,
+            };
+            let rate = u32::try_from(def.rate.numerator / def.rate.denominator.max(1)).ok()?;
+            gst_audio::AudioInfo::builder(f, rate, *channels)
+                .build()
+                .ok()?
+                .to_caps()
+                .ok()
+        }
         _ => None,
+    }
+}
+
+/// Live float audio as an MXL continuous flow (one ring of samples per channel, native
+/// little-endian words): F32LE as `audio/float32`, F64LE as `audio/float64`, with the caps
+/// string kept for `mcmsrc`. `None` for any other caps.
+pub fn float_flow_from_caps(
+    caps: &gst::CapsRef,
+    id: Uuid,
+    label: &str,
+) -> Result<Option<FlowDef>, String> {
+    if caps.structure(0).map(|s| s.name().as_str()) != Some("audio/x-raw") {
+        return Ok(None);
+    }
+    let Ok(info) = gst_audio::AudioInfo::from_caps(caps) else {
+        return Ok(None);
+    };
+    let format = match info.format() {
+        gst_audio::AudioFormat::F32le => SampleFormat::Float32,
+        gst_audio::AudioFormat::F64le => SampleFormat::Float64,
+        _ => return Ok(None),
+    };
+    if info.layout() != gst_audio::AudioLayout::Interleaved {
+        return Err("non-interleaved float audio is not carried".into());
+    }
+    let def = FlowDef::audio(id, label, format, info.rate(), info.channels())
+        .map_err(|e| e.to_string())?;
+    let mut json = def.json;
+    json[CAPS_KEY] = caps.to_string().into();
+    FlowDef::from_json(json)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// Copies one channel of interleaved samples (`frame` bytes per sample period, `width`
+/// bytes per word) into the two fragments of its ring.
+pub fn deinterleave(src: &[u8], frame: usize, c: usize, width: usize, dst: (&mut [u8], &mut [u8])) {
+    let words = dst
+        .0
+        .chunks_exact_mut(width)
+        .chain(dst.1.chunks_exact_mut(width));
+    for (d, f) in words.zip(src.chunks_exact(frame)) {
+        d.copy_from_slice(&f[c * width..(c + 1) * width]);
+    }
+}
+
+/// The inverse of [`deinterleave`]: one channel's ring fragments into interleaved samples.
+pub fn interleave(src: (&[u8], &[u8]), frame: usize, c: usize, width: usize, dst: &mut [u8]) {
+    let words = src.0.chunks_exact(width).chain(src.1.chunks_exact(width));
+    for (w, f) in words.zip(dst.chunks_exact_mut(frame)) {
+        f[c * width..(c + 1) * width].copy_from_slice(w);
     }
 }
 

@@ -351,3 +351,150 @@ fn upstream_writes_frames_in_place_into_grains() {
     assert_eq!(stats.get::<u64>("copies").unwrap(), 0, "{stats}");
     tx.set_state(gst::State::Null).unwrap();
 }
+
+/// Sample `i` of channel `c` in the float audio tests.
+fn sample(i: u64, c: u32) -> f32 {
+    (i % 100_000) as f32 * 0.001 + c as f32
+}
+
+/// A live F32LE stream from `mcmsink` lands in an MXL continuous flow (one float32 ring per
+/// channel), sample for sample, and its end of stream is the flow's.
+#[test]
+fn mcmsink_writes_live_float_audio_as_an_mxl_sample_flow() {
+    init();
+    let dir = domain();
+    let id = Uuid::new_v4();
+    let mut h = gst_check::Harness::new_parse(&format!(
+        "mcmsink domain={} flow-id={id}",
+        dir.path().display()
+    ));
+    h.set_src_caps_str("audio/x-raw,format=F32LE,layout=interleaved,rate=48000,channels=2");
+    h.play();
+    let per_buffer = 480u64;
+    for b in 0..10u64 {
+        let data: Vec<u8> = (0..per_buffer)
+            .flat_map(|i| (0..2).flat_map(move |c| sample(b * per_buffer + i, c).to_le_bytes()))
+            .collect();
+        assert_eq!(
+            h.push(gst::Buffer::from_mut_slice(data)),
+            Ok(gst::FlowSuccess::Ok)
+        );
+    }
+    let d = Domain::open(dir.path()).unwrap();
+    let r = d.open_samples_reader(id).unwrap();
+    assert_eq!(r.channels(), 2);
+    assert!(matches!(
+        r.flow_def().unwrap().media,
+        mcm_core::format::MediaFormat::Audio {
+            format: mcm_core::format::SampleFormat::Float32,
+            channels: 2
+        }
+    ));
+    let head = r.head_index();
+    let window = r.get_samples(head, 4800, Duration::ZERO).unwrap();
+    for c in 0..2 {
+        let want: Vec<f32> = (0..4800).map(|i| sample(i, c)).collect();
+        assert_eq!(window.channel_f32(c), want, "channel {c}");
+    }
+    drop(window);
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_eq!(r.end_of_stream(), Some(head));
+}
+
+/// `mcmsrc` follows a float32 sample flow written by the core crate (as MXL writes one):
+/// caps from the flow, contiguous interleaved buffers, every sample exact, EOS at the end.
+#[test]
+fn mcmsrc_reads_an_mxl_float_sample_flow() {
+    init();
+    let dir = domain();
+    let d = Domain::open(dir.path()).unwrap();
+    let def = FlowDef::audio(
+        Uuid::new_v4(),
+        "mxl audio",
+        mcm_core::format::SampleFormat::Float32,
+        48_000,
+        2,
+    )
+    .unwrap();
+    let mut w = d
+        .create_samples_writer(&def, &WriterOptions::default())
+        .unwrap();
+    let mut h = gst_check::Harness::new_parse(&format!(
+        "mcmsrc domain={} flow-id={}",
+        dir.path().display(),
+        def.id
+    ));
+    h.play();
+    let (following_tx, following_rx) = std::sync::mpsc::channel::<()>();
+    let window = 480u64;
+    let writer = std::thread::spawn(move || {
+        let write = |w: &mut mcm_core::flow::SamplesWriter, end: u64| {
+            let mut s = w.open_samples(end, window).unwrap();
+            for c in 0..2 {
+                let v: Vec<f32> = (end - window..end).map(|i| sample(i, c)).collect();
+                s.write_f32(c, &v).unwrap();
+            }
+            s.commit();
+        };
+        // Until the source follows the flow (it joins at the newest sample), one window at
+        // a time; then 20 more at once (well inside the ring) and the end of stream.
+        let mut end = window;
+        for _ in 0..500 {
+            write(&mut w, end);
+            end += window;
+            if following_rx.recv_timeout(Duration::from_millis(20)).is_ok() {
+                break;
+            }
+        }
+        for _ in 0..20 {
+            write(&mut w, end);
+            end += window;
+        }
+        w.end_of_stream().unwrap();
+        (w, end - window)
+    });
+    let mut writer = Some(writer);
+    let mut next: Option<u64> = None;
+    let mut last_end = None;
+    let mut received = 0u64;
+    while last_end.is_none() || next < last_end {
+        let buf = h.pull().expect("a buffer before the end of stream");
+        let first = buf.offset();
+        if let Some(n) = next {
+            assert_eq!(first, n, "buffers are contiguous");
+        }
+        let map = buf.map_readable().unwrap();
+        let words: Vec<f32> = map
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        for (k, frame) in words.chunks_exact(2).enumerate() {
+            let i = first + k as u64;
+            assert_eq!(frame, [sample(i, 0), sample(i, 1)], "sample {i}");
+        }
+        let count = (words.len() / 2) as u64;
+        received += count;
+        next = Some(first + count);
+        if last_end.is_none() {
+            // Following: the writer now sends the rest and ends the stream.
+            following_tx.send(()).unwrap();
+            let (_w, end) = writer.take().expect("joined once").join().unwrap();
+            last_end = Some(end);
+        }
+    }
+    assert!(received > 20 * window, "received {received} samples");
+    assert_eq!(next, last_end, "every sample up to the end");
+    let caps = h.sinkpad().unwrap().current_caps().unwrap();
+    let s = caps.structure(0).unwrap();
+    assert_eq!(s.get::<&str>("format").unwrap(), "F32LE");
+    assert_eq!(s.get::<i32>("rate").unwrap(), 48_000);
+    assert_eq!(s.get::<i32>("channels").unwrap(), 2);
+    let eos = loop {
+        match h.pull_event() {
+            Ok(e) if e.type_() == gst::EventType::Eos => break true,
+            Ok(_) => continue,
+            Err(_) => break false,
+        }
+    };
+    assert!(eos);
+}

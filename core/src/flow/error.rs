@@ -44,6 +44,10 @@ pub enum FlowError {
     /// The flow exists with another geometry than the writer asked for.
     #[error("flow {id} already exists with a different layout: {reason}")]
     Conflict { id: Uuid, reason: String },
+    /// The flow is of the other kind: continuous (audio samples) where grains were asked
+    /// for, or discrete (grains) where samples were.
+    #[error("flow {id} is {}; open it with {}", if *continuous { "continuous (audio samples)" } else { "discrete (grains)" }, if *continuous { "open_samples_reader" } else { "open_grain_reader" })]
+    WrongKind { id: Uuid, continuous: bool },
     /// A call with arguments outside what the flow allows.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -78,6 +78,14 @@ impl Follower {
         self.spin = window;
     }
 
+    pub fn domain(&self) -> &Domain {
+        &self.domain
+    }
+
+    pub fn flow_id(&self) -> Uuid {
+        self.flow_id
+    }
+
     /// The reader, once the flow has been opened.
     pub fn reader(&self) -> Option<&GrainReader> {
         self.reader.as_deref()

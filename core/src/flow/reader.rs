@@ -139,9 +139,10 @@ impl GrainReader {
             ..
         } = core.files.shape
         else {
-            return Err(FlowError::InvalidArgument(format!(
-                "flow {id} is continuous (audio samples); open it with open_samples_reader"
-            )));
+            return Err(FlowError::WrongKind {
+                id,
+                continuous: true,
+            });
         };
         // Touching needs write permission on `access`; without it reads still work.
         let access = OpenOptions::new().write(true).open(dir.join("access")).ok();
@@ -554,9 +555,10 @@ impl SamplesReader {
             word_size,
         } = core.files.shape
         else {
-            return Err(FlowError::InvalidArgument(format!(
-                "flow {id} is discrete (grains); open it with open_grain_reader"
-            )));
+            return Err(FlowError::WrongKind {
+                id,
+                continuous: false,
+            });
         };
         Ok(Self {
             core,

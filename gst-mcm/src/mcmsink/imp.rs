@@ -9,9 +9,9 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
-use mcm_core::flow::{Domain, FlowError, WriterOptions};
+use mcm_core::flow::{Domain, FlowError, SamplesWriter, WriterOptions};
 use mcm_core::sdk::{Client, Connection, MeshErrorCode};
-use mcm_core::time::{now_tai_ns, Rational};
+use mcm_core::time::{current_index, now_tai_ns, Rational};
 
 use crate::common::{self, ConnSettings, Kind, Mode, Stats, Timing, CAT};
 use crate::grainpool::{self, FlowOutput, GrainPool, SharedOutput};
@@ -28,7 +28,14 @@ struct Settings {
 #[allow(clippy::large_enum_variant)]
 enum Output {
     Direct(SharedOutput),
-    Sdk { conn: Connection },
+    /// Live float audio: an MXL continuous flow; `next` is the index of the next sample.
+    Samples {
+        writer: SamplesWriter,
+        next: Option<u64>,
+    },
+    Sdk {
+        conn: Connection,
+    },
 }
 
 struct Started {
@@ -147,6 +154,27 @@ impl McmSink {
         let negotiation = |e: String| gst::error_msg!(gst::CoreError::Negotiation, ["{}", e]);
         match &started.mode {
             Mode::Direct { domain, flow_id } => {
+                let domain = Domain::create(domain).map_err(|e| {
+                    gst::error_msg!(gst::ResourceError::OpenWrite, ["domain: {}", e])
+                })?;
+                // Live float audio as MXL holds it; reliable (file) work keeps grains, which
+                // have back-pressure.
+                let float = match settings.conn.reliable {
+                    false => common::float_flow_from_caps(caps, *flow_id, "mcmsink")
+                        .map_err(negotiation)?,
+                    true => None,
+                };
+                if let Some(def) = float {
+                    let writer = domain
+                        .create_samples_writer(&def, &WriterOptions::default())
+                        .map_err(|e| {
+                            gst::error_msg!(
+                                gst::ResourceError::OpenWrite,
+                                ["flow {}: {}", flow_id, e]
+                            )
+                        })?;
+                    return Ok((Output::Samples { writer, next: None }, Kind::Opaque));
+                }
                 let (def, kind) = common::flow_def_from_caps(
                     caps,
                     *flow_id,
@@ -154,9 +182,6 @@ impl McmSink {
                     settings.conn.max_grain_size,
                 )
                 .map_err(negotiation)?;
-                let domain = Domain::create(domain).map_err(|e| {
-                    gst::error_msg!(gst::ResourceError::OpenWrite, ["domain: {}", e])
-                })?;
                 let options = WriterOptions {
                     back_pressure: settings.conn.reliable.then_some(WAIT_SLICE),
                     ..Default::default()
@@ -195,6 +220,9 @@ impl McmSink {
         match output {
             Output::Direct(output) => {
                 let _ = grainpool::lock(output).writer.end_of_stream();
+            }
+            Output::Samples { writer, .. } => {
+                let _ = writer.end_of_stream();
             }
             Output::Sdk { conn } => {
                 let _ = conn.shutdown();
@@ -273,6 +301,7 @@ impl McmSink {
                 out.committed(index);
                 (index, len, rate)
             }
+            Output::Samples { .. } => return Err(fail("a sample flow has no grains".into())),
             Output::Sdk { conn } => {
                 let rate = conn.config().grain_rate();
                 let mut buf = loop {
@@ -317,6 +346,46 @@ impl McmSink {
             imp = self,
             "grain {index} committed, {len} bytes, copied: {copied}"
         );
+    }
+
+    /// Writes interleaved float samples into the channel rings of a continuous flow, in
+    /// windows of at most half the ring (MXL), contiguous with the previous buffer.
+    fn write_samples(
+        &self,
+        writer: &mut SamplesWriter,
+        next: &mut Option<u64>,
+        data: &[u8],
+    ) -> Result<(), String> {
+        let channels = writer.channels() as usize;
+        let width = match writer.flow_def().media {
+            mcm_core::format::MediaFormat::Audio { format, .. } => format.word_size() as usize,
+            _ => return Err("not an audio flow".into()),
+        };
+        let frame = channels * width;
+        if frame == 0 || !data.len().is_multiple_of(frame) {
+            return Err(format!(
+                "buffer of {} bytes is not whole samples of {frame} bytes",
+                data.len()
+            ));
+        }
+        let total = (data.len() / frame) as u64;
+        let start = *next.get_or_insert_with(|| current_index(writer.sample_rate()));
+        let max = writer.max_write_length().max(1);
+        let mut done = 0u64;
+        while done < total {
+            let n = (total - done).min(max);
+            let end = start + done + n;
+            let chunk = &data[done as usize * frame..(done + n) as usize * frame];
+            let mut window = writer.open_samples(end, n).map_err(|e| e.to_string())?;
+            for c in 0..channels {
+                common::deinterleave(chunk, frame, c, width, window.channel(c as u32));
+            }
+            window.commit();
+            done += n;
+        }
+        *next = Some(start + total);
+        self.count(start + total, data.len(), writer.sample_rate(), true);
+        Ok(())
     }
 
     /// Commits a buffer from our pool in place: upstream wrote the frame into the grain.
@@ -451,6 +520,16 @@ impl BaseSinkImpl for McmSink {
         let Some(output) = started.output.as_mut() else {
             return Err(gst::FlowError::NotNegotiated);
         };
+        if let Output::Samples { writer, next } = output {
+            let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+            return match self.write_samples(writer, next, &map) {
+                Ok(()) => Ok(gst::FlowSuccess::Ok),
+                Err(e) => {
+                    gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", e]);
+                    Err(gst::FlowError::Error)
+                }
+            };
+        }
         if let Kind::Pcm {
             width,
             little_endian,

@@ -10,11 +10,12 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
-use mcm_core::flow::{Domain, FollowError, Follower, HeldGrain};
+use mcm_core::flow::{Domain, FlowError, FollowError, Follower, HeldGrain};
 use mcm_core::format::FlowDef;
 use mcm_core::sdk::{Client, Connection, MeshErrorCode};
 use mcm_core::time::{index_to_timestamp, now_tai_ns};
 
+use super::samples::SamplesInput;
 use crate::common::{self, ConnSettings, Kind, Mode, Stats, Timing, CAT};
 
 /// How long one wait for a grain lasts before checking for a flush.
@@ -47,7 +48,12 @@ impl Default for Settings {
 #[allow(clippy::large_enum_variant)]
 enum Input {
     Direct(Follower),
-    Sdk { _client: Client, conn: Connection },
+    /// A continuous flow (MXL float audio).
+    Samples(SamplesInput),
+    Sdk {
+        _client: Client,
+        conn: Connection,
+    },
 }
 
 struct Started {
@@ -387,6 +393,17 @@ impl McmSrc {
                             Ok(h) => h,
                             Err(FollowError::Timeout(_)) => continue,
                             Err(FollowError::Closed) => return Err(gst::FlowError::Eos),
+                            Err(FollowError::Failed(FlowError::WrongKind {
+                                continuous: true,
+                                ..
+                            })) => {
+                                let samples = SamplesInput::new(
+                                    follower.domain().clone(),
+                                    follower.flow_id(),
+                                );
+                                started.input = Input::Samples(samples);
+                                continue;
+                            }
                             Err(FollowError::Failed(e)) => {
                                 return Err(self.flow_error(e.to_string()))
                             }
@@ -429,7 +446,18 @@ impl McmSrc {
                             caps,
                         });
                     }
-                    let grain = match follower.next_grain(WAIT_SLICE) {
+                    let outcome = follower.next_grain(WAIT_SLICE);
+                    if let Err(FollowError::Failed(FlowError::WrongKind {
+                        continuous: true, ..
+                    })) = &outcome
+                    {
+                        drop(outcome);
+                        let samples =
+                            SamplesInput::new(follower.domain().clone(), follower.flow_id());
+                        started.input = Input::Samples(samples);
+                        continue;
+                    }
+                    let grain = match outcome {
                         Ok(g) => g,
                         Err(FollowError::Timeout(_)) => continue,
                         Err(FollowError::Closed) => return Err(gst::FlowError::Eos),
@@ -466,6 +494,39 @@ impl McmSrc {
                         caps,
                     });
                 }
+                Input::Samples(input) => match input.next_chunk(WAIT_SLICE) {
+                    Ok(chunk) => {
+                        let def = input.flow_def().cloned();
+                        if def.as_ref().map(|d| &d.json) != started.def.as_ref().map(|d| &d.json) {
+                            let d = def.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
+                            caps = Some(common::caps_from_def(d).ok_or_else(|| {
+                                self.flow_error(format!("flow media {:?} has no caps", d.media))
+                            })?);
+                            started.def = def;
+                            started.kind = Some(Kind::Opaque);
+                            started.wrap = false;
+                        }
+                        let rate = u64::from(input.sample_rate().unwrap_or(48_000).max(1));
+                        let first = *started.first_index.get_or_insert(chunk.index);
+                        let timing = Timing {
+                            pts: gst::ClockTime::SECOND
+                                .mul_div_floor(chunk.index.saturating_sub(first), rate),
+                            dts: None,
+                            duration: gst::ClockTime::SECOND.mul_div_floor(chunk.count, rate),
+                            flags: 0,
+                        };
+                        self.stats.lock().unwrap_or_else(|p| p.into_inner()).drops = input.drops;
+                        return Ok(Received {
+                            index: chunk.index,
+                            timing: Some(timing),
+                            buffer: gst::Buffer::from_mut_slice(chunk.data),
+                            caps,
+                        });
+                    }
+                    Err(FollowError::Timeout(_)) => continue,
+                    Err(FollowError::Closed) => return Err(gst::FlowError::Eos),
+                    Err(FollowError::Failed(e)) => return Err(self.flow_error(e.to_string())),
+                },
                 Input::Sdk { conn, .. } => match conn.get_buffer(Some(WAIT_SLICE)) {
                     Ok(mut buf) => {
                         if started.kind.is_none() {
@@ -523,10 +584,14 @@ impl BaseSrcImpl for McmSrc {
                 let domain = Domain::open(&domain).map_err(|e| {
                     gst::error_msg!(gst::ResourceError::OpenRead, ["domain: {}", e])
                 })?;
-                let mut follower = Follower::new(domain, flow_id, reliable)
-                    .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["{}", e]))?;
-                follower.set_busy_poll(busy_poll);
-                Input::Direct(follower)
+                if domain.open_samples_reader(flow_id).is_ok() {
+                    Input::Samples(SamplesInput::new(domain, flow_id))
+                } else {
+                    let mut follower = Follower::new(domain, flow_id, reliable)
+                        .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["{}", e]))?;
+                    follower.set_busy_poll(busy_poll);
+                    Input::Direct(follower)
+                }
             }
             // Without caps, a multipoint group's flow is followed directly: found in the
             // proxy's domain under its group flow id, it gives its own caps and EOS.

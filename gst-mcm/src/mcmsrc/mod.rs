@@ -21,6 +21,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod samples;
 
 glib::wrapper! {
     pub struct McmSrc(ObjectSubclass<imp::McmSrc>) @extends gst_base::PushSrc, gst_base::BaseSrc, gst::Element, gst::Object;
