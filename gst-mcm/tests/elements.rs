@@ -396,7 +396,6 @@ fn mcmsink_writes_live_float_audio_as_an_mxl_sample_flow() {
         let want: Vec<f32> = (0..4800).map(|i| sample(i, c)).collect();
         assert_eq!(window.channel_f32(c), want, "channel {c}");
     }
-    drop(window);
     assert!(h.push_event(gst::event::Eos::new()));
     assert_eq!(r.end_of_stream(), Some(head));
 }
