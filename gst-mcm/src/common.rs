@@ -256,9 +256,6 @@ pub fn flow_def_from_video(
     id: Uuid,
     label: &str,
 ) -> Result<FlowDef, String> {
-    if info.interlace_mode() != gst_video::VideoInterlaceMode::Progressive {
-        return Err("interlaced video is not supported by these elements yet".into());
-    }
     let format = mcm_format(info.format())
         .ok_or_else(|| format!("format {} not carried", info.format().to_str()))?;
     FlowDef::video(
@@ -268,9 +265,25 @@ pub fn flow_def_from_video(
         info.width(),
         info.height(),
         rate_of(info)?,
-        InterlaceMode::Progressive,
+        interlace_of(info)?,
     )
     .map_err(|e| e.to_string())
+}
+
+/// Progressive, or interleaved fields (both in one buffer) in either order; MXL flows hold
+/// one field per grain.
+fn interlace_of(info: &gst_video::VideoInfo) -> Result<InterlaceMode, String> {
+    use gst_video::VideoInterlaceMode as M;
+    match info.interlace_mode() {
+        M::Progressive => Ok(InterlaceMode::Progressive),
+        M::Interleaved if info.field_order() == gst_video::VideoFieldOrder::BottomFieldFirst => {
+            Ok(InterlaceMode::InterlacedBff)
+        }
+        M::Interleaved => Ok(InterlaceMode::InterlacedTff),
+        other => Err(format!(
+            "interlace-mode {other:?} is not carried: use interleaved (both fields in one buffer) or progressive"
+        )),
+    }
 }
 
 /// The MCM connection JSON `payload` of raw video caps.
@@ -288,7 +301,11 @@ pub enum Kind {
     /// Raw video in one of the flow formats, copied row by row.
     Raw {
         info: gst_video::VideoInfo,
+        /// Row bytes and rows of each plane of one grain: a frame, or a field.
         planes: Vec<(usize, usize)>,
+        /// Interlaced (GStreamer `interleaved` frames): the fields in time order, one grain
+        /// each. `None`: progressive, one frame per grain.
+        fields: Option<[Field; 2]>,
     },
     /// Interleaved PCM, big-endian in the flow as on the ST 2110-30 wire: `width` bytes per
     /// sample, `frame` bytes per sample period, `samples_per_grain` periods per grain;
@@ -314,6 +331,22 @@ impl Kind {
                 ..
             } => Some(frame * samples_per_grain),
             _ => None,
+        }
+    }
+}
+
+/// One field of an interlaced frame: the even (top) or odd (bottom) rows of every plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Top,
+    Bottom,
+}
+
+impl Field {
+    fn first_row(self) -> usize {
+        match self {
+            Field::Top => 0,
+            Field::Bottom => 1,
         }
     }
 }
@@ -379,8 +412,27 @@ pub fn flow_def_from_caps(
         Some(info) => {
             let def = flow_def_from_video(&info, id, label)?;
             let format = mcm_format(info.format()).ok_or("unsupported format")?;
-            let planes = format.planes(info.width(), info.height());
-            (def, Kind::Raw { info, planes })
+            let (planes, fields) = match interlace_of(&info)? {
+                InterlaceMode::Progressive => (format.planes(info.width(), info.height()), None),
+                order => {
+                    let first = match order {
+                        InterlaceMode::InterlacedBff => [Field::Bottom, Field::Top],
+                        _ => [Field::Top, Field::Bottom],
+                    };
+                    if info.height() % 2 != 0 {
+                        return Err(format!("interlaced height {} is odd", info.height()));
+                    }
+                    (format.planes(info.width(), info.height() / 2), Some(first))
+                }
+            };
+            (
+                def,
+                Kind::Raw {
+                    info,
+                    planes,
+                    fields,
+                },
+            )
         }
         None if s.name() == "audio/x-raw" && pcm_from_caps(caps, id, label)?.is_some() => {
             let (def, kind) = pcm_from_caps(caps, id, label)?.ok_or("PCM caps")?;
@@ -423,18 +475,26 @@ pub fn caps_from_def(def: &FlowDef) -> Option<gst::Caps> {
             format,
             width,
             height,
-            interlace: InterlaceMode::Progressive,
+            interlace,
         } => {
             let f = gst_video::VideoFormat::from_string(format.name());
             let fps = gst::Fraction::new(def.rate.numerator as i32, def.rate.denominator as i32);
-            Some(
-                gst_video::VideoCapsBuilder::new()
-                    .format(f)
-                    .width(*width as i32)
-                    .height(*height as i32)
-                    .framerate(fps)
+            let builder = gst_video::VideoCapsBuilder::new()
+                .format(f)
+                .width(*width as i32)
+                .height(*height as i32)
+                .framerate(fps);
+            Some(match interlace {
+                InterlaceMode::Progressive => builder.build(),
+                InterlaceMode::InterlacedTff => builder
+                    .field("interlace-mode", "interleaved")
+                    .field("field-order", "top-field-first")
                     .build(),
-            )
+                InterlaceMode::InterlacedBff => builder
+                    .field("interlace-mode", "interleaved")
+                    .field("field-order", "bottom-field-first")
+                    .build(),
+            })
         }
         MediaFormat::Audio { format, channels } => {
             let f = match format {
@@ -519,19 +579,23 @@ pub fn layout_matches(info: &gst_video::VideoInfo, planes: &[(usize, usize)]) ->
     off == info.size()
 }
 
-/// Copies a mapped frame into a tightly packed grain, row by row (GStreamer rows may be padded).
+/// Copies a mapped frame (or one `field` of it: every other row of each plane) into a
+/// tightly packed grain, row by row (GStreamer rows may be padded).
 pub fn frame_to_grain(
     frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
     planes: &[(usize, usize)],
+    field: Option<Field>,
     grain: &mut [u8],
 ) -> Result<(), String> {
+    let (first, step) = field.map_or((0, 1), |f| (f.first_row(), 2));
     let mut off = 0;
     for (p, &(row, rows)) in planes.iter().enumerate() {
         let stride = frame.plane_stride()[p] as usize;
         let data = frame.plane_data(p as u32).map_err(|e| e.to_string())?;
         for r in 0..rows {
+            let at = (first + r * step) * stride;
             let src = data
-                .get(r * stride..r * stride + row)
+                .get(at..at + row)
                 .ok_or("frame smaller than its caps")?;
             grain
                 .get_mut(off..off + row)
@@ -543,12 +607,14 @@ pub fn frame_to_grain(
     Ok(())
 }
 
-/// Copies a tightly packed grain into a mapped frame of the default layout.
+/// Copies a tightly packed grain into a mapped frame (or into one `field` of it).
 pub fn grain_to_frame(
     grain: &[u8],
     planes: &[(usize, usize)],
+    field: Option<Field>,
     frame: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
 ) -> Result<(), String> {
+    let (first, step) = field.map_or((0, 1), |f| (f.first_row(), 2));
     let mut off = 0;
     for (p, &(row, rows)) in planes.iter().enumerate() {
         let stride = frame.plane_stride()[p] as usize;
@@ -557,7 +623,8 @@ pub fn grain_to_frame(
             let src = grain
                 .get(off..off + row)
                 .ok_or("grain shorter than its flow says")?;
-            data.get_mut(r * stride..r * stride + row)
+            let at = (first + r * step) * stride;
+            data.get_mut(at..at + row)
                 .ok_or("frame smaller than the grain")?
                 .copy_from_slice(src);
             off += row;

@@ -497,3 +497,72 @@ fn mcmsrc_reads_an_mxl_float_sample_flow() {
     };
     assert!(eos);
 }
+
+/// Interlaced video (both fields in one buffer) travels as one field per grain, as MXL
+/// holds it: the first field at an even index, top field = even rows; `mcmsrc` rebuilds
+/// the frames exactly, with the caps' field order.
+#[test]
+fn interlaced_frames_travel_as_field_grains() {
+    init();
+    let dir = domain();
+    let id = Uuid::new_v4();
+    let caps = "video/x-raw,format=UYVY,width=64,height=48,framerate=25/1,interlace-mode=interleaved,field-order=top-field-first";
+    let mut rx = gst_check::Harness::new_parse(&format!(
+        "mcmsrc domain={} flow-id={id} reliable=true",
+        dir.path().display()
+    ));
+    rx.play();
+    let mut tx = gst_check::Harness::new_parse(&format!(
+        "mcmsink domain={} flow-id={id} reliable=true",
+        dir.path().display()
+    ));
+    tx.set_src_caps_str(caps);
+    tx.play();
+    let d = Domain::open(dir.path()).unwrap();
+    let row = 64 * 2;
+    let frames: Vec<Vec<u8>> = (0..4u8)
+        .map(|f| {
+            (0..row * 48)
+                .map(|k| ((k / row) as u8).wrapping_mul(7) ^ f)
+                .collect()
+        })
+        .collect();
+    for f in &frames {
+        assert_eq!(
+            tx.push(gst::Buffer::from_mut_slice(f.clone())),
+            Ok(gst::FlowSuccess::Ok)
+        );
+    }
+    // In the flow: fields, at twice the frame rate.
+    let r = d.open_grain_reader(id, &ReaderOptions::default()).unwrap();
+    let def = r.flow_def().unwrap().clone();
+    assert_eq!(def.index_rate(), Rational::new(50, 1));
+    let head = r.head_index();
+    assert_eq!(head % 2, 1, "the last grain is a second field");
+    let top = r.get_grain(head - 1, Duration::ZERO).unwrap();
+    let bottom = r.get_grain(head, Duration::ZERO).unwrap();
+    let rows = |parity: usize| -> Vec<u8> {
+        frames[3]
+            .chunks_exact(row)
+            .skip(parity)
+            .step_by(2)
+            .flatten()
+            .copied()
+            .collect()
+    };
+    assert_eq!(top.payload(), &rows(0)[..]);
+    assert_eq!(bottom.payload(), &rows(1)[..]);
+    drop((top, bottom));
+    assert!(tx.push_event(gst::event::Eos::new()));
+    for (i, f) in frames.iter().enumerate() {
+        let buf = rx.pull().unwrap();
+        assert!(
+            buf.map_readable().unwrap().as_slice() == &f[..],
+            "frame {i}"
+        );
+    }
+    let caps = rx.sinkpad().unwrap().current_caps().unwrap();
+    let s = caps.structure(0).unwrap();
+    assert_eq!(s.get::<&str>("interlace-mode").unwrap(), "interleaved");
+    assert_eq!(s.get::<&str>("field-order").unwrap(), "top-field-first");
+}

@@ -255,6 +255,7 @@ impl McmSink {
             output,
             &|payload: &mut [u8]| copy_unit(chunk, payload).map_err(|_| gst::FlowError::Error),
             timing,
+            false,
         )?;
         Ok(pts.zip(duration).map(|(p, d)| p + d))
     }
@@ -266,6 +267,7 @@ impl McmSink {
         output: &mut Output,
         fill: &dyn Fn(&mut [u8]) -> Result<usize, gst::FlowError>,
         timing: Timing,
+        first_field: bool,
     ) -> Result<(), gst::FlowError> {
         let fail = |msg: String| {
             gst::element_imp_error!(self, gst::ResourceError::Write, ["{}", msg]);
@@ -275,7 +277,11 @@ impl McmSink {
         let (index, len, rate) = match output {
             Output::Direct(output) => {
                 let mut out = grainpool::lock(output);
-                let index = out.next_index();
+                let mut index = out.next_index();
+                if first_field && index % 2 == 1 {
+                    // A frame's first field sits at an even field index (MXL interlaced flows).
+                    index += 1;
+                }
                 let rate = out.writer.grain_rate();
                 let writer = &mut out.writer;
                 let mut grain = loop {
@@ -558,28 +564,49 @@ impl BaseSinkImpl for McmSink {
             gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", msg]);
             gst::FlowError::Error
         };
-        if let Kind::Raw { planes, .. } = &kind {
+        if let Kind::Raw {
+            planes,
+            fields: None,
+            ..
+        } = &kind
+        {
             let len = planes.iter().map(|(r, n)| r * n).sum();
             if self.commit_in_place(output, buffer.as_ref(), len) {
                 return Ok(gst::FlowSuccess::Ok);
             }
         }
-        let fill = |payload: &mut [u8]| -> Result<usize, gst::FlowError> {
-            match &kind {
-                Kind::Raw { info, planes } => {
-                    let frame =
-                        gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info)
-                            .map_err(|_| fail("buffer does not match its caps".into()))?;
-                    common::frame_to_grain(&frame, planes, payload).map_err(fail)?;
-                    Ok(planes.iter().map(|(r, n)| r * n).sum())
-                }
-                _ => {
-                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                    copy_unit(&map, payload).map_err(fail)
+        let (kind_ref, fail) = (&kind, &fail);
+        let fill = |field: Option<common::Field>| {
+            move |payload: &mut [u8]| -> Result<usize, gst::FlowError> {
+                match kind_ref {
+                    Kind::Raw { info, planes, .. } => {
+                        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(
+                            buffer.as_ref(),
+                            info,
+                        )
+                        .map_err(|_| fail("buffer does not match its caps".into()))?;
+                        common::frame_to_grain(&frame, planes, field, payload).map_err(fail)?;
+                        Ok(planes.iter().map(|(r, n)| r * n).sum())
+                    }
+                    _ => {
+                        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                        copy_unit(&map, payload).map_err(fail)
+                    }
                 }
             }
         };
-        self.write_grain(output, &fill, Timing::of(buffer))?;
+        match &kind {
+            // Interlaced: each field is a grain, the first at an even index.
+            Kind::Raw {
+                fields: Some([first, second]),
+                ..
+            } => {
+                let timing = Timing::of(buffer);
+                self.write_grain(output, &fill(Some(*first)), timing, true)?;
+                self.write_grain(output, &fill(Some(*second)), timing, false)?;
+            }
+            _ => self.write_grain(output, &fill(None), Timing::of(buffer), false)?,
+        }
         Ok(gst::FlowSuccess::Ok)
     }
 
@@ -625,8 +652,14 @@ impl BaseSinkImpl for McmSink {
         if started.caps.as_ref() != Some(&caps) {
             return Ok(());
         }
-        let (Some(Output::Direct(output)), Some(Kind::Raw { info, planes })) =
-            (started.output.as_ref(), started.kind.as_ref())
+        let (
+            Some(Output::Direct(output)),
+            Some(Kind::Raw {
+                info,
+                planes,
+                fields: None,
+            }),
+        ) = (started.output.as_ref(), started.kind.as_ref())
         else {
             return Ok(());
         };

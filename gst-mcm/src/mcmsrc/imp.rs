@@ -63,6 +63,8 @@ struct Started {
     kind: Option<Kind>,
     pool: Option<gst::BufferPool>,
     first_index: Option<u64>,
+    /// Interlaced: the frame whose first field has arrived, waiting for the second.
+    pending_field: Option<(u64, gst::Buffer, Option<Timing>)>,
     zero_copy: bool,
     /// Buffers can wrap grain memory: the grain layout is the buffer layout.
     wrap: bool,
@@ -279,14 +281,13 @@ fn adopt(
 /// True when a grain can be handed downstream as it is: same layout as the buffer.
 fn wrappable(kind: &Kind) -> bool {
     match kind {
-        Kind::Raw { info, planes } => {
-            let mut offset = 0;
-            planes.iter().enumerate().all(|(p, &(row, rows))| {
-                let same = info.offset()[p] == offset && info.stride()[p] as usize == row;
-                offset += row * rows;
-                same
-            }) && info.size() == offset
-        }
+        Kind::Raw {
+            info,
+            planes,
+            fields: None,
+        } => common::layout_matches(info, planes),
+        // A field is half a frame: never the buffer itself.
+        Kind::Raw { .. } => false,
         Kind::Pcm { little_endian, .. } => !little_endian,
         Kind::Opaque => true,
     }
@@ -308,6 +309,39 @@ fn wrap_buffer(kind: &Kind, held: HeldGrain) -> gst::Buffer {
     buffer
 }
 
+/// A video frame buffer for `kind` (from the pool when there is one), its duration set.
+fn new_frame(kind: &Kind, pool: Option<&gst::BufferPool>) -> Result<gst::Buffer, String> {
+    let Kind::Raw { info, .. } = kind else {
+        return Err("not raw video".into());
+    };
+    let mut buffer = match pool {
+        Some(p) => p
+            .acquire_buffer(None)
+            .map_err(|e| format!("buffer pool: {e:?}"))?,
+        None => gst::Buffer::with_size(info.size()).map_err(|e| e.to_string())?,
+    };
+    if let Some(b) = buffer.get_mut() {
+        b.set_duration(frame_duration(info));
+    }
+    Ok(buffer)
+}
+
+/// Copies a grain into a frame buffer: the whole frame, or one `field` of it.
+fn fill_frame(
+    kind: &Kind,
+    buffer: &mut gst::Buffer,
+    payload: &[u8],
+    field: Option<common::Field>,
+) -> Result<(), String> {
+    let Kind::Raw { info, planes, .. } = kind else {
+        return Err("not raw video".into());
+    };
+    let buf = buffer.get_mut().ok_or("frame buffer not writable")?;
+    let mut frame =
+        gst_video::VideoFrameRef::from_buffer_ref_writable(buf, info).map_err(|e| e.to_string())?;
+    common::grain_to_frame(payload, planes, field, &mut frame)
+}
+
 /// Copies a grain's payload into a buffer laid out as its caps say (one copy).
 fn make_buffer(
     kind: &Kind,
@@ -315,22 +349,9 @@ fn make_buffer(
     payload: &[u8],
 ) -> Result<gst::Buffer, String> {
     match kind {
-        Kind::Raw { info, planes } => {
-            let mut buffer = match pool {
-                Some(p) => p
-                    .acquire_buffer(None)
-                    .map_err(|e| format!("buffer pool: {e:?}"))?,
-                None => gst::Buffer::with_size(info.size()).map_err(|e| e.to_string())?,
-            };
-            {
-                let buf = buffer.get_mut().ok_or("pooled buffer not writable")?;
-                let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, info)
-                    .map_err(|e| e.to_string())?;
-                common::grain_to_frame(payload, planes, &mut frame)?;
-            }
-            if let Some(b) = buffer.get_mut() {
-                b.set_duration(frame_duration(info));
-            }
+        Kind::Raw { fields, .. } => {
+            let mut buffer = new_frame(kind, pool)?;
+            fill_frame(kind, &mut buffer, payload, fields.map(|f| f[0]))?;
             Ok(buffer)
         }
         Kind::Pcm {
@@ -479,6 +500,43 @@ impl McmSrc {
                         caps = Some(new);
                     }
                     let kind = started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
+                    if let Kind::Raw {
+                        fields: Some([first, second]),
+                        ..
+                    } = kind
+                    {
+                        // Interlaced: the first field (even index) starts a frame, the
+                        // second completes it; a field without its partner is dropped.
+                        let index = grain.index();
+                        if index % 2 == 0 {
+                            let mut buffer = new_frame(kind, started.pool.as_ref())
+                                .map_err(|e| self.flow_error(e))?;
+                            fill_frame(kind, &mut buffer, grain.payload(), Some(*first))
+                                .map_err(|e| self.flow_error(e))?;
+                            let timing = Timing::decode(grain.metadata());
+                            if grain.is_intact() {
+                                started.pending_field = Some((index, buffer, timing));
+                            }
+                            continue;
+                        }
+                        match started.pending_field.take() {
+                            Some((first_index, mut buffer, timing)) if first_index + 1 == index => {
+                                fill_frame(kind, &mut buffer, grain.payload(), Some(*second))
+                                    .map_err(|e| self.flow_error(e))?;
+                                if grain.is_intact() {
+                                    return Ok(Received {
+                                        index: first_index,
+                                        timing,
+                                        buffer,
+                                        caps,
+                                    });
+                                }
+                            }
+                            _ => {}
+                        }
+                        self.stats.lock().unwrap_or_else(|p| p.into_inner()).drops += 1;
+                        continue;
+                    }
                     let buffer = make_buffer(kind, started.pool.as_ref(), grain.payload())
                         .map_err(|e| self.flow_error(e))?;
                     if !grain.is_intact() {
@@ -646,6 +704,7 @@ impl BaseSrcImpl for McmSrc {
             kind: None,
             pool: None,
             first_index: None,
+            pending_field: None,
             zero_copy,
             wrap: false,
         }));
@@ -763,7 +822,14 @@ impl PushSrcImpl for McmSrc {
                 buf.set_dts(timing.dts);
             } else if let Some(d) = buf.duration() {
                 // A flow with no timing metadata (e.g. MXL's): its position in the stream.
-                buf.set_pts(d * got.index.saturating_sub(first));
+                // Interlaced flows count fields: two per frame.
+                let per_frame = match &started.kind {
+                    Some(Kind::Raw {
+                        fields: Some(_), ..
+                    }) => 2,
+                    _ => 1,
+                };
+                buf.set_pts(d * (got.index.saturating_sub(first) / per_frame));
             }
         }
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
