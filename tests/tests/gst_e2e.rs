@@ -66,10 +66,11 @@ fn live_stream_through_the_proxy_with_a_late_receiver_and_eos_on_stop() {
     // The early receiver describes its connection (caps, as MCM receivers do); the late one
     // says nothing but the urn and takes the caps from the group's flow.
     let rx = |name: &str| {
-        let described = if name == "early" {
-            format!("caps={caps}")
-        } else {
-            String::new()
+        let described = match name {
+            "early" => format!("caps={caps}"),
+            // Stops by itself after 10 frames, while the stream goes on.
+            "brief" => "num-buffers=10".to_string(),
+            _ => String::new(),
         };
         let cmd_line = format!("mcmsrc urn=live1 {described} ! checksumsink hash=sha1");
         let mut p = std::process::Command::new("gst-launch-1.0");
@@ -91,12 +92,22 @@ fn live_stream_through_the_proxy_with_a_late_receiver_and_eos_on_stop() {
         early.next_line();
     }
     let late = rx("late");
+    // A receiver that stops, and one started after it (a receiver stopping and starting).
+    let (status, brief_log) = rx("brief").finish();
+    assert!(status.success(), "brief: {brief_log:?}");
+    let again = rx("again");
     let (tx_status, tx_log) = tx.finish();
     assert!(tx_status.success(), "{tx_log:?}");
     let sent = checksums(&tx_log);
-    // The sender's EOS reaches both receivers: they end by themselves.
+    let brief = checksums(&brief_log);
+    assert_eq!(brief.len(), 10, "the brief receiver stops after 10 frames");
+    let brief_start = sent
+        .windows(10)
+        .position(|w| w == &brief[..])
+        .expect("the brief receiver got a run of the sender's frames");
+    // The sender's EOS reaches the receivers still running: they end by themselves.
     let mut starts = Vec::new();
-    for (name, r) in [("early", early), ("late", late)] {
+    for (name, r) in [("early", early), ("late", late), ("again", again)] {
         let (status, log) = r.finish();
         assert!(status.success(), "{name}: {log:?}");
         let got = checksums(&log);
@@ -120,6 +131,11 @@ fn live_stream_through_the_proxy_with_a_late_receiver_and_eos_on_stop() {
         "late receiver started at frame {}, early at {}",
         starts[1],
         starts[0]
+    );
+    assert!(
+        // A live receiver joins at the newest frame: at best the stopped one's last.
+        starts[2] >= brief_start + 9,
+        "the restarted receiver begins after the stopped one's last frame: {starts:?}, brief at {brief_start}"
     );
 }
 
@@ -223,20 +239,39 @@ fn a_sender_that_vanishes_gives_a_clear_error_when_asked() {
         "sender",
         &format!("videotestsrc is-live=true ! video/x-raw,format=UYVY,width=320,height=240,framerate=25/1 ! mcmsink {at}"),
     );
-    // stderr merged into stdout so the test sees gst-launch's error message.
-    let mut cmd = std::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!(
-            "exec gst-launch-1.0 mcmsrc {at} sender-timeout=3000 ! checksumsink hash=sha1 2>&1"
-        ))
-        .env("GST_PLUGIN_PATH", mcm_tests::gst_plugin_dir());
-    let mut rx = mcm_tests::Proc::spawn("receiver", &mut cmd);
-    for _ in 0..10 {
-        rx.wait_for(|l| l.split_whitespace().nth(1).is_some_and(|h| h.len() == 40));
+    // stderr merged into stdout so the test sees gst-launch's error message. One receiver
+    // fails (the default), the other ends its stream (sender-timeout-eos=true).
+    let rx = |name: &str, extra: &str| {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "exec gst-launch-1.0 mcmsrc {at} sender-timeout=3000 {extra} ! checksumsink hash=sha1 2>&1"
+            ))
+            .env("GST_PLUGIN_PATH", mcm_tests::gst_plugin_dir());
+        mcm_tests::Proc::spawn(name, &mut cmd)
+    };
+    let mut failing = rx("error receiver", "");
+    let mut ending = rx("eos receiver", "sender-timeout-eos=true");
+    for r in [&mut failing, &mut ending] {
+        for _ in 0..10 {
+            r.wait_for(|l| l.split_whitespace().nth(1).is_some_and(|h| h.len() == 40));
+        }
     }
-    // Killed, the sender never ends its stream: the receiver gives up with a clear error.
+    // Killed, the sender never ends its stream: the receivers give up, as each was told.
     tx.kill();
-    let (status, log) = rx.finish();
+    let (status, log) = failing.finish();
     assert!(!status.success(), "{log:?}");
-    assert!(log.iter().any(|l| l.contains("sender-timeout")), "{log:?}");
+    assert!(
+        log.iter().any(|l| l.starts_with("ERROR"))
+            && log.iter().any(|l| l.contains("sender-timeout")),
+        "{log:?}"
+    );
+    let (status, log) = ending.finish();
+    assert!(status.success(), "{log:?}");
+    assert!(
+        log.iter().any(|l| l.starts_with("WARNING"))
+            && log.iter().any(|l| l.contains("sender-timeout")),
+        "{log:?}"
+    );
+    assert!(log.iter().any(|l| l.contains("EOS")), "{log:?}");
 }

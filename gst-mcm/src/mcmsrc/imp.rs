@@ -28,6 +28,8 @@ struct Settings {
     zero_copy: bool,
     /// Milliseconds without a grain after which the source fails; 0 waits for ever.
     sender_timeout_ms: u32,
+    /// On a sender timeout, end the stream (EOS) instead of failing.
+    sender_timeout_eos: bool,
     /// Microseconds of busy-polling either side of a grain's expected arrival; 0: never.
     busy_poll_us: u32,
 }
@@ -39,6 +41,7 @@ impl Default for Settings {
             is_live: true,
             zero_copy: false,
             sender_timeout_ms: 0,
+            sender_timeout_eos: false,
             busy_poll_us: 0,
         }
     }
@@ -121,6 +124,14 @@ impl ObjectImpl for McmSrc {
                     .build(),
             );
             v.push(
+                glib::ParamSpecBoolean::builder("sender-timeout-eos")
+                    .nick("EOS on sender timeout")
+                    .blurb("When sender-timeout expires, end the stream (EOS, with a warning) instead of posting an error")
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
+            );
+            v.push(
                 glib::ParamSpecUInt::builder("busy-poll")
                     .nick("Busy poll")
                     .blurb("Microseconds of busy-polling either side of the moment the next grain is expected (learned from the stream's rhythm), for the lowest latency on a live stream; costs up to twice this much CPU per grain. 0 sleeps until woken")
@@ -144,6 +155,8 @@ impl ObjectImpl for McmSrc {
                 s.zero_copy = value.get().unwrap_or(false);
             } else if pspec.name() == "sender-timeout" {
                 s.sender_timeout_ms = value.get().unwrap_or(0);
+            } else if pspec.name() == "sender-timeout-eos" {
+                s.sender_timeout_eos = value.get().unwrap_or(false);
             } else if pspec.name() == "busy-poll" {
                 s.busy_poll_us = value.get().unwrap_or(0);
             } else {
@@ -168,6 +181,12 @@ impl ObjectImpl for McmSrc {
                 .lock()
                 .map(|s| s.sender_timeout_ms)
                 .unwrap_or(0)
+                .to_value(),
+            "sender-timeout-eos" => self
+                .settings
+                .lock()
+                .map(|s| s.sender_timeout_eos)
+                .unwrap_or(false)
                 .to_value(),
             "busy-poll" => self
                 .settings
@@ -385,10 +404,16 @@ impl McmSrc {
     /// Waits for the next grain in slices, so a flush (unlock) is noticed, and turns it into a
     /// buffer straight from shared memory.
     fn receive(&self, started: &mut Started) -> Result<Received, gst::FlowError> {
-        let (configured, sender_timeout) = self
+        let (configured, sender_timeout, timeout_eos) = self
             .settings
             .lock()
-            .map(|s| (s.conn.caps.clone(), s.sender_timeout_ms))
+            .map(|s| {
+                (
+                    s.conn.caps.clone(),
+                    s.sender_timeout_ms,
+                    s.sender_timeout_eos,
+                )
+            })
             .unwrap_or_default();
         let waiting_since = std::time::Instant::now();
         let mut caps = None;
@@ -396,9 +421,14 @@ impl McmSrc {
             if sender_timeout > 0
                 && waiting_since.elapsed() >= Duration::from_millis(sender_timeout.into())
             {
-                return Err(self.flow_error(format!(
+                let msg = format!(
                     "no grain from the sender for {sender_timeout} ms (sender-timeout): it stopped without ending its stream"
-                )));
+                );
+                if timeout_eos {
+                    gst::element_imp_warning!(self, gst::ResourceError::Read, ["{}", msg]);
+                    return Err(gst::FlowError::Eos);
+                }
+                return Err(self.flow_error(msg));
             }
             if self.flushing.load(Ordering::Acquire) {
                 return Err(gst::FlowError::Flushing);
