@@ -443,3 +443,46 @@ pub fn checksums(log: &[String]) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// libmcm_dp (MCM's C API) installed for C builds by `ffmpeg-mcm/install.sh`, once per test
+/// process, into `target/<profile>/libmcm_dp-prefix`; returns the prefix (include, lib,
+/// lib/pkgconfig).
+pub fn libmcm_dp_prefix() -> std::path::PathBuf {
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<std::path::PathBuf> = OnceLock::new();
+    PREFIX
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable path");
+            let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+            let prefix = dir.join("libmcm_dp-prefix");
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let mut cmd = Command::new("bash");
+            cmd.arg(root.join("ffmpeg-mcm/install.sh")).arg(&prefix);
+            if dir.file_name().is_none_or(|d| d != "release") {
+                cmd.arg("--debug");
+            }
+            let out = cmd.output().expect("ffmpeg-mcm/install.sh");
+            assert!(
+                out.status.success(),
+                "install.sh: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            prefix
+        })
+        .clone()
+}
+
+/// `pkg-config --cflags --libs libmcm_dp` against [`libmcm_dp_prefix`].
+pub fn libmcm_dp_flags() -> Vec<String> {
+    let prefix = libmcm_dp_prefix();
+    let out = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "libmcm_dp"])
+        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+        .output()
+        .expect("pkg-config");
+    assert!(out.status.success(), "pkg-config finds libmcm_dp");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
