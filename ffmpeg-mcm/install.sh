@@ -21,11 +21,18 @@ out_dir="$(printf '%s\n' "$json" | grep '"reason":"build-script-executed"' | gre
 [ -f "$out_dir/include/mesh_dp.h" ] || { echo "install.sh: mesh_dp.h was not generated" >&2; exit 1; }
 target="${CARGO_TARGET_DIR:-$root/target}/$profile"
 mkdir -p "$prefix/include" "$prefix/lib/pkgconfig"
-cp "$out_dir/include/mesh_dp.h" "$prefix/include/"
-cp "$target/libmcm_dp.so" "$prefix/lib/libmcm_dp.so.25"
-ln -sf libmcm_dp.so.25 "$prefix/lib/libmcm_dp.so"
-cp "$target/libmcm_dp.a" "$prefix/lib/"
-cat >"$prefix/lib/pkgconfig/libmcm_dp.pc" <<PC
+# Unchanged files stay; changed ones are replaced by rename, never rewritten in place:
+# running programs (ffmpeg in a test) may have the shared library mapped.
+put() {
+    cmp -s "$1" "$2" && return 0
+    cp "$1" "$2.tmp.$$"
+    mv -f "$2.tmp.$$" "$2"
+}
+put "$out_dir/include/mesh_dp.h" "$prefix/include/mesh_dp.h"
+put "$target/libmcm_dp.so" "$prefix/lib/libmcm_dp.so.25"
+ln -sfn libmcm_dp.so.25 "$prefix/lib/libmcm_dp.so"
+put "$target/libmcm_dp.a" "$prefix/lib/libmcm_dp.a"
+cat >"$prefix/lib/pkgconfig/libmcm_dp.pc.tmp.$$" <<PC
 prefix=$prefix
 libdir=\${prefix}/lib
 includedir=\${prefix}/include
@@ -37,4 +44,6 @@ Libs: -L\${libdir} -Wl,-rpath,\${libdir} -lmcm_dp
 Libs.private: -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 Cflags: -I\${includedir}
 PC
+put "$prefix/lib/pkgconfig/libmcm_dp.pc.tmp.$$" "$prefix/lib/pkgconfig/libmcm_dp.pc"
+rm -f "$prefix/lib/pkgconfig/libmcm_dp.pc.tmp.$$"
 echo "$prefix"

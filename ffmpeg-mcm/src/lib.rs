@@ -521,3 +521,36 @@ pub extern "C" fn mesh_err2str(err: c_int) -> *const c_char {
     };
     text.as_ptr()
 }
+
+/// mcm extension: the sequence number of a lent buffer (its grain index: consecutive for a
+/// sender in real time or faster, with gaps where grains were lost) and its TAI time in ns
+/// since the SMPTE ST 2059 epoch. Either output may be null.
+///
+/// # Safety
+/// `buf` is null or a buffer from `mesh_get_buffer*`; `seq` and `tai_ns` are null or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn mcm_buffer_seq(
+    buf: *mut MeshBuffer,
+    seq: *mut u64,
+    tai_ns: *mut u64,
+) -> c_int {
+    guard(|| {
+        // SAFETY: null or a lent buffer (contract); checked against its connection.
+        let Some(ctx) = (unsafe { buffer_context(buf) }) else {
+            return -MESH_ERR_BAD_BUF_PTR;
+        };
+        let Some(b) = ctx.lent.as_ref() else {
+            return -MESH_ERR_BAD_BUF_PTR;
+        };
+        // SAFETY: null or writable (contract).
+        if let Some(s) = unsafe { seq.as_mut() } {
+            *s = b.seq();
+        }
+        // SAFETY: null or writable (contract).
+        if let Some(t) = unsafe { tai_ns.as_mut() } {
+            *t = b.timestamp();
+        }
+        0
+    })
+}

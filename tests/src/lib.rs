@@ -2,6 +2,7 @@
 //! tests synchronise on explicit replies, never on sleeps.
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
 use std::sync::mpsc::{channel, Receiver};
@@ -46,7 +47,7 @@ impl Helper {
 
 /// A fresh domain directory on tmpfs (or /tmp), removed when dropped.
 pub fn temp_domain() -> tempfile::TempDir {
-    let base = if std::path::Path::new("/dev/shm").is_dir() {
+    let base = if Path::new("/dev/shm").is_dir() {
         "/dev/shm"
     } else {
         "/tmp"
@@ -219,7 +220,7 @@ pub struct Proxy {
 }
 
 /// Starts `mcm-proxy` on free loopback ports with a unix socket in `dir` and flows in `domain`.
-pub fn start_proxy(dir: &std::path::Path, domain: &std::path::Path, extra: &[&str]) -> Proxy {
+pub fn start_proxy(dir: &Path, domain: &Path, extra: &[&str]) -> Proxy {
     let unix = dir.join("proxy.sock");
     let mut cmd = Command::new(workspace_bin("mcm-proxy"));
     cmd.args(["-t", "0", "-g", "0", "--log", "warn"])
@@ -425,6 +426,22 @@ pub fn gst_launch_started(name: &str, pipeline: &str) -> Proc {
 }
 
 fn launch(name: &str, pipeline: &str, quiet: bool) -> Proc {
+    launch_with(name, pipeline, quiet, None)
+}
+
+/// [`gst_launch`] or (`started`) [`gst_launch_started`] with the media proxy's socket in
+/// `MCM_PROXY_SOCKET`.
+pub fn gst_launch_via(name: &str, pipeline: &str, socket: &Path, started: bool) -> Proc {
+    let mut p = launch_with(name, pipeline, !started, Some(socket));
+    if started {
+        p.wait_for(|l| {
+            l.starts_with("Pipeline is PREROLLING") || l.starts_with("Pipeline is live")
+        });
+    }
+    p
+}
+
+fn launch_with(name: &str, pipeline: &str, quiet: bool, socket: Option<&Path>) -> Proc {
     let mut cmd = Command::new("gst-launch-1.0");
     if quiet {
         cmd.arg("-q");
@@ -432,6 +449,9 @@ fn launch(name: &str, pipeline: &str, quiet: bool) -> Proc {
     cmd.args(pipeline.split_whitespace())
         .env("GST_PLUGIN_PATH", gst_plugin_dir())
         .env("GST_REGISTRY_FORK", "no");
+    if let Some(s) = socket {
+        cmd.env("MCM_PROXY_SOCKET", s);
+    }
     Proc::spawn(name, &mut cmd)
 }
 
@@ -455,7 +475,7 @@ pub fn libmcm_dp_prefix() -> std::path::PathBuf {
             let exe = std::env::current_exe().expect("test executable path");
             let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
             let prefix = dir.join("libmcm_dp-prefix");
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
             let mut cmd = Command::new("bash");
             cmd.arg(root.join("ffmpeg-mcm/install.sh")).arg(&prefix);
             if dir.file_name().is_none_or(|d| d != "release") {

@@ -22,6 +22,9 @@ enum Side {
     Tx {
         writer: GrainWriter,
         last: Option<u64>,
+        /// Back-pressure: indices never jump with the clock (a jump past a slow reliable
+        /// reader's window would strand it), they count grains.
+        reliable: bool,
     },
     Rx(Follower),
 }
@@ -76,7 +79,11 @@ impl Connection {
                 // A sender joining its group's existing flow (it restarted) continues after
                 // the head, so receivers waiting for the next index are not stranded.
                 let last = (!writer.created()).then(|| writer.head_index());
-                Side::Tx { writer, last }
+                Side::Tx {
+                    writer,
+                    last,
+                    reliable: flow.reliable,
+                }
             }
             _ => Side::Rx(Follower::new(domain, flow_id, flow.reliable).map_err(flow_err)?),
         };
@@ -147,10 +154,18 @@ impl Connection {
         let timeout = timeout.unwrap_or(self.client.config.default_timeout);
         let rate = self.rate;
         match &mut self.side {
-            Side::Tx { writer, last } => {
+            Side::Tx {
+                writer,
+                last,
+                reliable,
+            } => {
                 // The index is the grain's TAI time slot; a sender faster than real time
-                // (a file) still gets strictly increasing indices.
-                let index = last.map_or(0, |l| l + 1).max(current_index(rate));
+                // (a file) still gets strictly increasing indices. A reliable sender starts
+                // at the time slot, then counts.
+                let index = match (*last, *reliable) {
+                    (Some(l), true) => l + 1,
+                    (l, _) => l.map_or(0, |l| l + 1).max(current_index(rate)),
+                };
                 let grain = writer.open_grain(index).map_err(|e| match e {
                     FlowError::BackPressureTimeout { .. } => {
                         SdkError::new(MeshErrorCode::Timeout, e.to_string())

@@ -28,6 +28,8 @@ pub struct FlowOutput {
     pub writer: GrainWriter,
     /// The last index written, or the head of a flow this writer joined.
     pub last: Option<u64>,
+    /// Written with back-pressure (`reliable=true`).
+    reliable: bool,
     /// Payload address of each lease handed out, to recognise pool buffers in `render`.
     leased: HashMap<usize, u64>,
 }
@@ -35,21 +37,26 @@ pub struct FlowOutput {
 pub type SharedOutput = Arc<Mutex<FlowOutput>>;
 
 impl FlowOutput {
-    pub fn new(writer: GrainWriter) -> SharedOutput {
+    pub fn new(writer: GrainWriter, reliable: bool) -> SharedOutput {
         let last = (!writer.created()).then(|| writer.head_index());
         Arc::new(Mutex::new(Self {
             writer,
             last,
+            reliable,
             leased: HashMap::new(),
         }))
     }
 
-    /// The index for the next grain: after the last one, and not before the current time.
+    /// The index for the next grain: after the last one, and not before the current time
+    /// (a reliable flow counts from its first grain instead: a jump with the clock past a
+    /// slow reader's window would strand it).
     pub fn next_index(&self) -> u64 {
-        let from = self
-            .last
-            .map_or(0, |l| l + 1)
-            .max(current_index(self.writer.grain_rate()));
+        let from = match (self.last, self.reliable) {
+            (Some(l), true) => l + 1,
+            (l, _) => l
+                .map_or(0, |l| l + 1)
+                .max(current_index(self.writer.grain_rate())),
+        };
         self.writer.next_free_index(from)
     }
 

@@ -189,7 +189,10 @@ impl McmSink {
                 let writer = domain.create_grain_writer(&def, &options).map_err(|e| {
                     gst::error_msg!(gst::ResourceError::OpenWrite, ["flow {}: {}", flow_id, e])
                 })?;
-                Ok((Output::Direct(FlowOutput::new(writer)), kind))
+                Ok((
+                    Output::Direct(FlowOutput::new(writer, settings.conn.reliable)),
+                    kind,
+                ))
             }
             Mode::Proxy { connection, .. } => {
                 let (_, kind) = common::flow_def_from_caps(
