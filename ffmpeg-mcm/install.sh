@@ -32,7 +32,8 @@ put "$out_dir/include/mesh_dp.h" "$prefix/include/mesh_dp.h"
 put "$target/libmcm_dp.so" "$prefix/lib/libmcm_dp.so.25"
 ln -sfn libmcm_dp.so.25 "$prefix/lib/libmcm_dp.so"
 put "$target/libmcm_dp.a" "$prefix/lib/libmcm_dp.a"
-cat >"$prefix/lib/pkgconfig/libmcm_dp.pc.tmp.$$" <<PC
+pc_new="$prefix/lib/pkgconfig/.libmcm_dp.pc.new.$$"
+cat >"$pc_new" <<PC
 prefix=$prefix
 libdir=\${prefix}/lib
 includedir=\${prefix}/include
@@ -44,6 +45,6 @@ Libs: -L\${libdir} -Wl,-rpath,\${libdir} -lmcm_dp
 Libs.private: -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 Cflags: -I\${includedir}
 PC
-put "$prefix/lib/pkgconfig/libmcm_dp.pc.tmp.$$" "$prefix/lib/pkgconfig/libmcm_dp.pc"
-rm -f "$prefix/lib/pkgconfig/libmcm_dp.pc.tmp.$$"
+put "$pc_new" "$prefix/lib/pkgconfig/libmcm_dp.pc"
+rm -f "$pc_new"
 echo "$prefix"

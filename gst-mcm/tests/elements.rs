@@ -568,3 +568,68 @@ fn interlaced_frames_travel_as_field_grains() {
     assert_eq!(s.get::<&str>("interlace-mode").unwrap(), "interleaved");
     assert_eq!(s.get::<&str>("field-order").unwrap(), "top-field-first");
 }
+
+/// New caps mid-stream: the flow is recreated with the new description and a reliable
+/// `mcmsrc` follows it (new caps downstream, no end of stream in between), losing nothing.
+#[test]
+fn caps_change_mid_stream_reaches_the_receiver_without_eos() {
+    init();
+    let dir = domain();
+    let id = Uuid::new_v4();
+    let mut rx = gst_check::Harness::new_parse(&format!(
+        "mcmsrc domain={} flow-id={id} reliable=true",
+        dir.path().display()
+    ));
+    rx.play();
+    let mut tx = gst_check::Harness::new_parse(&format!(
+        "mcmsink domain={} flow-id={id} reliable=true",
+        dir.path().display()
+    ));
+    tx.set_src_caps_str("video/x-raw,format=UYVY,width=64,height=48,framerate=25/1");
+    tx.play();
+    let frame = |len: usize, seed: u8| -> Vec<u8> {
+        (0..len).map(|k| (k as u8).wrapping_mul(5) ^ seed).collect()
+    };
+    let sent: Vec<Vec<u8>> = vec![
+        frame(64 * 48 * 2, 1),
+        frame(64 * 48 * 2, 2),
+        frame(64 * 48 * 3 / 2, 3),
+        frame(64 * 48 * 3 / 2, 4),
+    ];
+    for (i, f) in sent.iter().enumerate() {
+        if i == 2 {
+            tx.set_src_caps_str("video/x-raw,format=I420,width=64,height=48,framerate=25/1");
+        }
+        assert_eq!(
+            tx.push(gst::Buffer::from_mut_slice(f.clone())),
+            Ok(gst::FlowSuccess::Ok)
+        );
+    }
+    assert!(tx.push_event(gst::event::Eos::new()));
+    for (i, f) in sent.iter().enumerate() {
+        let buf = rx.pull().expect("a buffer, not the end of the stream");
+        assert!(
+            buf.map_readable().unwrap().as_slice() == &f[..],
+            "frame {i}"
+        );
+    }
+    // The events in order: caps UYVY, then caps I420, and the end of stream only after.
+    let mut seen = Vec::new();
+    while let Ok(e) = rx.pull_event() {
+        match e.view() {
+            gst::EventView::Caps(c) => seen.push(
+                c.caps()
+                    .structure(0)
+                    .unwrap()
+                    .get::<String>("format")
+                    .unwrap(),
+            ),
+            gst::EventView::Eos(_) => {
+                seen.push("EOS".into());
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["UYVY", "I420", "EOS"]);
+}

@@ -210,28 +210,34 @@ fn gstreamer_both_ways(series: &str) {
     let got: Vec<String> = frames(&finish_ok(rx)).into_iter().map(|f| f.2).collect();
     assert_eq!(sent.len(), 40);
     assert_eq!(got, sent, "{series}: GStreamer -> FFmpeg frames differ");
-    // FFmpeg -> GStreamer.
-    let urn = format!("ff-to-gst-{series}");
-    let rx = gst_launch_via(
-        "gst receiver",
-        &format!("mcmsrc urn={urn} reliable=true ! checksumsink hash=md5"),
-        &socket,
-        true,
-    );
-    let mut tx_args = args("-f lavfi -i testsrc2=size=320x240:rate=25 -frames:v 40");
-    tx_args.extend(args(&format!(
-        "-pix_fmt uyvy422 -c:v rawvideo -f mcm -urn {urn} -reliable 1 -"
-    )));
-    let mut reference = args("-f lavfi -i testsrc2=size=320x240:rate=25 -frames:v 40");
-    reference.extend(args("-pix_fmt uyvy422 -c:v rawvideo -f framemd5 -"));
-    let want: Vec<String> = frames(&finish_ok(run(&bin, &proxy, "reference", &reference)))
-        .into_iter()
-        .map(|f| f.2)
-        .collect();
-    finish_ok(run(&bin, &proxy, "ffmpeg sender", &tx_args));
-    let got = checksums_md5(&finish_ok(rx));
-    assert_eq!(want.len(), 40);
-    assert_eq!(got, want, "{series}: FFmpeg -> GStreamer frames differ");
+    // FFmpeg -> GStreamer: the clip in the three formats; `mcmsrc` takes the caps from
+    // the group's flow.
+    for pix in ["yuv422p10le", "uyvy422", "yuv420p"] {
+        let urn = format!("ff-to-gst-{series}-{pix}");
+        let rx = gst_launch_via(
+            "gst receiver",
+            &format!("mcmsrc urn={urn} reliable=true ! checksumsink hash=md5"),
+            &socket,
+            true,
+        );
+        let frames_n = 30;
+        let convert = format!("-an -frames:v {frames_n} -pix_fmt {pix} -c:v rawvideo");
+        let mut tx_args = input(true);
+        tx_args.extend(args(&format!("{convert} -f mcm -urn {urn} -reliable 1 -")));
+        let mut reference = input(true);
+        reference.extend(args(&format!("{convert} -f framemd5 -")));
+        let want: Vec<String> = frames(&finish_ok(run(&bin, &proxy, "reference", &reference)))
+            .into_iter()
+            .map(|f| f.2)
+            .collect();
+        finish_ok(run(&bin, &proxy, "ffmpeg sender", &tx_args));
+        let got = checksums_md5(&finish_ok(rx));
+        assert_eq!(want.len(), frames_n);
+        assert_eq!(
+            got, want,
+            "{series} {pix}: FFmpeg -> GStreamer frames differ"
+        );
+    }
 }
 
 /// `checksumsink hash=md5` lines: the md5 of each buffer.

@@ -428,6 +428,18 @@ impl GrainWriter {
             .unwrap_or_else(|| self.head_index())
             .saturating_add(1);
         self.core.set_end_of_stream(end);
+        self.drain()
+    }
+
+    /// With back-pressure, waits (up to the back-pressure timeout) until every live reliable
+    /// reader has consumed the last committed grain; without, returns at once. For a writer
+    /// about to be replaced (new caps: the flow is recreated, and readers follow it) without
+    /// ending the stream.
+    pub fn drain(&mut self) -> Result<()> {
+        let end = self
+            .last_committed
+            .unwrap_or_else(|| self.head_index())
+            .saturating_add(1);
         let n = self.grain_count;
         let floor = self.first_committed.unwrap_or(end);
         if let Some((cursors, timeout)) = &mut self.back_pressure {

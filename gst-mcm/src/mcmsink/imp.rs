@@ -500,9 +500,15 @@ impl BaseSinkImpl for McmSink {
         if started.caps.as_ref() == Some(caps) {
             return Ok(());
         }
-        // New caps: the old flow ends and one with the new description starts.
-        if let Some(mut old) = started.output.take() {
-            Self::end_stream(&mut old);
+        // New caps: a flow with the new description replaces the old one, which reliable
+        // receivers read to its end first. Receivers of a direct flow follow the new one
+        // (no end of stream); through the proxy the old connection ends.
+        match started.output.take() {
+            Some(Output::Direct(old)) => {
+                let _ = grainpool::lock(&old).writer.drain();
+            }
+            Some(Output::Samples { .. }) | None => {}
+            Some(mut old) => Self::end_stream(&mut old),
         }
         match self.open_output(started, caps) {
             Ok((output, kind)) => {
