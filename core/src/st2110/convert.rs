@@ -1,0 +1,211 @@
+//! Conversions between ST 2110-20 wire pgroups and flow pixel formats, a line at a time.
+//!
+//! YCbCr-4:2:2 10-bit pgroups (RFC 4175 §4.3, 5 bytes per 2 pixels: Cb, Y0, Cr, Y1 as a
+//! 10-bit big-endian bit stream, GStreamer's UYVP) against v210 (MXL's 10-bit format: 6
+//! pixels in four little-endian 32-bit words, lines padded to 48 pixels) and I422_10LE
+//! (planar 16-bit little-endian). YCbCr-4:2:2 8-bit pgroups are UYVY byte for byte.
+//! Hot loops work on whole groups with shifts and masks, no per-pixel branches.
+
+/// Bytes of a v210 line: `((w + 47) / 48) * 128` (MXL, GStreamer).
+pub fn v210_stride(width: usize) -> usize {
+    width.div_ceil(48) * 128
+}
+
+/// Bytes of a 10-bit 4:2:2 pgroup line: `w / 2 * 5`.
+pub fn uyvp_line_bytes(width: usize) -> usize {
+    width / 2 * 5
+}
+
+/// 12 components (6 pixels: Cb0 Y0 Cr0 Y1 Cb1 Y2 Cr1 Y3 Cb2 Y4 Cr2 Y5) from 15 pgroup bytes.
+#[inline]
+fn unpack15(b: &[u8; 15]) -> [u32; 12] {
+    let mut buf = [0u8; 16];
+    buf[..15].copy_from_slice(b);
+    let v = u128::from_be_bytes(buf) >> 8;
+    let mut c = [0u32; 12];
+    for (i, out) in c.iter_mut().enumerate() {
+        *out = ((v >> (110 - 10 * i)) & 0x3FF) as u32;
+    }
+    c
+}
+
+#[inline]
+fn pack15(c: &[u32; 12]) -> [u8; 15] {
+    let mut v: u128 = 0;
+    for &x in c {
+        v = (v << 10) | u128::from(x & 0x3FF);
+    }
+    let bytes = (v << 8).to_be_bytes();
+    let mut out = [0u8; 15];
+    out.copy_from_slice(&bytes[..15]);
+    out
+}
+
+/// One line of 10-bit pgroups (`uyvp_line_bytes(width)`) into a v210 line
+/// (`v210_stride(width)`, padding zeroed).
+pub fn uyvp_line_to_v210(src: &[u8], width: usize, dst: &mut [u8]) {
+    let groups = width / 6;
+    for g in 0..groups {
+        let s: &[u8; 15] = src[g * 15..g * 15 + 15].try_into().expect("15 bytes");
+        let c = unpack15(s);
+        let d = &mut dst[g * 16..g * 16 + 16];
+        for w in 0..4 {
+            let word = c[3 * w] | (c[3 * w + 1] << 10) | (c[3 * w + 2] << 20);
+            d[4 * w..4 * w + 4].copy_from_slice(&word.to_le_bytes());
+        }
+    }
+    // A last partial group (width not a multiple of 6): 2 or 4 pixels.
+    let rest = width % 6;
+    let mut tail_end = groups * 16;
+    if rest > 0 {
+        let mut s = [0u8; 15];
+        let have = rest / 2 * 5;
+        s[..have].copy_from_slice(&src[groups * 15..groups * 15 + have]);
+        let mut c = unpack15(&s);
+        for x in c.iter_mut().skip(rest * 2) {
+            *x = 0;
+        }
+        let d = &mut dst[groups * 16..groups * 16 + 16];
+        for w in 0..4 {
+            let word = c[3 * w] | (c[3 * w + 1] << 10) | (c[3 * w + 2] << 20);
+            d[4 * w..4 * w + 4].copy_from_slice(&word.to_le_bytes());
+        }
+        tail_end += 16;
+    }
+    dst[tail_end..v210_stride(width)].fill(0);
+}
+
+/// One v210 line into 10-bit pgroups (the inverse of [`uyvp_line_to_v210`]).
+pub fn v210_line_to_uyvp(src: &[u8], width: usize, dst: &mut [u8]) {
+    let groups = width.div_ceil(6);
+    let line = uyvp_line_bytes(width);
+    for g in 0..groups {
+        let s = &src[g * 16..g * 16 + 16];
+        let mut c = [0u32; 12];
+        for w in 0..4 {
+            let word = u32::from_le_bytes(s[4 * w..4 * w + 4].try_into().expect("4 bytes"));
+            c[3 * w] = word & 0x3FF;
+            c[3 * w + 1] = (word >> 10) & 0x3FF;
+            c[3 * w + 2] = (word >> 20) & 0x3FF;
+        }
+        let out = pack15(&c);
+        let at = g * 15;
+        let n = 15.min(line - at);
+        dst[at..at + n].copy_from_slice(&out[..n]);
+    }
+}
+
+/// One line of 10-bit pgroups into the three planes of I422_10LE (Y: `2w` bytes, U and
+/// V: `w` bytes each).
+pub fn uyvp_line_to_i422_10le(src: &[u8], width: usize, y: &mut [u8], u: &mut [u8], v: &mut [u8]) {
+    for p in 0..width / 2 {
+        let b = &src[p * 5..p * 5 + 5];
+        let bits = (u64::from(b[0]) << 32)
+            | (u64::from(b[1]) << 24)
+            | (u64::from(b[2]) << 16)
+            | (u64::from(b[3]) << 8)
+            | u64::from(b[4]);
+        let cb = ((bits >> 30) & 0x3FF) as u16;
+        let y0 = ((bits >> 20) & 0x3FF) as u16;
+        let cr = ((bits >> 10) & 0x3FF) as u16;
+        let y1 = (bits & 0x3FF) as u16;
+        y[p * 4..p * 4 + 2].copy_from_slice(&y0.to_le_bytes());
+        y[p * 4 + 2..p * 4 + 4].copy_from_slice(&y1.to_le_bytes());
+        u[p * 2..p * 2 + 2].copy_from_slice(&cb.to_le_bytes());
+        v[p * 2..p * 2 + 2].copy_from_slice(&cr.to_le_bytes());
+    }
+}
+
+/// Three I422_10LE plane lines into 10-bit pgroups (values above 10 bits are masked).
+pub fn i422_10le_line_to_uyvp(y: &[u8], u: &[u8], v: &[u8], width: usize, dst: &mut [u8]) {
+    let w16 = |s: &[u8], i: usize| u64::from(u16::from_le_bytes([s[2 * i], s[2 * i + 1]]) & 0x3FF);
+    for p in 0..width / 2 {
+        let bits =
+            (w16(u, p) << 30) | (w16(y, 2 * p) << 20) | (w16(v, p) << 10) | w16(y, 2 * p + 1);
+        let d = &mut dst[p * 5..p * 5 + 5];
+        d[0] = (bits >> 32) as u8;
+        d[1] = (bits >> 24) as u8;
+        d[2] = (bits >> 16) as u8;
+        d[3] = (bits >> 8) as u8;
+        d[4] = bits as u8;
+    }
+}
+
+/// A whole v210 frame (`height` lines of [`v210_stride`]) into pgroup lines.
+pub fn v210_frame_to_uyvp(src: &[u8], width: usize, height: usize, dst: &mut [u8]) {
+    let (s, d) = (v210_stride(width), uyvp_line_bytes(width));
+    for l in 0..height {
+        v210_line_to_uyvp(
+            &src[l * s..(l + 1) * s],
+            width,
+            &mut dst[l * d..(l + 1) * d],
+        );
+    }
+}
+
+/// Pgroup lines into a whole v210 frame.
+pub fn uyvp_frame_to_v210(src: &[u8], width: usize, height: usize, dst: &mut [u8]) {
+    let (s, d) = (uyvp_line_bytes(width), v210_stride(width));
+    for l in 0..height {
+        uyvp_line_to_v210(
+            &src[l * s..(l + 1) * s],
+            width,
+            &mut dst[l * d..(l + 1) * d],
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_known_pgroup() {
+        // Cb=0x200, Y0=0x040, Cr=0x3FF, Y1=0x001: 10 0000 0000|00 0100 0000|11 1111 1111|00 0000 0001
+        let pg = [
+            0b1000_0000,
+            0b0000_0100,
+            0b0000_1111,
+            0b1111_1100,
+            0b0000_0001,
+        ];
+        let (mut y, mut u, mut v) = ([0u8; 4], [0u8; 2], [0u8; 2]);
+        uyvp_line_to_i422_10le(&pg, 2, &mut y, &mut u, &mut v);
+        assert_eq!((y, u, v), ([0x40, 0, 1, 0], [0, 2], [0xFF, 3]));
+        let mut back = [0u8; 5];
+        i422_10le_line_to_uyvp(&y, &u, &v, 2, &mut back);
+        assert_eq!(back, pg);
+        // In v210 the same four components are the first word's three and the second's first.
+        let mut line = vec![0u8; v210_stride(2)];
+        uyvp_line_to_v210(&pg, 2, &mut line);
+        let w0 = u32::from_le_bytes(line[0..4].try_into().unwrap());
+        let w1 = u32::from_le_bytes(line[4..8].try_into().unwrap());
+        assert_eq!(
+            (w0, w1 & 0x3FF),
+            (0x200 | (0x040 << 10) | (0x3FF << 20), 0x001)
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+        #[test]
+        fn pgroups_round_trip_through_v210_and_i422(pairs in 1usize..70, seed in any::<u64>()) {
+            let width = pairs * 2;
+            let mut x = seed | 1;
+            let line: Vec<u8> = (0..uyvp_line_bytes(width)).map(|_| {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8
+            }).collect();
+            let mut v210 = vec![0xAAu8; v210_stride(width)];
+            uyvp_line_to_v210(&line, width, &mut v210);
+            let mut back = vec![0u8; line.len()];
+            v210_line_to_uyvp(&v210, width, &mut back);
+            prop_assert_eq!(&back, &line);
+            let (mut y, mut u, mut v) = (vec![0u8; width * 2], vec![0u8; width], vec![0u8; width]);
+            uyvp_line_to_i422_10le(&line, width, &mut y, &mut u, &mut v);
+            let mut back = vec![0u8; line.len()];
+            i422_10le_line_to_uyvp(&y, &u, &v, width, &mut back);
+            prop_assert_eq!(&back, &line);
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! SMPTE ST 2110 protocol core, sans-IO: RTP headers, the ST 2110-20 (RFC 4175) video
+//! packetizer and frame assembler, conversions between wire pgroups and flow pixel
+//! formats, and SDP. Sockets, pacing and the proxy's bridges are built around it.
+
+pub mod convert;
+pub mod rfc4175;
+pub mod rtp;
+pub mod sdp;

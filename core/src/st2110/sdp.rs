@@ -1,0 +1,313 @@
+//! SDP for ST 2110 streams (ST 2110-10 §8, RFC 4566, RFC 4175 §6): generated for what mcm
+//! sends, parsed from what peers send, including the looser forms GStreamer and FFmpeg
+//! write (string-typed widths, `; ` or `;` separators, no `exactframerate`).
+
+use super::rfc4175::{PackingMode, Sampling, VideoGeometry};
+use crate::time::Rational;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    #[error("SDP line {line}: {reason}")]
+    Syntax { line: usize, reason: String },
+    #[error("SDP media {0}: missing or invalid `{1}`")]
+    Missing(String, &'static str),
+    #[error(transparent)]
+    Video(#[from] super::rfc4175::Rfc4175Error),
+}
+
+/// An ST 2110-20 video stream mcm sends.
+#[derive(Debug, Clone)]
+pub struct VideoSdp {
+    pub session_name: String,
+    /// Sender's address (`o=` and, with a multicast destination, the source filter).
+    pub source: String,
+    pub destination: String,
+    pub port: u16,
+    pub payload_type: u8,
+    pub geometry: VideoGeometry,
+    pub rate: Rational,
+    pub packing: PackingMode,
+    /// `BT709`, `BT2020`, ...
+    pub colorimetry: String,
+    /// `2110TPN` (narrow), `2110TPNL` (narrow linear) or `2110TPW` (wide).
+    pub sender_type: String,
+}
+
+fn is_multicast(addr: &str) -> bool {
+    addr.parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|a| a.is_multicast())
+}
+
+impl VideoSdp {
+    /// The SDP text (CRLF line ends).
+    pub fn to_sdp(&self) -> String {
+        let g = &self.geometry;
+        let r = self.rate.reduced();
+        let rate = if r.denominator == 1 {
+            r.numerator.to_string()
+        } else {
+            format!("{}/{}", r.numerator, r.denominator)
+        };
+        let mut s = String::new();
+        let mut line = |l: String| {
+            s.push_str(&l);
+            s.push_str("\r\n");
+        };
+        line("v=0".into());
+        line(format!("o=- 0 0 IN IP4 {}", self.source));
+        line(format!("s={}", self.session_name));
+        line("t=0 0".into());
+        line(format!(
+            "m=video {} RTP/AVP {}",
+            self.port, self.payload_type
+        ));
+        if is_multicast(&self.destination) {
+            line(format!("c=IN IP4 {}/64", self.destination));
+            line(format!(
+                "a=source-filter: incl IN IP4 {} {}",
+                self.destination, self.source
+            ));
+        } else {
+            line(format!("c=IN IP4 {}", self.destination));
+        }
+        line(format!("a=rtpmap:{} raw/90000", self.payload_type));
+        line(format!(
+            "a=fmtp:{} sampling={}; width={}; height={}; exactframerate={}; depth={}; TCS=SDR; colorimetry={}; PM={}; SSN=ST2110-20:2017; TP={}{}",
+            self.payload_type,
+            g.sampling.name(),
+            g.width,
+            g.height,
+            rate,
+            g.depth,
+            self.colorimetry,
+            self.packing.sdp_name(),
+            self.sender_type,
+            if g.interlaced { "; interlace" } else { "" },
+        ));
+        line("a=mediaclk:direct=0".into());
+        line("a=ts-refclk:localmac=00-00-00-00-00-00".into());
+        s
+    }
+}
+
+/// One `m=` section of a parsed SDP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SdpMedia {
+    /// `video`, `audio`, ...
+    pub media: String,
+    pub port: u16,
+    pub payload_type: u8,
+    /// From `a=rtpmap`: `raw`, `L24`, `smpte291`, `jxsv`...
+    pub encoding: String,
+    pub clock_rate: u32,
+    pub channels: Option<u32>,
+    /// `c=` address (without TTL), at media or session level.
+    pub address: Option<String>,
+    /// `a=fmtp` parameters in order; keys as written.
+    pub fmtp: Vec<(String, String)>,
+    /// `a=ptime` in ms.
+    pub ptime: Option<String>,
+}
+
+impl SdpMedia {
+    /// An fmtp parameter, keys compared without case.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.fmtp
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The picture of a `raw/90000` stream (RFC 4175 needs sampling, width, height, depth).
+    pub fn video_geometry(&self) -> Result<VideoGeometry, SdpError> {
+        let what = || format!("{} {}", self.media, self.payload_type);
+        let sampling = self
+            .param("sampling")
+            .and_then(Sampling::parse)
+            .ok_or_else(|| SdpError::Missing(what(), "sampling"))?;
+        let num = |k: &'static str| -> Result<u32, SdpError> {
+            self.param(k)
+                .and_then(|v| v.trim().trim_matches('"').parse().ok())
+                .ok_or_else(|| SdpError::Missing(what(), k))
+        };
+        let depth = u8::try_from(num("depth")?).map_err(|_| SdpError::Missing(what(), "depth"))?;
+        let interlaced = self.param("interlace").is_some();
+        Ok(VideoGeometry::new(
+            num("width")?,
+            num("height")?,
+            sampling,
+            depth,
+            interlaced,
+        )?)
+    }
+
+    /// `exactframerate` (`25`, `30000/1001`), if given.
+    pub fn frame_rate(&self) -> Option<Rational> {
+        let v = self.param("exactframerate")?;
+        let (n, d) = v.split_once('/').unwrap_or((v, "1"));
+        let r = Rational::new(n.trim().parse().ok()?, d.trim().parse().ok()?);
+        (r.numerator > 0 && r.denominator > 0).then_some(r)
+    }
+}
+
+/// Parses every media section (ST 2110 SDPs have one, or two for -7 redundancy).
+pub fn parse(text: &str) -> Result<Vec<SdpMedia>, SdpError> {
+    let mut session_addr: Option<String> = None;
+    let mut media: Vec<SdpMedia> = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let l = raw.trim_end_matches('\r').trim();
+        if l.is_empty() {
+            continue;
+        }
+        let syntax = |reason: &str| SdpError::Syntax {
+            line: n + 1,
+            reason: reason.into(),
+        };
+        let (kind, value) = l
+            .split_once('=')
+            .filter(|(k, _)| k.len() == 1)
+            .ok_or_else(|| syntax("not `<type>=<value>`"))?;
+        match kind {
+            "m" => {
+                let mut f = value.split_whitespace();
+                let name = f.next().ok_or_else(|| syntax("m= without media"))?;
+                let port = f
+                    .next()
+                    .and_then(|p| p.split('/').next()?.parse().ok())
+                    .ok_or_else(|| syntax("m= port"))?;
+                let _proto = f.next();
+                let pt = f
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .filter(|&p: &u8| p < 128)
+                    .ok_or_else(|| syntax("m= payload type"))?;
+                media.push(SdpMedia {
+                    media: name.into(),
+                    port,
+                    payload_type: pt,
+                    address: session_addr.clone(),
+                    ..Default::default()
+                });
+            }
+            "c" => {
+                let addr = value
+                    .split_whitespace()
+                    .nth(2)
+                    .and_then(|a| a.split('/').next())
+                    .ok_or_else(|| syntax("c= address"))?
+                    .to_string();
+                match media.last_mut() {
+                    Some(m) => m.address = Some(addr),
+                    None => session_addr = Some(addr),
+                }
+            }
+            "a" => {
+                let Some(m) = media.last_mut() else { continue };
+                let (attr, rest) = value.split_once(':').unwrap_or((value, ""));
+                match attr {
+                    "rtpmap" => {
+                        let (pt, enc) = rest
+                            .split_once(' ')
+                            .ok_or_else(|| syntax("rtpmap without encoding"))?;
+                        if pt.trim().parse::<u8>().ok() != Some(m.payload_type) {
+                            continue;
+                        }
+                        let mut parts = enc.trim().split('/');
+                        m.encoding = parts.next().unwrap_or_default().to_string();
+                        m.clock_rate = parts
+                            .next()
+                            .and_then(|c| c.parse().ok())
+                            .ok_or_else(|| syntax("rtpmap clock rate"))?;
+                        m.channels = parts.next().and_then(|c| c.parse().ok());
+                    }
+                    "fmtp" => {
+                        let (pt, params) = rest.split_once(' ').unwrap_or((rest, ""));
+                        if pt.trim().parse::<u8>().ok() != Some(m.payload_type) {
+                            continue;
+                        }
+                        m.fmtp = params
+                            .split(';')
+                            .map(str::trim)
+                            .filter(|p| !p.is_empty())
+                            .map(|p| match p.split_once('=') {
+                                Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
+                                None => (p.to_string(), String::new()),
+                            })
+                            .collect();
+                    }
+                    "ptime" => m.ptime = Some(rest.trim().to_string()),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(media)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_sdp_parses_back() {
+        let g = VideoGeometry::new(1920, 1080, Sampling::YCbCr422, 10, false).unwrap();
+        let sdp = VideoSdp {
+            session_name: "mcm cam1".into(),
+            source: "192.168.1.10".into(),
+            destination: "239.100.9.10".into(),
+            port: 20000,
+            payload_type: 96,
+            geometry: g,
+            rate: Rational::new(60000, 1001),
+            packing: PackingMode::General,
+            colorimetry: "BT709".into(),
+            sender_type: "2110TPW".into(),
+        }
+        .to_sdp();
+        assert!(sdp.contains("a=fmtp:96 sampling=YCbCr-4:2:2; width=1920; height=1080; exactframerate=60000/1001; depth=10; TCS=SDR; colorimetry=BT709; PM=2110GPM; SSN=ST2110-20:2017; TP=2110TPW\r\n"));
+        assert!(sdp.contains("c=IN IP4 239.100.9.10/64\r\n"));
+        let m = &parse(&sdp).unwrap()[0];
+        assert_eq!(
+            (m.port, m.payload_type, m.encoding.as_str(), m.clock_rate),
+            (20000, 96, "raw", 90000)
+        );
+        assert_eq!(m.address.as_deref(), Some("239.100.9.10"));
+        assert_eq!(m.video_geometry().unwrap(), g);
+        assert_eq!(m.frame_rate(), Some(Rational::new(60000, 1001)));
+    }
+
+    #[test]
+    fn ffmpeg_and_audio_forms_and_clear_errors() {
+        // What FFmpeg's RTP muxer writes for rawvideo uyvy422 (session-level c=, no rate).
+        let ff = "v=0\no=- 0 0 IN IP4 127.0.0.1\ns=No Name\nc=IN IP4 127.0.0.1\nt=0 0\na=tool:libavformat\nm=video 5004 RTP/AVP 96\na=rtpmap:96 raw/90000\na=fmtp:96 sampling=YCbCr-4:2:2;width=320;height=240;depth=8\n";
+        let m = &parse(ff).unwrap()[0];
+        let g = m.video_geometry().unwrap();
+        assert_eq!(
+            (g.width, g.height, g.depth, g.line_bytes()),
+            (320, 240, 8, 640)
+        );
+        assert_eq!(m.address.as_deref(), Some("127.0.0.1"));
+        assert_eq!(m.frame_rate(), None);
+        let audio = "v=0\ns=a\nm=audio 5006 RTP/AVP 97\nc=IN IP4 239.0.0.1/32\na=rtpmap:97 L24/48000/2\na=ptime:1\n";
+        let a = &parse(audio).unwrap()[0];
+        assert_eq!(
+            (
+                a.encoding.as_str(),
+                a.clock_rate,
+                a.channels,
+                a.ptime.as_deref()
+            ),
+            ("L24", 48000, Some(2), Some("1"))
+        );
+        assert!(matches!(
+            parse("v=0\nnonsense\n"),
+            Err(SdpError::Syntax { line: 2, .. })
+        ));
+        let no_depth = "m=video 1 RTP/AVP 96\na=rtpmap:96 raw/90000\na=fmtp:96 sampling=YCbCr-4:2:2; width=8; height=8\n";
+        assert_eq!(
+            parse(no_depth).unwrap()[0].video_geometry(),
+            Err(SdpError::Missing("video 96".into(), "depth"))
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! mcm's ST 2110-20 packetizer and assembler against GStreamer's RFC 4175 elements, over
+//! UDP on loopback: mcm -> `rtpvrawdepay` and `rtpvrawpay` -> mcm, UYVY (8-bit) and UYVP
+//! (10-bit 4:2:2, the wire pgroup itself). Frames compared by MD5.
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use mcm_core::st2110::rfc4175::{
+    Assembler, AssemblerConfig, Packetizer, PackingMode, Sampling, VideoGeometry,
+};
+use mcm_tests::{gst_launch, gst_launch_started};
+use md5::{Digest, Md5};
+use socket2::{Domain, Protocol, Socket, Type};
+
+const W: u32 = 64;
+const H: u32 = 48;
+const FRAMES: usize = 20;
+
+fn md5_hex(data: &[u8]) -> String {
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `checksumsink hash=md5` lines: the md5 of each buffer.
+fn md5_lines(log: &[String]) -> Vec<String> {
+    log.iter()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|h| h.len() == 32)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A UDP port free now on loopback (bound and released; the peer binds it next).
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+fn geometry(depth: u8) -> VideoGeometry {
+    VideoGeometry::new(W, H, Sampling::YCbCr422, depth, false).unwrap()
+}
+
+fn mcm_to_rtpvrawdepay(depth: u8, format: &str) {
+    let port = free_port();
+    let rx = gst_launch_started(
+        "gst receiver",
+        &format!(
+            "udpsrc address=127.0.0.1 port={port} caps=application/x-rtp,media=(string)video,clock-rate=(int)90000,encoding-name=(string)RAW,sampling=(string)YCbCr-4:2:2,depth=(string){depth},width=(string){W},height=(string){H},payload=(int)96 ! rtpvrawdepay ! video/x-raw,format={format} ! checksumsink hash=md5 sync=false"
+        ),
+    );
+    let g = geometry(depth);
+    let mut p = Packetizer::new(g, PackingMode::General, 96, 0x5110_2110, 1400).unwrap();
+    p.set_sequence(0xFFFF_FFF8); // the ESN and the 16-bit number wrap during the test
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut rx = rx;
+    let (mut sent, mut got) = (Vec::new(), Vec::new());
+    for n in 0..FRAMES {
+        let frame: Vec<u8> = (0..g.frame_bytes())
+            .map(|i| ((i * 7 + n * 13) % 251) as u8)
+            .collect();
+        sent.push(md5_hex(&frame));
+        p.packetize(&frame, (n * 3600) as u32, false, &mut |pkt| {
+            socket.send_to(pkt, ("127.0.0.1", port)).unwrap();
+        })
+        .unwrap();
+        // One frame in flight: the next goes once the depayloader has output this one
+        // (no UDP buffer can overflow on loopback).
+        let line = rx.wait_for(|l| md5_lines(&[l.to_string()]).len() == 1);
+        got.extend(md5_lines(&[line]));
+    }
+    rx.kill();
+    assert_eq!(got, sent, "{format}: frames differ");
+}
+
+fn rtpvrawpay_to_mcm(depth: u8, format: &str) {
+    // A large receive buffer: rtpvrawpay sends as fast as it can.
+    let raw = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    let _ = raw.set_recv_buffer_size(8 << 20);
+    raw.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    let socket: UdpSocket = raw.into();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let tx = gst_launch(
+        "gst sender",
+        &format!(
+            "videotestsrc num-buffers={FRAMES} pattern=ball ! video/x-raw,format={format},width={W},height={H},framerate=25/1 ! tee name=t ! queue ! rtpvrawpay pt=96 mtu=1400 ! udpsink host=127.0.0.1 port={port} sync=false t. ! queue ! checksumsink hash=md5"
+        ),
+    );
+    let mut a = Assembler::new(AssemblerConfig {
+        geometry: geometry(depth),
+        payload_type: Some(96),
+        ssrc: None,
+    });
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    // Bounded: stops at the frame count or after 25 quiet reads (5 s) in a row.
+    let mut quiet = 0;
+    while got.len() < FRAMES && quiet < 25 {
+        match socket.recv(&mut buf) {
+            Ok(n) => {
+                quiet = 0;
+                a.push(&buf[..n], &mut |info, data| {
+                    if info.complete {
+                        got.push(md5_hex(data));
+                    }
+                });
+            }
+            Err(_) => quiet += 1,
+        }
+    }
+    let (status, log) = tx.finish();
+    assert!(status.success(), "{log:?}");
+    assert_eq!(got, md5_lines(&log), "{format}: frames differ");
+    let s = a.stats();
+    assert_eq!(
+        (s.frames_complete as usize, s.frames_incomplete, s.malformed),
+        (FRAMES, 0, 0)
+    );
+}
+
+#[test]
+fn mcm_sends_uyvy_to_rtpvrawdepay() {
+    mcm_to_rtpvrawdepay(8, "UYVY");
+}
+
+#[test]
+fn mcm_sends_10_bit_pgroups_to_rtpvrawdepay() {
+    mcm_to_rtpvrawdepay(10, "UYVP");
+}
+
+#[test]
+fn rtpvrawpay_uyvy_reaches_mcm() {
+    rtpvrawpay_to_mcm(8, "UYVY");
+}
+
+#[test]
+fn rtpvrawpay_10_bit_pgroups_reach_mcm() {
+    rtpvrawpay_to_mcm(10, "UYVP");
+}
