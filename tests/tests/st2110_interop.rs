@@ -5,6 +5,7 @@
 use std::net::UdpSocket;
 use std::time::Duration;
 
+use mcm_core::st2110::audio::{AudioDepacketizer, AudioFormat, AudioPacketizer, PcmEncoding};
 use mcm_core::st2110::rfc4175::{
     Assembler, AssemblerConfig, Packetizer, PackingMode, Sampling, VideoGeometry,
 };
@@ -148,4 +149,94 @@ fn rtpvrawpay_uyvy_reaches_mcm() {
 #[test]
 fn rtpvrawpay_10_bit_pgroups_reach_mcm() {
     rtpvrawpay_to_mcm(10, "UYVP");
+}
+
+fn l24() -> AudioFormat {
+    AudioFormat::new(PcmEncoding::L24, 2, 48_000, 1000).unwrap()
+}
+
+#[test]
+fn mcm_sends_l24_to_rtpl24depay() {
+    let port = free_port();
+    let mut rx = gst_launch_started(
+        "gst receiver",
+        &format!(
+            "udpsrc address=127.0.0.1 port={port} caps=application/x-rtp,media=(string)audio,clock-rate=(int)48000,encoding-name=(string)L24,channels=(int)2,payload=(int)97 ! rtpL24depay ! audio/x-raw,format=S24BE ! checksumsink hash=md5 sync=false"
+        ),
+    );
+    let f = l24();
+    let mut p = AudioPacketizer::new(f, 97, 0x3030);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let samples: Vec<u8> = (0..100 * f.packet_bytes())
+        .map(|i| (i * 29 % 241) as u8)
+        .collect();
+    let (mut sent, mut got) = (Vec::new(), Vec::new());
+    let mut ts = 0;
+    // A packet at a time, the next once the depayloader has output this one.
+    for chunk in samples.chunks(f.packet_bytes()) {
+        sent.push(md5_hex(chunk));
+        ts = p
+            .packetize(chunk, ts, &mut |pkt| {
+                socket.send_to(pkt, ("127.0.0.1", port)).unwrap();
+            })
+            .unwrap();
+        let line = rx.wait_for(|l| md5_lines(&[l.to_string()]).len() == 1);
+        got.extend(md5_lines(&[line]));
+    }
+    rx.kill();
+    assert_eq!(got, sent, "L24 packets differ");
+}
+
+#[test]
+fn rtpl24pay_reaches_mcm_sample_exact() {
+    let raw = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    let _ = raw.set_recv_buffer_size(8 << 20);
+    raw.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    let socket: UdpSocket = raw.into();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("sent.raw");
+    let tx = gst_launch(
+        "gst sender",
+        &format!(
+            "audiotestsrc num-buffers=20 samplesperbuffer=480 wave=ticks ! audio/x-raw,format=S24BE,rate=48000,channels=2 ! tee name=t ! queue ! rtpL24pay pt=97 min-ptime=1000000 max-ptime=1000000 ! udpsink host=127.0.0.1 port={port} sync=false t. ! queue ! filesink location={}",
+            reference.display()
+        ),
+    );
+    let f = l24();
+    let want_bytes = 20 * 480 * f.frame_bytes();
+    let mut d = AudioDepacketizer::new(f, Some(97), 8);
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let mut quiet = 0;
+    while got.len() < want_bytes && quiet < 25 {
+        match socket.recv(&mut buf) {
+            Ok(n) => {
+                quiet = 0;
+                d.push(&buf[..n], &mut |_, s| got.extend_from_slice(s));
+            }
+            Err(_) => quiet += 1,
+        }
+    }
+    d.flush(&mut |_, s| got.extend_from_slice(s));
+    let (status, log) = tx.finish();
+    assert!(status.success(), "{log:?}");
+    let sent = std::fs::read(&reference).unwrap();
+    assert_eq!(sent.len(), want_bytes);
+    assert!(
+        got == sent,
+        "samples differ ({} vs {} bytes)",
+        got.len(),
+        sent.len()
+    );
+    assert_eq!((d.stats().lost, d.stats().malformed), (0, 0));
 }
