@@ -16,60 +16,80 @@ pub fn uyvp_line_bytes(width: usize) -> usize {
     width / 2 * 5
 }
 
-/// 12 components (6 pixels: Cb0 Y0 Cr0 Y1 Cb1 Y2 Cr1 Y3 Cb2 Y4 Cr2 Y5) from 15 pgroup bytes.
-#[inline]
-fn unpack15(b: &[u8; 15]) -> [u32; 12] {
-    let mut buf = [0u8; 16];
-    buf[..15].copy_from_slice(b);
-    let v = u128::from_be_bytes(buf) >> 8;
-    let mut c = [0u32; 12];
-    for (i, out) in c.iter_mut().enumerate() {
-        *out = ((v >> (110 - 10 * i)) & 0x3FF) as u32;
-    }
-    c
+/// The 40 bits of one pgroup (Cb, Y0, Cr, Y1) from 5 big-endian bytes.
+#[inline(always)]
+fn pg_bits(b: &[u8]) -> u64 {
+    (u64::from(b[0]) << 32)
+        | (u64::from(b[1]) << 24)
+        | (u64::from(b[2]) << 16)
+        | (u64::from(b[3]) << 8)
+        | u64::from(b[4])
 }
 
-#[inline]
-fn pack15(c: &[u32; 12]) -> [u8; 15] {
-    let mut v: u128 = 0;
-    for &x in c {
-        v = (v << 10) | u128::from(x & 0x3FF);
-    }
-    let bytes = (v << 8).to_be_bytes();
-    let mut out = [0u8; 15];
-    out.copy_from_slice(&bytes[..15]);
-    out
+#[inline(always)]
+fn put_pg(d: &mut [u8], bits: u64) {
+    d[0] = (bits >> 32) as u8;
+    d[1] = (bits >> 24) as u8;
+    d[2] = (bits >> 16) as u8;
+    d[3] = (bits >> 8) as u8;
+    d[4] = bits as u8;
+}
+
+const M40: u128 = (1 << 40) - 1;
+
+/// 6 pixels: three pgroups (15 bytes, 120 bits) into four v210 words (16 bytes).
+#[inline(always)]
+fn group_to_v210(s: &[u8], d: &mut [u8]) {
+    const M: u64 = 0x3FF;
+    let mut buf = [0u8; 16];
+    buf[1..16].copy_from_slice(&s[..15]);
+    let v = u128::from_be_bytes(buf);
+    let (a, b, c) = ((v >> 80) as u64, ((v >> 40) & M40) as u64, (v & M40) as u64);
+    // Components in order: a = Cb0 Y0 Cr0 Y1, b = Cb1 Y2 Cr1 Y3, c = Cb2 Y4 Cr2 Y5.
+    let w0 = (a >> 30) & M | ((a >> 20) & M) << 10 | ((a >> 10) & M) << 20;
+    let w1 = a & M | ((b >> 30) & M) << 10 | ((b >> 20) & M) << 20;
+    let w2 = (b >> 10) & M | (b & M) << 10 | ((c >> 30) & M) << 20;
+    let w3 = (c >> 20) & M | ((c >> 10) & M) << 10 | (c & M) << 20;
+    let out = u128::from(w0) | u128::from(w1) << 32 | u128::from(w2) << 64 | u128::from(w3) << 96;
+    d[..16].copy_from_slice(&out.to_le_bytes());
+}
+
+/// Four v210 words (6 pixels) into three pgroups.
+#[inline(always)]
+fn group_to_uyvp(s: &[u8], d: &mut [u8]) {
+    const M: u64 = 0x3FF;
+    let v = u128::from_le_bytes(s[..16].try_into().expect("16 bytes"));
+    let (w0, w1, w2, w3) = (
+        (v as u64) & 0xFFFF_FFFF,
+        (v >> 32) as u64 & 0xFFFF_FFFF,
+        (v >> 64) as u64 & 0xFFFF_FFFF,
+        (v >> 96) as u64,
+    );
+    let a = (w0 & M) << 30 | ((w0 >> 10) & M) << 20 | ((w0 >> 20) & M) << 10 | (w1 & M);
+    let b = ((w1 >> 10) & M) << 30 | ((w1 >> 20) & M) << 20 | (w2 & M) << 10 | ((w2 >> 10) & M);
+    let c = ((w2 >> 20) & M) << 30 | (w3 & M) << 20 | ((w3 >> 10) & M) << 10 | ((w3 >> 20) & M);
+    let out = u128::from(a) << 80 | u128::from(b) << 40 | u128::from(c);
+    d[..15].copy_from_slice(&out.to_be_bytes()[1..16]);
 }
 
 /// One line of 10-bit pgroups (`uyvp_line_bytes(width)`) into a v210 line
 /// (`v210_stride(width)`, padding zeroed).
 pub fn uyvp_line_to_v210(src: &[u8], width: usize, dst: &mut [u8]) {
     let groups = width / 6;
-    for g in 0..groups {
-        let s: &[u8; 15] = src[g * 15..g * 15 + 15].try_into().expect("15 bytes");
-        let c = unpack15(s);
-        let d = &mut dst[g * 16..g * 16 + 16];
-        for w in 0..4 {
-            let word = c[3 * w] | (c[3 * w + 1] << 10) | (c[3 * w + 2] << 20);
-            d[4 * w..4 * w + 4].copy_from_slice(&word.to_le_bytes());
-        }
+    for (s, d) in src[..groups * 15]
+        .chunks_exact(15)
+        .zip(dst[..groups * 16].chunks_exact_mut(16))
+    {
+        group_to_v210(s, d);
     }
-    // A last partial group (width not a multiple of 6): 2 or 4 pixels.
+    // A last partial group (width not a multiple of 6): 2 or 4 pixels, zero-padded.
     let rest = width % 6;
     let mut tail_end = groups * 16;
     if rest > 0 {
         let mut s = [0u8; 15];
         let have = rest / 2 * 5;
         s[..have].copy_from_slice(&src[groups * 15..groups * 15 + have]);
-        let mut c = unpack15(&s);
-        for x in c.iter_mut().skip(rest * 2) {
-            *x = 0;
-        }
-        let d = &mut dst[groups * 16..groups * 16 + 16];
-        for w in 0..4 {
-            let word = c[3 * w] | (c[3 * w + 1] << 10) | (c[3 * w + 2] << 20);
-            d[4 * w..4 * w + 4].copy_from_slice(&word.to_le_bytes());
-        }
+        group_to_v210(&s, &mut dst[tail_end..tail_end + 16]);
         tail_end += 16;
     }
     dst[tail_end..v210_stride(width)].fill(0);
@@ -77,21 +97,19 @@ pub fn uyvp_line_to_v210(src: &[u8], width: usize, dst: &mut [u8]) {
 
 /// One v210 line into 10-bit pgroups (the inverse of [`uyvp_line_to_v210`]).
 pub fn v210_line_to_uyvp(src: &[u8], width: usize, dst: &mut [u8]) {
-    let groups = width.div_ceil(6);
-    let line = uyvp_line_bytes(width);
-    for g in 0..groups {
-        let s = &src[g * 16..g * 16 + 16];
-        let mut c = [0u32; 12];
-        for w in 0..4 {
-            let word = u32::from_le_bytes(s[4 * w..4 * w + 4].try_into().expect("4 bytes"));
-            c[3 * w] = word & 0x3FF;
-            c[3 * w + 1] = (word >> 10) & 0x3FF;
-            c[3 * w + 2] = (word >> 20) & 0x3FF;
-        }
-        let out = pack15(&c);
-        let at = g * 15;
-        let n = 15.min(line - at);
-        dst[at..at + n].copy_from_slice(&out[..n]);
+    let groups = width / 6;
+    for (s, d) in src[..groups * 16]
+        .chunks_exact(16)
+        .zip(dst[..groups * 15].chunks_exact_mut(15))
+    {
+        group_to_uyvp(s, d);
+    }
+    let rest = width % 6;
+    if rest > 0 {
+        let mut d = [0u8; 15];
+        group_to_uyvp(&src[groups * 16..groups * 16 + 16], &mut d);
+        let have = rest / 2 * 5;
+        dst[groups * 15..groups * 15 + have].copy_from_slice(&d[..have]);
     }
 }
 
@@ -99,12 +117,7 @@ pub fn v210_line_to_uyvp(src: &[u8], width: usize, dst: &mut [u8]) {
 /// V: `w` bytes each).
 pub fn uyvp_line_to_i422_10le(src: &[u8], width: usize, y: &mut [u8], u: &mut [u8], v: &mut [u8]) {
     for p in 0..width / 2 {
-        let b = &src[p * 5..p * 5 + 5];
-        let bits = (u64::from(b[0]) << 32)
-            | (u64::from(b[1]) << 24)
-            | (u64::from(b[2]) << 16)
-            | (u64::from(b[3]) << 8)
-            | u64::from(b[4]);
+        let bits = pg_bits(&src[p * 5..p * 5 + 5]);
         let cb = ((bits >> 30) & 0x3FF) as u16;
         let y0 = ((bits >> 20) & 0x3FF) as u16;
         let cr = ((bits >> 10) & 0x3FF) as u16;
@@ -122,12 +135,7 @@ pub fn i422_10le_line_to_uyvp(y: &[u8], u: &[u8], v: &[u8], width: usize, dst: &
     for p in 0..width / 2 {
         let bits =
             (w16(u, p) << 30) | (w16(y, 2 * p) << 20) | (w16(v, p) << 10) | w16(y, 2 * p + 1);
-        let d = &mut dst[p * 5..p * 5 + 5];
-        d[0] = (bits >> 32) as u8;
-        d[1] = (bits >> 24) as u8;
-        d[2] = (bits >> 16) as u8;
-        d[3] = (bits >> 8) as u8;
-        d[4] = bits as u8;
+        put_pg(&mut dst[p * 5..p * 5 + 5], bits);
     }
 }
 
