@@ -68,7 +68,7 @@ impl AudioFormat {
         let samples = match (sample_rate, packet_time_us) {
             (44_100, 1000) => 44,
             (_, 333) => sample_rate / 3000,
-            (r, us) if (r as u64 * us as u64) % 1_000_000 == 0 => {
+            (r, us) if (r as u64 * us as u64).is_multiple_of(1_000_000) => {
                 (r as u64 * us as u64 / 1_000_000) as u32
             }
             _ => 0,
