@@ -7,3 +7,4 @@ pub mod convert;
 pub mod rfc4175;
 pub mod rtp;
 pub mod sdp;
+pub mod video_bridge;

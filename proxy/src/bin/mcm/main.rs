@@ -1,7 +1,8 @@
-//! `mcm`: inspect and clean a flow domain, and run the flow demo.
+//! `mcm`: inspect and clean a flow domain, run the flow demo, bridge flows to ST 2110.
 
 mod demo;
 mod info;
+mod st2110;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,12 @@ enum Command {
     /// The reading side of `mcm demo` (started by it).
     #[command(hide = true)]
     DemoRead(demo::ReadArgs),
+    /// Send a video flow as an ST 2110-20 (RFC 4175) stream over UDP.
+    #[command(name = "st2110-send")]
+    St2110Send(st2110::SendArgs),
+    /// Receive an ST 2110-20 stream over UDP into a video flow.
+    #[command(name = "st2110-recv")]
+    St2110Recv(st2110::RecvArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +61,8 @@ fn main() -> ExitCode {
         Command::Gc => info::gc(&cli.domain),
         Command::Demo(args) => demo::run(&cli.domain, args),
         Command::DemoRead(args) => demo::read(&cli.domain, args),
+        Command::St2110Send(args) => st2110::send(&cli.domain, args),
+        Command::St2110Recv(args) => st2110::recv(&cli.domain, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,357 @@
+//! The I/O around the ST 2110-20 core: a flow sent as RFC 4175 over UDP, and a stream
+//! received into a flow. Each runs on the calling thread until its stop flag, its frame
+//! budget or the end of the flow.
+//!
+//! Sending: each grain is converted to wire pgroups (copied out of shared memory, then
+//! checked intact), stamped with its TAI time on the 90 kHz clock (ST 2110-10), and its
+//! packets spread across the first 90% of the frame period in bursts (software pacing,
+//! close to the ST 2110-21 wide model). Receiving: complete frames are converted and
+//! committed as grains; incomplete ones are counted and never committed.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain as SockDomain, Protocol, Socket, Type};
+
+use super::convert::{uyvp_line_to_v210, v210_line_to_uyvp, v210_stride};
+use super::rfc4175::{
+    Assembler, AssemblerConfig, Packetizer, PackingMode, ReceiverStats, Sampling, VideoGeometry,
+    DEFAULT_PACKET_SIZE,
+};
+use crate::flow::{Domain, FlowError, FollowError, Follower, WriterOptions};
+use crate::format::{FlowDef, InterlaceMode, MediaFormat, VideoFormat};
+use crate::time::{index_to_timestamp, Rational};
+
+/// Bridge failures (configuration or I/O; lost packets are only counted).
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Flow(#[from] FlowError),
+    #[error(transparent)]
+    Video(#[from] super::rfc4175::Rfc4175Error),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Requested socket buffer; the kernel may cap it (`net.core.rmem_max`/`wmem_max`).
+const SOCKET_BUFFER: usize = 32 << 20;
+
+/// A UDP socket with large buffers; warns when the kernel gives less than asked.
+pub fn udp_socket(bind: SocketAddr) -> Result<UdpSocket, BridgeError> {
+    let domain = if bind.is_ipv4() {
+        SockDomain::IPV4
+    } else {
+        SockDomain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    for (what, got) in [
+        ("receive", s.recv_buffer_size()?),
+        ("send", s.send_buffer_size()?),
+    ] {
+        if got < SOCKET_BUFFER {
+            tracing::warn!(
+                "UDP {what} buffer is {got} bytes, not the {SOCKET_BUFFER} asked: the kernel caps it (raise net.core.{}mem_max) and bursts may be dropped",
+                if what == "receive" { "r" } else { "w" }
+            );
+        }
+    }
+    s.set_reuse_address(true)?;
+    s.bind(&bind.into())?;
+    Ok(s.into())
+}
+
+/// The wire sampling of a flow's pixel format, and whether it converts.
+fn wire_of(format: VideoFormat) -> Result<(Sampling, u8), BridgeError> {
+    match format {
+        VideoFormat::V210 | VideoFormat::Uyvp => Ok((Sampling::YCbCr422, 10)),
+        VideoFormat::Uyvy => Ok((Sampling::YCbCr422, 8)),
+        other => Err(BridgeError::Unsupported(format!(
+            "{} flows are not sent as ST 2110-20 yet (v210, UYVP, UYVY are)",
+            other.name()
+        ))),
+    }
+}
+
+fn grain_to_wire(format: VideoFormat, width: usize, lines: usize, grain: &[u8], wire: &mut [u8]) {
+    match format {
+        VideoFormat::V210 => {
+            let (s, d) = (v210_stride(width), width / 2 * 5);
+            for l in 0..lines {
+                v210_line_to_uyvp(
+                    &grain[l * s..(l + 1) * s],
+                    width,
+                    &mut wire[l * d..(l + 1) * d],
+                );
+            }
+        }
+        // UYVY and UYVP lines are the wire pgroups already.
+        _ => wire.copy_from_slice(&grain[..wire.len()]),
+    }
+}
+
+fn wire_to_grain(format: VideoFormat, width: usize, lines: usize, wire: &[u8], grain: &mut [u8]) {
+    match format {
+        VideoFormat::V210 => {
+            let (s, d) = (width / 2 * 5, v210_stride(width));
+            for l in 0..lines {
+                uyvp_line_to_v210(
+                    &wire[l * s..(l + 1) * s],
+                    width,
+                    &mut grain[l * d..(l + 1) * d],
+                );
+            }
+        }
+        _ => grain[..wire.len()].copy_from_slice(wire),
+    }
+}
+
+/// RTP time (90 kHz) of a grain: its TAI time since the SMPTE epoch, modulo 2^32.
+fn rtp_time(rate: Rational, index: u64) -> u32 {
+    let ns = index_to_timestamp(rate, index) as u128;
+    (ns * 9 / 100_000) as u32
+}
+
+/// Counters of a sender.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderStats {
+    pub frames: u64,
+    pub packets: u64,
+    /// Grains the writer overwrote while they were being read (not sent).
+    pub torn: u64,
+    /// Grains skipped because the sender fell behind the writer.
+    pub dropped: u64,
+}
+
+/// What a video sender sends.
+#[derive(Debug, Clone)]
+pub struct SenderOptions {
+    pub destination: SocketAddr,
+    pub bind: SocketAddr,
+    pub payload_type: u8,
+    pub ssrc: u32,
+    pub packing: PackingMode,
+    /// Stop after this many frames (0: until the flow ends or `stop`).
+    pub frames: u64,
+}
+
+/// Sends flow `flow_id` of `domain` as ST 2110-20 until the flow ends, `options.frames`
+/// frames were sent, or `stop` is set.
+pub fn send_video(
+    domain: Domain,
+    flow_id: uuid::Uuid,
+    options: &SenderOptions,
+    stop: &AtomicBool,
+) -> Result<SenderStats, BridgeError> {
+    let socket = udp_socket(options.bind)?;
+    let mut follower = Follower::new(domain, flow_id, false)?;
+    let mut stats = SenderStats::default();
+    let mut state: Option<(FlowDef, Packetizer, Vec<u8>)> = None;
+    while !stop.load(Ordering::Acquire) && (options.frames == 0 || stats.frames < options.frames) {
+        let grain = match follower.next_grain(Duration::from_millis(100)) {
+            Ok(g) => g,
+            Err(FollowError::Timeout(_)) => continue,
+            Err(FollowError::Closed) => break,
+            Err(FollowError::Failed(e)) => return Err(e.into()),
+        };
+        let def = grain
+            .reader()
+            .flow_def()
+            .cloned()
+            .ok_or_else(|| BridgeError::Unsupported("flow without a description".into()))?;
+        let MediaFormat::Video {
+            format,
+            width,
+            height,
+            interlace,
+        } = def.media
+        else {
+            return Err(BridgeError::Unsupported(format!(
+                "flow {flow_id} is not video"
+            )));
+        };
+        if interlace != InterlaceMode::Progressive {
+            return Err(BridgeError::Unsupported(
+                "interlaced flows are not sent yet".into(),
+            ));
+        }
+        if state.as_ref().is_none_or(|(d, _, _)| d.json != def.json) {
+            let (sampling, depth) = wire_of(format)?;
+            let g = VideoGeometry::new(width, height, sampling, depth, false)?;
+            let mut p = Packetizer::new(
+                g,
+                options.packing,
+                options.payload_type,
+                options.ssrc,
+                DEFAULT_PACKET_SIZE,
+            )?;
+            p.set_sequence(options.ssrc.rotate_left(7));
+            state = Some((def.clone(), p, vec![0u8; g.frame_bytes()]));
+        }
+        let (def, packetizer, wire) = state.as_mut().expect("set above");
+        let rate = def.index_rate();
+        let index = grain.index();
+        grain_to_wire(
+            format,
+            width as usize,
+            height as usize,
+            grain.payload(),
+            wire,
+        );
+        if !grain.is_intact() {
+            stats.torn += 1;
+            continue;
+        }
+        drop(grain);
+        stats.dropped = follower.drops().load(Ordering::Relaxed);
+        // Pacing: bursts spread over 90% of the frame period from now.
+        let period = Duration::from_nanos(
+            (1_000_000_000u128 * rate.denominator as u128 / rate.numerator.max(1) as u128) as u64,
+        );
+        let total = packetizer.packets_per_frame().max(1);
+        let bursts = 32usize.min(total);
+        let start = Instant::now();
+        let mut sent = 0usize;
+        let mut error = None;
+        packetizer.packetize(wire, rtp_time(rate, index), false, &mut |pkt| {
+            if error.is_some() {
+                return;
+            }
+            if let Err(e) = socket.send_to(pkt, options.destination) {
+                error = Some(e);
+                return;
+            }
+            sent += 1;
+            if sent.is_multiple_of(total.div_ceil(bursts)) {
+                let due = start + period.mul_f64(0.9 * sent as f64 / total as f64);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+            }
+        })?;
+        if let Some(e) = error {
+            return Err(e.into());
+        }
+        stats.packets += sent as u64;
+        stats.frames += 1;
+    }
+    Ok(stats)
+}
+
+/// What a video receiver expects and where it writes.
+#[derive(Debug, Clone)]
+pub struct ReceiverOptions {
+    pub bind: SocketAddr,
+    /// Multicast group to join on `interface` (IPv4), if any.
+    pub multicast: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+    pub payload_type: Option<u8>,
+    pub width: u32,
+    pub height: u32,
+    pub rate: Rational,
+    /// Flow pixel format: v210 (10-bit wire), UYVP (10-bit) or UYVY (8-bit).
+    pub format: VideoFormat,
+    pub flow_id: uuid::Uuid,
+    /// Back-pressure for reliable local readers (file work); live otherwise.
+    pub reliable: bool,
+    /// End the flow's stream and return after this many complete frames (0: never).
+    pub frames: u64,
+}
+
+/// Receives an ST 2110-20 stream into a new flow of `domain` until `stop` (or the frame
+/// budget); ends the flow's stream on the way out.
+pub fn receive_video(
+    domain: Domain,
+    options: &ReceiverOptions,
+    stop: &AtomicBool,
+) -> Result<ReceiverStats, BridgeError> {
+    let (sampling, depth) = wire_of(options.format)?;
+    let g = VideoGeometry::new(options.width, options.height, sampling, depth, false)?;
+    let def = FlowDef::video(
+        options.flow_id,
+        "st2110-20 receiver",
+        options.format,
+        options.width,
+        options.height,
+        options.rate,
+        InterlaceMode::Progressive,
+    )
+    .map_err(FlowError::from)?;
+    let writer_options = WriterOptions {
+        back_pressure: options.reliable.then_some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let mut writer = domain.create_grain_writer(&def, &writer_options)?;
+    let socket = udp_socket(options.bind)?;
+    if let Some((group, interface)) = options.multicast {
+        socket.join_multicast_v4(&group, &interface)?;
+    }
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut assembler = Assembler::new(AssemblerConfig {
+        geometry: g,
+        payload_type: options.payload_type,
+        ssrc: None,
+    });
+    let rate = writer.grain_rate();
+    let mut last: Option<u64> = None;
+    let mut committed = 0u64;
+    let mut failure: Option<BridgeError> = None;
+    let mut buf = vec![0u8; 65536];
+    while !stop.load(Ordering::Acquire) && (options.frames == 0 || committed < options.frames) {
+        let n = match socket.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e.into()),
+        };
+        assembler.push(&buf[..n], &mut |info, wire| {
+            if !info.complete || failure.is_some() {
+                return;
+            }
+            let index = match last {
+                Some(l) if options.reliable => l + 1,
+                l => l.map_or(0, |l| l + 1).max(crate::time::current_index(rate)),
+            };
+            let written = loop {
+                match writer.open_grain(index) {
+                    Ok(mut grain) => {
+                        wire_to_grain(
+                            options.format,
+                            options.width as usize,
+                            options.height as usize,
+                            wire,
+                            grain.payload(),
+                        );
+                        break grain.commit();
+                    }
+                    Err(FlowError::BackPressureTimeout { .. }) if !stop.load(Ordering::Acquire) => {
+                        continue
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            match written {
+                Ok(()) => {
+                    last = Some(index);
+                    committed += 1;
+                }
+                Err(e) => failure = Some(e.into()),
+            }
+        });
+        if let Some(e) = failure.take() {
+            return Err(e);
+        }
+    }
+    let _ = writer.end_of_stream();
+    Ok(assembler.stats())
+}

@@ -1,0 +1,138 @@
+//! `mcm st2110-send` / `mcm st2110-recv`: a flow to an ST 2110-20 stream and back, by hand
+//! (the proxy's bridges use the same code).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+use mcm_core::format::VideoFormat;
+use mcm_core::st2110::rfc4175::PackingMode;
+use mcm_core::st2110::video_bridge::{self, ReceiverOptions, SenderOptions};
+use mcm_core::{Domain, Rational};
+
+#[derive(clap::Args)]
+pub struct SendArgs {
+    /// Flow to send (v210, UYVP or UYVY video).
+    #[arg(long)]
+    flow_id: uuid::Uuid,
+    /// Destination, e.g. 239.10.10.10:20000 or 127.0.0.1:5004.
+    #[arg(long)]
+    dest: SocketAddr,
+    /// Local address to send from.
+    #[arg(long, default_value = "0.0.0.0:0")]
+    bind: SocketAddr,
+    #[arg(long, default_value_t = 96)]
+    payload_type: u8,
+    /// Packing mode: gpm, bpm or single-line.
+    #[arg(long, default_value = "gpm")]
+    packing: String,
+    /// Stop after this many frames (0: until the flow ends).
+    #[arg(long, default_value_t = 0)]
+    frames: u64,
+}
+
+#[derive(clap::Args)]
+pub struct RecvArgs {
+    /// Flow to write the received frames into.
+    #[arg(long)]
+    flow_id: uuid::Uuid,
+    /// Local address and port to receive on.
+    #[arg(long)]
+    bind: SocketAddr,
+    /// Multicast group to join (IPv4), on --interface.
+    #[arg(long)]
+    group: Option<Ipv4Addr>,
+    #[arg(long, default_value = "0.0.0.0")]
+    interface: Ipv4Addr,
+    #[arg(long)]
+    payload_type: Option<u8>,
+    #[arg(long)]
+    width: u32,
+    #[arg(long)]
+    height: u32,
+    /// Frame rate, N or N/D.
+    #[arg(long, default_value = "25")]
+    rate: String,
+    /// Flow pixel format: v210, UYVP or UYVY.
+    #[arg(long, default_value = "v210")]
+    format: String,
+    /// Back-pressure for local readers (nothing dropped in the flow).
+    #[arg(long)]
+    reliable: bool,
+    /// End the flow and exit after this many complete frames (0: on SIGINT/SIGTERM).
+    #[arg(long, default_value_t = 0)]
+    frames: u64,
+}
+
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("signal handler")?;
+    }
+    Ok(stop)
+}
+
+pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
+    let packing = match args.packing.as_str() {
+        "gpm" => PackingMode::General,
+        "bpm" => PackingMode::Block,
+        "single-line" => PackingMode::SingleLine,
+        other => anyhow::bail!("packing `{other}`: gpm, bpm or single-line"),
+    };
+    let options = SenderOptions {
+        destination: args.dest,
+        bind: args.bind,
+        payload_type: args.payload_type,
+        ssrc: rand_ssrc(),
+        packing,
+        frames: args.frames,
+    };
+    let stop = stop_flag()?;
+    let stats = video_bridge::send_video(Domain::open(domain)?, args.flow_id, &options, &stop)?;
+    println!(
+        "st2110-send: {} frames, {} packets, {} torn, {} dropped",
+        stats.frames, stats.packets, stats.torn, stats.dropped
+    );
+    Ok(())
+}
+
+pub fn recv(domain: &Path, args: RecvArgs) -> anyhow::Result<()> {
+    let rate = match args.rate.split_once('/') {
+        Some((n, d)) => Rational::new(n.parse()?, d.parse()?),
+        None => Rational::new(args.rate.parse()?, 1),
+    };
+    let format = VideoFormat::from_name(&args.format)
+        .with_context(|| format!("pixel format `{}`", args.format))?;
+    let options = ReceiverOptions {
+        bind: args.bind,
+        multicast: args.group.map(|g| (g, args.interface)),
+        payload_type: args.payload_type,
+        width: args.width,
+        height: args.height,
+        rate,
+        format,
+        flow_id: args.flow_id,
+        reliable: args.reliable,
+        frames: args.frames,
+    };
+    println!("st2110-recv: listening on {}", args.bind);
+    let stop = stop_flag()?;
+    let s = video_bridge::receive_video(Domain::create(domain)?, &options, &stop)?;
+    println!(
+        "st2110-recv: {} frames complete, {} incomplete, {} packets, {} duplicates, {} late, {} malformed, {} wrong payload type, {} sender restarts",
+        s.frames_complete, s.frames_incomplete, s.packets, s.duplicates, s.late, s.malformed, s.wrong_payload_type, s.sender_restarts
+    );
+    Ok(())
+}
+
+/// An SSRC from the clock and pid (RFC 3550 asks for a random one; collisions between
+/// senders of one host are what matters).
+fn rand_ssrc() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ d.as_secs() as u32)
+        .unwrap_or(1);
+    t ^ std::process::id().rotate_left(16)
+}
