@@ -141,16 +141,16 @@ cp "$here/libavdevice/mcm.c" libavdevice/mcm.c
 
 configure_flags=(
     --prefix="$dest"
-    --disable-everything --disable-autodetect --disable-doc --disable-x86asm --disable-network
+    --disable-everything --disable-autodetect --disable-doc --disable-x86asm
     --disable-ffplay --disable-ffprobe --enable-ffmpeg
     --enable-avdevice --enable-avfilter --enable-swscale --enable-swresample
     --enable-mcm
     --enable-indev=mcm,mcm_audio_pcm16,mcm_audio_pcm24,lavfi
     --enable-outdev=mcm,mcm_audio_pcm16,mcm_audio_pcm24
-    --enable-protocol=file,pipe
-    --enable-demuxer=mov,rawvideo,wav,pcm_s16be,pcm_s24be,pcm_s16le
+    --enable-protocol=file,pipe,udp,rtp
+    --enable-demuxer=mov,rawvideo,wav,pcm_s16be,pcm_s24be,pcm_s16le,sdp,rtp
     --enable-muxer=framemd5,framecrc,md5,null,rawvideo,wav,pcm_s16be,pcm_s24be,pcm_s16le
-    --enable-decoder=h264,aac,rawvideo,wrapped_avframe,pcm_s16be,pcm_s24be,pcm_s16le,pcm_f32le
+    --enable-decoder=h264,aac,rawvideo,wrapped_avframe,bitpacked,pcm_s16be,pcm_s24be,pcm_s16le,pcm_f32le
     --enable-encoder=rawvideo,wrapped_avframe,pcm_s16be,pcm_s24be,pcm_s16le
     --enable-parser=h264,aac
     --enable-filter=buffer,buffersink,abuffer,abuffersink,scale,format,aformat,aresample,null,anull,testsrc2,sine,trim,atrim,setpts,asetpts,fps

@@ -7,6 +7,19 @@ use std::process::Command;
 
 use mcm_tests::{checksums, gst_launch, gst_launch_started, workspace_bin, Proc};
 
+/// `checksumsink hash=md5` lines, or `framemd5` lines: the md5 of each frame.
+fn md5s(log: &[String]) -> Vec<String> {
+    log.iter()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            l.split([' ', ','])
+                .rfind(|f| !f.is_empty())
+                .filter(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
 fn v210_frames_cross_st2110_20_bit_exact() {
     let (a, b) = (mcm_tests::temp_domain(), mcm_tests::temp_domain());
@@ -73,4 +86,92 @@ fn v210_frames_cross_st2110_20_bit_exact() {
         .position(|h| *h == got[0])
         .expect("the first frame received was sent");
     assert_eq!(got[..], sent[start..start + frames]);
+}
+
+/// FFmpeg's RFC 4175 demuxer receives mcm's stream from the SDP file `mcm st2110-send`
+/// writes; its frames are the sender's (UYVY, 8-bit pgroups).
+#[test]
+fn ffmpeg_receives_mcm_st2110_from_its_sdp_file() {
+    let ffmpeg = {
+        let out = Command::new("bash")
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ffmpeg-mcm/build.sh"))
+            .arg("7.1")
+            .output()
+            .expect("build.sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match std::env::var_os("MCM_FFMPEG_7_1") {
+            Some(p) => std::path::PathBuf::from(p),
+            None => String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap()
+                .trim()
+                .into(),
+        }
+    };
+    let a = mcm_tests::temp_domain();
+    let dir = tempfile::tempdir().unwrap();
+    let sdp = dir.path().join("stream.sdp");
+    let f1 = uuid::Uuid::new_v4();
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap()
+        .port();
+    let mut send = {
+        let mut cmd = Command::new(workspace_bin("mcm"));
+        cmd.arg("--domain")
+            .arg(a.path())
+            .args(["st2110-send", "--flow-id", &f1.to_string()])
+            .args([
+                "--dest",
+                &format!("127.0.0.1:{port}"),
+                "--bind",
+                "127.0.0.1:0",
+            ])
+            .arg("--sdp")
+            .arg(&sdp);
+        Proc::spawn("st2110-send", &mut cmd)
+    };
+    let tx = gst_launch(
+        "gst sender",
+        &format!(
+            "videotestsrc is-live=true num-buffers=150 pattern=ball ! video/x-raw,format=UYVY,width=192,height=108,framerate=25/1 ! tee name=t ! queue ! mcmsink domain={} flow-id={f1} t. ! queue ! checksumsink hash=md5",
+            a.path().display()
+        ),
+    );
+    send.wait_for(|l| l.starts_with("st2110-send: SDP written"));
+    let text = std::fs::read_to_string(&sdp).unwrap();
+    assert!(
+        text.contains(
+            "a=fmtp:96 sampling=YCbCr-4:2:2; width=192; height=108; exactframerate=25; depth=8;"
+        ),
+        "{text}"
+    );
+    let rx = {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "exec \"$0\" \"$@\" 2>&1"])
+            .arg(&ffmpeg)
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error"])
+            .args(["-protocol_whitelist", "file,udp,rtp", "-i"])
+            .arg(&sdp)
+            .args(["-frames:v", "20", "-c:v", "copy", "-f", "framemd5", "-"]);
+        Proc::spawn("ffmpeg", &mut cmd)
+    };
+    let (status, rx_log) = rx.finish();
+    assert!(status.success(), "{rx_log:?}");
+    send.kill();
+    let (_, tx_log) = tx.finish();
+    let (sent, got) = (md5s(&tx_log), md5s(&rx_log));
+    assert_eq!(got.len(), 20, "{rx_log:?}");
+    // FFmpeg's first frame may be the tail of one it joined in the middle of (it outputs
+    // on the marker bit whatever it has): from the second on, a run of the sender's frames.
+    let start = sent
+        .iter()
+        .position(|h| *h == got[1])
+        .expect("FFmpeg's second frame was sent");
+    assert_eq!(got[1..], sent[start..start + 19]);
 }

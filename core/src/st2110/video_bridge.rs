@@ -137,6 +137,11 @@ pub struct SenderOptions {
     pub packing: PackingMode,
     /// Stop after this many frames (0: until the flow ends or `stop`).
     pub frames: u64,
+    /// Where to write the stream's SDP once the flow's format is known (and again when it
+    /// changes); written to a temporary name and renamed, so readers never see half.
+    pub sdp_file: Option<std::path::PathBuf>,
+    /// Told the SDP text each time it is written.
+    pub sdp_written: Option<std::sync::mpsc::Sender<String>>,
 }
 
 /// Sends flow `flow_id` of `domain` as ST 2110-20 until the flow ends, `options.frames`
@@ -190,6 +195,9 @@ pub fn send_video(
                 DEFAULT_PACKET_SIZE,
             )?;
             p.set_sequence(options.ssrc.rotate_left(7));
+            if let Some(path) = &options.sdp_file {
+                write_sdp(path, &def, g, options)?;
+            }
             state = Some((def.clone(), p, vec![0u8; g.frame_bytes()]));
         }
         let (def, packetizer, wire) = state.as_mut().expect("set above");
@@ -241,6 +249,38 @@ pub fn send_video(
         stats.frames += 1;
     }
     Ok(stats)
+}
+
+fn write_sdp(
+    path: &std::path::Path,
+    def: &FlowDef,
+    geometry: VideoGeometry,
+    options: &SenderOptions,
+) -> Result<(), BridgeError> {
+    let source = match options.bind.ip() {
+        ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        ip => ip,
+    };
+    let sdp = super::sdp::VideoSdp {
+        session_name: def.label.clone(),
+        source: source.to_string(),
+        destination: options.destination.ip().to_string(),
+        port: options.destination.port(),
+        payload_type: options.payload_type,
+        geometry,
+        rate: def.rate,
+        packing: options.packing,
+        colorimetry: "BT709".into(),
+        sender_type: "2110TPW".into(),
+    }
+    .to_sdp();
+    let tmp = path.with_extension("sdp.tmp");
+    std::fs::write(&tmp, &sdp)?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(tx) = &options.sdp_written {
+        let _ = tx.send(sdp);
+    }
+    Ok(())
 }
 
 /// What a video receiver expects and where it writes.

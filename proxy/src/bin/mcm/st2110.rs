@@ -31,6 +31,9 @@ pub struct SendArgs {
     /// Stop after this many frames (0: until the flow ends).
     #[arg(long, default_value_t = 0)]
     frames: u64,
+    /// Write the stream's SDP here once the flow's format is known.
+    #[arg(long)]
+    sdp: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -88,7 +91,19 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
         ssrc: rand_ssrc(),
         packing,
         frames: args.frames,
+        sdp_file: args.sdp.clone(),
+        sdp_written: None,
     };
+    let mut options = options;
+    if let Some(path) = args.sdp.clone() {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        options.sdp_written = Some(tx);
+        std::thread::spawn(move || {
+            for _ in rx {
+                println!("st2110-send: SDP written to {}", path.display());
+            }
+        });
+    }
     let stop = stop_flag()?;
     let stats = video_bridge::send_video(Domain::open(domain)?, args.flow_id, &options, &stop)?;
     println!(
