@@ -2,9 +2,11 @@
 //! `mcm` command-line tool (`src/bin/mcm`).
 //!
 //! On one host the proxy arranges rendezvous only: applications read and write the group's
-//! flow directly in shared memory, so the proxy is never in the local data path.
+//! flow directly in shared memory, so the proxy is never in the local data path. Across
+//! hosts it bridges flows to ST 2110 streams (`bridges`).
 
 pub mod auth;
+pub mod bridges;
 pub mod control_service;
 pub mod registry;
 pub mod sdk_service;

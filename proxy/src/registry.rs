@@ -299,6 +299,15 @@ impl Registry {
             .retain(|_, c| c.closed_at.is_none_or(|t| t.elapsed() < CLOSED_GRACE));
     }
 
+    /// Ids of the connections still open.
+    pub fn open_ids(&self) -> std::collections::HashSet<String> {
+        self.connections
+            .values()
+            .filter(|c| c.is_open())
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         let mut v: Vec<_> = self.connections.values().map(Connection::info).collect();
         v.sort_by(|a, b| a.conn_id.cmp(&b.conn_id));

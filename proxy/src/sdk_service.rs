@@ -23,6 +23,7 @@ const MAX_CLIENT_ID: usize = 128;
 
 pub struct SdkService {
     pub registry: Arc<Mutex<Registry>>,
+    pub bridges: Arc<Mutex<crate::bridges::Bridges>>,
     pub policy: AccessPolicy,
     pub domain: PathBuf,
     pub shutdown: watch::Receiver<bool>,
@@ -133,12 +134,12 @@ impl SdkApi for SdkService {
             };
             mesh_status(code, &e)
         })?;
-        if !matches!(config.connection, ConnectionType::MultipointGroup { .. }) {
+        if matches!(config.connection, ConnectionType::Rdma { .. }) {
             return Err(mesh_status(
                 tonic::Code::Unimplemented,
                 &SdkError::new(
                     MeshErrorCode::NotImplemented,
-                    "st2110 and rdma connections need the network bridges, not in this proxy yet",
+                    "rdma connections need the RDMA bridges, not in this proxy yet",
                 ),
             ));
         }
@@ -179,6 +180,8 @@ impl SdkApi for SdkService {
                 reliable: config.reliable,
             }),
         };
+        let config_for_bridge = config.clone();
+        let r_client_id = r.client_id.clone();
         let conn = Connection {
             id: conn_id.clone(),
             client_id: r.client_id,
@@ -193,6 +196,23 @@ impl SdkApi for SdkService {
         };
         let group = conn.group.clone();
         self.reg()?.add(conn).map_err(registry_status)?;
+        let attached = self
+            .bridges
+            .lock()
+            .map_err(|_| Status::internal("bridges lock poisoned"))?
+            .attach(
+                &conn_id,
+                kind == ConnectionKind::Transmitter,
+                &config_for_bridge,
+                &def,
+            );
+        if let Err(why) = attached {
+            let _ = self.reg()?.close(&conn_id, &r_client_id, peer_uid);
+            return Err(mesh_status(
+                tonic::Code::Unimplemented,
+                &SdkError::new(MeshErrorCode::NotImplemented, why),
+            ));
+        }
         tracing::info!(conn = %conn_id, ?kind, group = %group, "connection created");
         Ok(Response::new(reply))
     }
@@ -214,9 +234,15 @@ impl SdkApi for SdkService {
         req: Request<ConnectionRef>,
     ) -> Result<Response<Empty>, Status> {
         let (peer_uid, r) = self.policy.admit(req)?;
-        self.reg()?
-            .close(&r.conn_id, &r.client_id, peer_uid)
-            .map_err(registry_status)?;
+        let open = {
+            let mut reg = self.reg()?;
+            reg.close(&r.conn_id, &r.client_id, peer_uid)
+                .map_err(registry_status)?;
+            reg.open_ids()
+        };
+        if let Ok(mut b) = self.bridges.lock() {
+            b.retain_open(&open);
+        }
         tracing::info!(conn = %r.conn_id, "connection closed");
         Ok(Response::new(Empty {}))
     }

@@ -170,10 +170,31 @@ pub async fn run(
         own_uid: rustix::process::geteuid().as_raw(),
     };
     let registry = Arc::new(Mutex::new(Registry::new(Limits::default())));
+    let bridges = Arc::new(Mutex::new(crate::bridges::Bridges::new(
+        config.domain.clone(),
+    )));
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Bridges whose connections all closed (clients gone, deleted) stop within a second.
+    {
+        let (registry, bridges, mut stop) = (registry.clone(), bridges.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                let open = registry.lock().map(|r| r.open_ids()).unwrap_or_default();
+                if let Ok(mut b) = bridges.lock() {
+                    b.retain_open(&open);
+                }
+            }
+        });
+    }
     let sdk = || {
         SdkApiServer::new(SdkService {
             registry: registry.clone(),
+            bridges: bridges.clone(),
             policy: policy.clone(),
             domain: config.domain.clone(),
             shutdown: stop_rx.clone(),
@@ -267,6 +288,9 @@ pub async fn run(
         let _ = std::fs::remove_file(path);
     }
     let closed = registry.lock().map(|mut r| r.close_all()).unwrap_or(0);
+    if let Ok(mut b) = bridges.lock() {
+        b.stop_all();
+    }
     let gc = domain.collect_garbage()?;
     say(format!(
         "INFO: mcm-proxy stopped; {closed} connections closed, {} stale flows removed",

@@ -5,7 +5,9 @@
 use std::net::UdpSocket;
 use std::process::Command;
 
-use mcm_tests::{checksums, gst_launch, gst_launch_started, workspace_bin, Proc};
+use mcm_tests::{
+    checksums, gst_launch, gst_launch_started, gst_launch_via, start_proxy, workspace_bin, Proc,
+};
 
 /// `checksumsink hash=md5` lines, or `framemd5` lines: the md5 of each frame.
 fn md5s(log: &[String]) -> Vec<String> {
@@ -174,4 +176,56 @@ fn ffmpeg_receives_mcm_st2110_from_its_sdp_file() {
         .position(|h| *h == got[1])
         .expect("FFmpeg's second frame was sent");
     assert_eq!(got[1..], sent[start..start + 19]);
+}
+
+/// Two proxies, each with its own domain (two hosts' worth): `mcmsink conn-type=st2110`
+/// makes proxy A send the flow as ST 2110-20, `mcmsrc conn-type=st2110` makes proxy B
+/// receive it into a flow; every frame arrives bit-exact.
+#[test]
+fn elements_with_conn_type_st2110_through_two_proxies() {
+    let (da, db) = (mcm_tests::temp_domain(), mcm_tests::temp_domain());
+    let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (pa, pb) = (
+        start_proxy(ta.path(), da.path(), &[]),
+        start_proxy(tb.path(), db.path(), &[]),
+    );
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap()
+        .port();
+    let caps = "video/x-raw,format=v210,width=384,height=216,framerate=25/1";
+    let st = format!("conn-type=st2110 ip-addr=127.0.0.1 port={port} transport=st2110-20");
+    // The receiver first: proxy B starts its receive bridge. When the stream stops (RTP has
+    // no end of stream) the receiver ends after 2 s of silence.
+    let rx = gst_launch_via(
+        "gst receiver",
+        &format!("mcmsrc {st} caps={caps} sender-timeout=2000 sender-timeout-eos=true ! checksumsink hash=sha1"),
+        &pb.unix,
+        true,
+    );
+    let tx = gst_launch_via(
+        "gst sender",
+        &format!("videotestsrc is-live=true num-buffers=60 pattern=ball ! {caps} ! tee name=t ! queue ! mcmsink {st} t. ! queue ! checksumsink hash=sha1"),
+        &pa.unix,
+        false,
+    );
+    let (status, tx_log) = tx.finish();
+    assert!(status.success(), "{tx_log:?}");
+    let (status, rx_log) = rx.finish();
+    assert!(status.success(), "{rx_log:?}");
+    let (sent, got) = (checksums(&tx_log), checksums(&rx_log));
+    assert!(
+        got.len() >= 40,
+        "received {} of 60 frames: {rx_log:?}",
+        got.len()
+    );
+    let start = sent
+        .iter()
+        .position(|h| *h == got[0])
+        .expect("the first frame received was sent");
+    assert_eq!(
+        got[..],
+        sent[start..start + got.len()],
+        "frames altered or out of order"
+    );
 }

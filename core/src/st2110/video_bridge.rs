@@ -65,8 +65,9 @@ pub fn udp_socket(bind: SocketAddr) -> Result<UdpSocket, BridgeError> {
     Ok(s.into())
 }
 
-/// The wire sampling of a flow's pixel format, and whether it converts.
-fn wire_of(format: VideoFormat) -> Result<(Sampling, u8), BridgeError> {
+/// The wire sampling and depth a flow's pixel format is sent as; `Err` for formats not
+/// bridged yet.
+pub fn wire_of(format: VideoFormat) -> Result<(Sampling, u8), BridgeError> {
     match format {
         VideoFormat::V210 | VideoFormat::Uyvp => Ok((Sampling::YCbCr422, 10)),
         VideoFormat::Uyvy => Ok((Sampling::YCbCr422, 8)),
