@@ -1,6 +1,6 @@
 # Shared by scripts/run and scripts/test: install what the build needs, once.
 # Debian packages the workspace builds against today (later issues add GStreamer, FFmpeg...).
-MCM_DEBIAN_PACKAGES="gcc pkg-config protobuf-compiler libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav"
+MCM_DEBIAN_PACKAGES="gcc pkg-config protobuf-compiler iproute2 libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav"
 
 ensure_debian_packages() {
     local missing=()

@@ -221,8 +221,22 @@ pub struct Proxy {
 
 /// Starts `mcm-proxy` on free loopback ports with a unix socket in `dir` and flows in `domain`.
 pub fn start_proxy(dir: &Path, domain: &Path, extra: &[&str]) -> Proxy {
+    start_proxy_in(None, dir, domain, extra)
+}
+
+/// [`start_proxy`] inside network namespace `netns` (its ST 2110 bridges use that
+/// namespace's interfaces; the unix socket and the domain are on the shared filesystem).
+pub fn start_proxy_in(netns: Option<&str>, dir: &Path, domain: &Path, extra: &[&str]) -> Proxy {
     let unix = dir.join("proxy.sock");
-    let mut cmd = Command::new(workspace_bin("mcm-proxy"));
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns])
+                .arg(workspace_bin("mcm-proxy"));
+            c
+        }
+        None => Command::new(workspace_bin("mcm-proxy")),
+    };
     cmd.args(["-t", "0", "-g", "0", "--log", "warn"])
         .arg("--unix")
         .arg(&unix)
@@ -505,4 +519,64 @@ pub fn libmcm_dp_flags() -> Vec<String> {
         .split_whitespace()
         .map(str::to_owned)
         .collect()
+}
+
+/// Two network namespaces joined by a veth pair, `10.<a>.<b>.1/24` and `.2/24`: two hosts
+/// for tests that cross a network. Removed (with the veth pair) when dropped, also when
+/// the test fails.
+pub struct NetnsPair {
+    pub a: String,
+    pub b: String,
+    pub addr_a: std::net::Ipv4Addr,
+    pub addr_b: std::net::Ipv4Addr,
+}
+
+impl NetnsPair {
+    pub fn new() -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let id = std::process::id() % 10_000 * 10 + N.fetch_add(1, Ordering::Relaxed) % 10;
+        let pair = Self {
+            a: format!("mcm-a{id}"),
+            b: format!("mcm-b{id}"),
+            addr_a: std::net::Ipv4Addr::new(10, 200 + (id / 250 % 50) as u8, (id % 250) as u8, 1),
+            addr_b: std::net::Ipv4Addr::new(10, 200 + (id / 250 % 50) as u8, (id % 250) as u8, 2),
+        };
+        let (va, vb) = (format!("mva{id}"), format!("mvb{id}"));
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("iproute2");
+            assert!(
+                out.status.success(),
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &pair.a]);
+        ip(&["netns", "add", &pair.b]);
+        ip(&[
+            "link", "add", &va, "netns", &pair.a, "type", "veth", "peer", "name", &vb, "netns",
+            &pair.b,
+        ]);
+        for (ns, dev, addr) in [(&pair.a, &va, pair.addr_a), (&pair.b, &vb, pair.addr_b)] {
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+impl Default for NetnsPair {
+    fn default() -> Self {
+        Self::new()
+    }
 }
