@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod convert;
+pub mod pacing;
 pub mod rfc4175;
 pub mod rtp;
 pub mod sdp;
