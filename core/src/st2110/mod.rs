@@ -2,6 +2,7 @@
 //! packetizer and frame assembler, conversions between wire pgroups and flow pixel
 //! formats, and SDP. Sockets, pacing and the proxy's bridges are built around it.
 
+pub mod anc;
 pub mod audio;
 pub mod convert;
 pub mod pacing;

@@ -277,6 +277,21 @@ mod tests {
         assert_eq!(m.frame_rate(), Some(Rational::new(60000, 1001)));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, failure_persistence: None, ..Default::default() })]
+        /// Any text gives media sections or a typed error, never a panic; so does asking
+        /// the sections for a geometry.
+        #[test]
+        fn any_text_parses_or_fails_cleanly(lines in proptest::collection::vec("[a-z=:/;0-9 .-]{0,40}", 0..20)) {
+            if let Ok(media) = parse(&lines.join("\n")) {
+                for m in media {
+                    let _ = m.video_geometry();
+                    let _ = m.frame_rate();
+                }
+            }
+        }
+    }
+
     #[test]
     fn ffmpeg_and_audio_forms_and_clear_errors() {
         // What FFmpeg's RTP muxer writes for rawvideo uyvy422 (session-level c=, no rate).
