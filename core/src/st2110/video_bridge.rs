@@ -111,6 +111,77 @@ fn wire_to_grain(format: VideoFormat, width: usize, lines: usize, wire: &[u8], g
     }
 }
 
+/// Packets waiting to go out in one `sendmmsg` call (one system call per batch instead of
+/// one per packet).
+#[derive(Default)]
+struct Batch {
+    arena: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+/// Packets per `sendmmsg`.
+const BATCH: usize = 64;
+
+impl Batch {
+    fn push(&mut self, packet: &[u8]) {
+        self.arena.extend_from_slice(packet);
+        self.ends.push(self.arena.len());
+    }
+
+    /// Sends everything batched on the connected `socket`.
+    fn flush(&mut self, socket: &UdpSocket) -> std::io::Result<()> {
+        use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags};
+        use std::io::IoSlice;
+        if self.ends.is_empty() {
+            return Ok(());
+        }
+        let mut start = 0;
+        let iovs: Vec<[IoSlice<'_>; 1]> = self
+            .ends
+            .iter()
+            .map(|&end| {
+                let iov = [IoSlice::new(&self.arena[start..end])];
+                start = end;
+                iov
+            })
+            .collect();
+        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = iovs
+            .iter()
+            .map(|_| SendAncillaryBuffer::default())
+            .collect();
+        let mut msgs: Vec<MMsgHdr<'_>> = iovs
+            .iter()
+            .zip(controls.iter_mut())
+            .map(|(iov, control)| MMsgHdr::new(iov, control))
+            .collect();
+        let (mut sent, mut refused) = (0, false);
+        while sent < msgs.len() {
+            match sendmmsg(socket, &mut msgs[sent..], SendFlags::empty()) {
+                Ok(0) => break,
+                Ok(n) => {
+                    sent += n;
+                    refused = false;
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                // Nobody listens (yet) at the destination: the kernel reports the ICMP
+                // error on the next send of a connected socket. A sender carries on; the
+                // packet is retried once, then dropped.
+                Err(rustix::io::Errno::CONNREFUSED) => {
+                    if refused {
+                        sent += 1;
+                    }
+                    refused = !refused;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        drop(msgs);
+        self.arena.clear();
+        self.ends.clear();
+        Ok(())
+    }
+}
+
 /// RTP time (90 kHz) of a grain: its TAI time since the SMPTE epoch, modulo 2^32.
 fn rtp_time(rate: Rational, index: u64) -> u32 {
     let ns = index_to_timestamp(rate, index) as u128;
@@ -154,6 +225,8 @@ pub fn send_video(
     stop: &AtomicBool,
 ) -> Result<SenderStats, BridgeError> {
     let socket = udp_socket(options.bind)?;
+    socket.connect(options.destination)?;
+    let mut batch = Batch::default();
     let mut follower = Follower::new(domain, flow_id, false)?;
     let mut stats = SenderStats::default();
     let mut state: Option<(FlowDef, Packetizer, Vec<u8>)> = None;
@@ -230,12 +303,16 @@ pub fn send_video(
             if error.is_some() {
                 return;
             }
-            if let Err(e) = socket.send_to(pkt, options.destination) {
-                error = Some(e);
-                return;
-            }
+            batch.push(pkt);
             sent += 1;
-            if sent.is_multiple_of(total.div_ceil(bursts)) {
+            let burst_end = sent.is_multiple_of(total.div_ceil(bursts));
+            if batch.ends.len() >= BATCH || burst_end {
+                if let Err(e) = batch.flush(&socket) {
+                    error = Some(e);
+                    return;
+                }
+            }
+            if burst_end {
                 let due = start + period.mul_f64(0.9 * sent as f64 / total as f64);
                 let now = Instant::now();
                 if due > now {
@@ -246,6 +323,7 @@ pub fn send_video(
         if let Some(e) = error {
             return Err(e.into());
         }
+        batch.flush(&socket)?;
         stats.packets += sent as u64;
         stats.frames += 1;
     }
@@ -348,7 +426,9 @@ pub fn receive_video(
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) =>
             {
                 continue
