@@ -53,6 +53,30 @@ fn writer_and_reader(d: &Domain, def: &FlowDef) -> (GrainWriter, GrainReader) {
     (w, r)
 }
 
+/// An opaque flow of 64-byte grains at 1000/s, a ring of 4, `metadata` bytes of metadata
+/// per grain: a writer and a plain reader.
+fn blob_ring_of_4(d: &Domain, metadata: u32) -> (GrainWriter, GrainReader) {
+    let def = FlowDef::opaque(
+        Uuid::new_v4(),
+        "blob",
+        "application/octet-stream",
+        Rational::new(1000, 1),
+        64,
+    )
+    .unwrap()
+    .with_metadata_capacity(metadata)
+    .unwrap();
+    let opts = WriterOptions {
+        grain_count: Some(4),
+        ..Default::default()
+    };
+    let w = d.create_grain_writer(&def, &opts).unwrap();
+    let r = d
+        .open_grain_reader(def.id, &ReaderOptions::default())
+        .unwrap();
+    (w, r)
+}
+
 fn u32_at(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
 }
@@ -663,25 +687,8 @@ fn window_edge_cases() {
 #[test]
 fn metadata_travels_with_its_grain_and_never_leaks_to_the_next() {
     let (_t, d) = domain();
-    let def = FlowDef::opaque(
-        Uuid::new_v4(),
-        "blob",
-        "application/octet-stream",
-        Rational::new(1000, 1),
-        64,
-    )
-    .unwrap()
-    .with_metadata_capacity(16)
-    .unwrap();
-    let opts = WriterOptions {
-        grain_count: Some(4),
-        ..Default::default()
-    };
-    let mut w = d.create_grain_writer(&def, &opts).unwrap();
+    let (mut w, r) = blob_ring_of_4(&d, 16);
     assert_eq!(w.grain_count(), 4);
-    let r = d
-        .open_grain_reader(def.id, &ReaderOptions::default())
-        .unwrap();
     let mut g = w.open_grain(10).unwrap();
     g.payload()[..5].copy_from_slice(b"hello");
     g.metadata()[..3].copy_from_slice(b"abc");
@@ -704,24 +711,7 @@ fn metadata_travels_with_its_grain_and_never_leaks_to_the_next() {
 #[test]
 fn leased_grains_are_written_in_place_and_committed_in_any_order() {
     let (_t, d) = domain();
-    let def = FlowDef::opaque(
-        Uuid::new_v4(),
-        "blob",
-        "application/octet-stream",
-        Rational::new(1000, 1),
-        64,
-    )
-    .unwrap()
-    .with_metadata_capacity(8)
-    .unwrap();
-    let opts = WriterOptions {
-        grain_count: Some(4),
-        ..Default::default()
-    };
-    let mut w = d.create_grain_writer(&def, &opts).unwrap();
-    let r = d
-        .open_grain_reader(def.id, &ReaderOptions::default())
-        .unwrap();
+    let (mut w, r) = blob_ring_of_4(&d, 8);
     let i = w.next_free_index(10);
     assert_eq!(i, 10);
     let mut a = w.lease_grain(i).unwrap();

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use mcm_tests::{
     checksums, gst_launch, gst_launch_started, gst_launch_via, start_proxy, start_proxy_in,
-    workspace_bin, NetnsPair, Proc,
+    workspace_bin, NetnsPair, Proc, Proxy,
 };
 
 /// `checksumsink hash=md5` lines, or `framemd5` lines: the md5 of each frame.
@@ -179,33 +179,21 @@ fn ffmpeg_receives_mcm_st2110_from_its_sdp_file() {
     assert_eq!(got[1..], sent[start..start + 19]);
 }
 
-/// Two proxies, each with its own domain (two hosts' worth): `mcmsink conn-type=st2110`
-/// makes proxy A send the flow as ST 2110-20, `mcmsrc conn-type=st2110` makes proxy B
-/// receive it into a flow; every frame arrives bit-exact.
-#[test]
-fn elements_with_conn_type_st2110_through_two_proxies() {
-    let (da, db) = (mcm_tests::temp_domain(), mcm_tests::temp_domain());
-    let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (pa, pb) = (
-        start_proxy(ta.path(), da.path(), &[]),
-        start_proxy(tb.path(), db.path(), &[]),
-    );
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .unwrap()
-        .port();
+/// `mcmsink conn-type=st2110` on proxy A, `mcmsrc conn-type=st2110` on proxy B, stream at
+/// `ip:port` (B's address): the receiver gets a run of the sender's frames, bit-exact.
+fn through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16) {
     let caps = "video/x-raw,format=v210,width=384,height=216,framerate=25/1";
-    let st = format!("conn-type=st2110 ip-addr=127.0.0.1 port={port} transport=st2110-20");
+    let st = format!("conn-type=st2110 ip-addr={ip} port={port} transport=st2110-20");
     // The receiver first: proxy B starts its receive bridge. When the stream stops (RTP has
     // no end of stream) the receiver ends after 2 s of silence.
     let rx = gst_launch_via(
-        "gst receiver",
+        "gst receiver (proxy B)",
         &format!("mcmsrc {st} caps={caps} sender-timeout=2000 sender-timeout-eos=true ! checksumsink hash=sha1"),
         &pb.unix,
         true,
     );
     let tx = gst_launch_via(
-        "gst sender",
+        "gst sender (proxy A)",
         &format!("videotestsrc is-live=true num-buffers=60 pattern=ball ! {caps} ! tee name=t ! queue ! mcmsink {st} t. ! queue ! checksumsink hash=sha1"),
         &pa.unix,
         false,
@@ -231,9 +219,24 @@ fn elements_with_conn_type_st2110_through_two_proxies() {
     );
 }
 
+/// Two proxies, each with its own domain (two hosts' worth), on loopback.
+#[test]
+fn elements_with_conn_type_st2110_through_two_proxies() {
+    let (da, db) = (mcm_tests::temp_domain(), mcm_tests::temp_domain());
+    let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (pa, pb) = (
+        start_proxy(ta.path(), da.path(), &[]),
+        start_proxy(tb.path(), db.path(), &[]),
+    );
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap()
+        .port();
+    through_two_proxies(&pa, &pb, "127.0.0.1", port);
+}
+
 /// Two hosts emulated with network namespaces and a veth pair made by the test: proxy A in
-/// one, proxy B in the other; the stream crosses the veth pair as ST 2110-20 from A's
-/// address to B's, and every frame arrives bit-exact.
+/// one, proxy B in the other; the stream crosses the veth pair from A's address to B's.
 #[test]
 fn two_hosts_over_a_veth_pair() {
     let hosts = NetnsPair::new();
@@ -241,39 +244,7 @@ fn two_hosts_over_a_veth_pair() {
     let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let pa = start_proxy_in(Some(&hosts.a), ta.path(), da.path(), &[]);
     let pb = start_proxy_in(Some(&hosts.b), tb.path(), db.path(), &[]);
-    let caps = "video/x-raw,format=v210,width=384,height=216,framerate=25/1";
-    let st = format!(
-        "conn-type=st2110 ip-addr={} port=20000 transport=st2110-20",
-        hosts.addr_b
-    );
-    let rx = gst_launch_via(
-        "gst receiver (host B)",
-        &format!("mcmsrc {st} caps={caps} sender-timeout=2000 sender-timeout-eos=true ! checksumsink hash=sha1"),
-        &pb.unix,
-        true,
-    );
-    let tx = gst_launch_via(
-        "gst sender (host A)",
-        &format!("videotestsrc is-live=true num-buffers=60 pattern=ball ! {caps} ! tee name=t ! queue ! mcmsink {st} t. ! queue ! checksumsink hash=sha1"),
-        &pa.unix,
-        false,
-    );
-    let (status, tx_log) = tx.finish();
-    assert!(status.success(), "{tx_log:?}");
-    let (status, rx_log) = rx.finish();
-    assert!(status.success(), "{rx_log:?}");
-    let (sent, got) = (checksums(&tx_log), checksums(&rx_log));
-    assert!(
-        got.len() >= 40,
-        "received {} of 60 frames: {rx_log:?}",
-        got.len()
-    );
-    let start = sent
-        .iter()
-        .position(|h| *h == got[0])
-        .expect("the first frame received was sent");
-    assert_eq!(got[..], sent[start..start + got.len()]);
-    drop((pa, pb));
+    through_two_proxies(&pa, &pb, &hosts.addr_b.to_string(), 20000);
 }
 
 /// Loss, reordering and duplicates injected by a relay between `mcm st2110-send` and

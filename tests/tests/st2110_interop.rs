@@ -41,6 +41,26 @@ fn free_port() -> u16 {
         .expect("a free UDP port")
 }
 
+/// A loopback UDP socket with a large receive buffer (GStreamer's payloaders send as fast
+/// as they can) and a 200 ms read timeout, and its port.
+fn receiving_socket() -> (UdpSocket, u16) {
+    let raw = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    let _ = raw.set_recv_buffer_size(8 << 20);
+    raw.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    let socket: UdpSocket = raw.into();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
 fn geometry(depth: u8) -> VideoGeometry {
     VideoGeometry::new(W, H, Sampling::YCbCr422, depth, false).unwrap()
 }
@@ -78,21 +98,7 @@ fn mcm_to_rtpvrawdepay(depth: u8, format: &str) {
 }
 
 fn rtpvrawpay_to_mcm(depth: u8, format: &str) {
-    // A large receive buffer: rtpvrawpay sends as fast as it can.
-    let raw = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-    let _ = raw.set_recv_buffer_size(8 << 20);
-    raw.bind(
-        &"127.0.0.1:0"
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .into(),
-    )
-    .unwrap();
-    let socket: UdpSocket = raw.into();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let port = socket.local_addr().unwrap().port();
+    let (socket, port) = receiving_socket();
     let tx = gst_launch(
         "gst sender",
         &format!(
@@ -189,20 +195,7 @@ fn mcm_sends_l24_to_rtpl24depay() {
 
 #[test]
 fn rtpl24pay_reaches_mcm_sample_exact() {
-    let raw = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-    let _ = raw.set_recv_buffer_size(8 << 20);
-    raw.bind(
-        &"127.0.0.1:0"
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .into(),
-    )
-    .unwrap();
-    let socket: UdpSocket = raw.into();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let port = socket.local_addr().unwrap().port();
+    let (socket, port) = receiving_socket();
     let dir = tempfile::tempdir().unwrap();
     let reference = dir.path().join("sent.raw");
     let tx = gst_launch(
