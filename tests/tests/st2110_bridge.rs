@@ -80,6 +80,13 @@ fn v210_frames_cross_st2110_20_bit_exact() {
         ))),
         "{recv_log:?}"
     );
+    // The receiver measured the stream against ST 2110-21 (a verdict, whichever it is).
+    assert!(
+        recv_log
+            .iter()
+            .any(|l| l.starts_with("st2110-recv: ST 2110-21 timing over")),
+        "{recv_log:?}"
+    );
     let (sent, got) = (checksums(&tx_log), checksums(&rx_log));
     assert_eq!(got.len(), frames, "{rx_log:?}");
     // The sending bridge joins the live flow at its newest frame: what arrives is a run of

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain as SockDomain, Protocol, Socket, Type};
 
 use super::convert::{uyvp_line_to_v210, v210_line_to_uyvp, v210_stride};
+use super::pacing::{rtp_epoch_ns, PacingModel, SenderType, TimingChecker};
 use super::rfc4175::{
     Assembler, AssemblerConfig, Packetizer, PackingMode, ReceiverStats, Sampling, VideoGeometry,
     DEFAULT_PACKET_SIZE,
@@ -381,13 +382,56 @@ pub struct ReceiverOptions {
     pub frames: u64,
 }
 
+/// What a receiver saw: the assembler's counters and the stream's ST 2110-21 timing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReceiveReport {
+    pub stats: ReceiverStats,
+    /// The worst sender type measured over the frames checked (`None` before a full frame:
+    /// the model's packet count is learned from the first one).
+    pub timing: Option<SenderType>,
+    pub frames_timed: u64,
+}
+
+/// Measures arrivals against the ST 2110-21 model, learning packets per frame from the
+/// first frame seen whole.
+struct Timing {
+    rate: Rational,
+    height: u32,
+    first_frame: Option<u32>,
+    checker: Option<TimingChecker>,
+}
+
+impl Timing {
+    fn packet(&mut self, datagram: &[u8]) {
+        let Ok((rtp, _)) = super::rtp::RtpHeader::parse(datagram) else {
+            return;
+        };
+        match &mut self.checker {
+            Some(c) => {
+                let now = crate::time::now_tai_ns();
+                c.packet(now as f64, rtp_epoch_ns(rtp.timestamp, now), rtp.marker);
+            }
+            None => match (&mut self.first_frame, rtp.marker) {
+                // Count from the packet after a marker: that frame is whole.
+                (None, true) => self.first_frame = Some(0),
+                (None, false) => {}
+                (Some(n), false) => *n += 1,
+                (Some(n), true) => {
+                    let model = PacingModel::progressive(self.rate, *n + 1, self.height);
+                    self.checker = Some(TimingChecker::new(model));
+                }
+            },
+        }
+    }
+}
+
 /// Receives an ST 2110-20 stream into a new flow of `domain` until `stop` (or the frame
 /// budget); ends the flow's stream on the way out.
 pub fn receive_video(
     domain: Domain,
     options: &ReceiverOptions,
     stop: &AtomicBool,
-) -> Result<ReceiverStats, BridgeError> {
+) -> Result<ReceiveReport, BridgeError> {
     let (sampling, depth) = wire_of(options.format)?;
     let g = VideoGeometry::new(options.width, options.height, sampling, depth, false)?;
     let def = FlowDef::video(
@@ -416,6 +460,12 @@ pub fn receive_video(
         ssrc: None,
     });
     let rate = writer.grain_rate();
+    let mut timing = Timing {
+        rate,
+        height: options.height,
+        first_frame: None,
+        checker: None,
+    };
     let mut last: Option<u64> = None;
     let mut committed = 0u64;
     let mut failure: Option<BridgeError> = None;
@@ -435,6 +485,7 @@ pub fn receive_video(
             }
             Err(e) => return Err(e.into()),
         };
+        timing.packet(&buf[..n]);
         assembler.push(&buf[..n], &mut |info, wire| {
             if !info.complete || failure.is_some() {
                 return;
@@ -474,5 +525,9 @@ pub fn receive_video(
         }
     }
     let _ = writer.end_of_stream();
-    Ok(assembler.stats())
+    Ok(ReceiveReport {
+        stats: assembler.stats(),
+        timing: timing.checker.as_ref().and_then(|c| c.worst),
+        frames_timed: timing.checker.as_ref().map_or(0, |c| c.frames),
+    })
 }

@@ -134,11 +134,19 @@ pub fn recv(domain: &Path, args: RecvArgs) -> anyhow::Result<()> {
     };
     println!("st2110-recv: listening on {}", args.bind);
     let stop = stop_flag()?;
-    let s = video_bridge::receive_video(Domain::create(domain)?, &options, &stop)?;
+    let report = video_bridge::receive_video(Domain::create(domain)?, &options, &stop)?;
+    let s = report.stats;
     println!(
         "st2110-recv: {} frames complete, {} incomplete, {} packets, {} duplicates, {} late, {} malformed, {} wrong payload type, {} sender restarts",
         s.frames_complete, s.frames_incomplete, s.packets, s.duplicates, s.late, s.malformed, s.wrong_payload_type, s.sender_restarts
     );
+    match report.timing {
+        Some(t) => println!(
+            "st2110-recv: ST 2110-21 timing over {} frames: {t:?}",
+            report.frames_timed
+        ),
+        None => println!("st2110-recv: ST 2110-21 timing: no whole frame to learn the model from"),
+    }
     Ok(())
 }
 
