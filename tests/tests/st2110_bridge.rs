@@ -23,6 +23,40 @@ fn md5s(log: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// `mcm --domain DOMAIN ARGS...` as a collected process.
+fn mcm(name: &str, domain: &std::path::Path, args: String) -> Proc {
+    let mut cmd = Command::new(workspace_bin("mcm"));
+    cmd.arg("--domain")
+        .arg(domain)
+        .args(args.split_whitespace());
+    Proc::spawn(name, &mut cmd)
+}
+
+/// `mcm st2110-recv` on `port` into flow `flow` of `domain` (384x216 v210 at 25 fps, reliable,
+/// ending after `frames`), and a reliable `mcmsrc` reading that flow.
+fn receive_into(
+    domain: &std::path::Path,
+    flow: uuid::Uuid,
+    port: u16,
+    frames: usize,
+) -> (Proc, Proc) {
+    // 384 pixels: v210 rows without padding (which videotestsrc leaves unwritten).
+    let mut recv = mcm(
+        "st2110-recv",
+        domain,
+        format!("st2110-recv --flow-id {flow} --bind 127.0.0.1:{port} --width 384 --height 216 --rate 25 --format v210 --reliable --frames {frames}"),
+    );
+    recv.wait_for(|l| l.starts_with("st2110-recv: listening"));
+    let rx = gst_launch_started(
+        "gst receiver",
+        &format!(
+            "mcmsrc domain={} flow-id={flow} reliable=true ! checksumsink hash=sha1",
+            domain.display()
+        ),
+    );
+    (recv, rx)
+}
+
 #[test]
 fn v210_frames_cross_st2110_20_bit_exact() {
     let (a, b) = (mcm_tests::temp_domain(), mcm_tests::temp_domain());
@@ -32,27 +66,7 @@ fn v210_frames_cross_st2110_20_bit_exact() {
         .unwrap()
         .port();
     let frames = 30;
-    let mcm = |name: &str, domain: &std::path::Path, args: String| {
-        let mut cmd = Command::new(workspace_bin("mcm"));
-        cmd.arg("--domain")
-            .arg(domain)
-            .args(args.split_whitespace());
-        Proc::spawn(name, &mut cmd)
-    };
-    // 384 pixels: v210 rows without padding (which videotestsrc leaves unwritten).
-    let mut recv = mcm(
-        "st2110-recv",
-        b.path(),
-        format!("st2110-recv --flow-id {f2} --bind 127.0.0.1:{port} --width 384 --height 216 --rate 25 --format v210 --reliable --frames {frames}"),
-    );
-    recv.wait_for(|l| l.starts_with("st2110-recv: listening"));
-    let rx = gst_launch_started(
-        "gst receiver",
-        &format!(
-            "mcmsrc domain={} flow-id={f2} reliable=true ! checksumsink hash=sha1",
-            b.path().display()
-        ),
-    );
+    let (recv, rx) = receive_into(b.path(), f2, port, frames);
     let send = mcm(
         "st2110-send",
         a.path(),
@@ -271,27 +285,8 @@ fn loss_and_disorder_give_counted_incomplete_frames_never_corrupt_ones() {
         .and_then(|s| s.local_addr())
         .unwrap()
         .port();
-    let mcm = |name: &str, domain: &std::path::Path, args: String| {
-        let mut cmd = Command::new(workspace_bin("mcm"));
-        cmd.arg("--domain")
-            .arg(domain)
-            .args(args.split_whitespace());
-        Proc::spawn(name, &mut cmd)
-    };
     let complete = 20;
-    let mut recv = mcm(
-        "st2110-recv",
-        b.path(),
-        format!("st2110-recv --flow-id {f2} --bind 127.0.0.1:{out_port} --width 384 --height 216 --rate 25 --format v210 --reliable --frames {complete}"),
-    );
-    recv.wait_for(|l| l.starts_with("st2110-recv: listening"));
-    let rx = gst_launch_started(
-        "gst receiver",
-        &format!(
-            "mcmsrc domain={} flow-id={f2} reliable=true ! checksumsink hash=sha1",
-            b.path().display()
-        ),
-    );
+    let (recv, rx) = receive_into(b.path(), f2, out_port, complete);
     // The relay: for the first 1500 packets (about 10 frames) it drops every 97th, swaps
     // neighbours every 10 packets and sends every 50th twice; then it forwards cleanly.
     let forward = std::thread::spawn(move || {
