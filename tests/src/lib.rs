@@ -469,6 +469,15 @@ fn launch_with(name: &str, pipeline: &str, quiet: bool, socket: Option<&Path>) -
     Proc::spawn(name, &mut cmd)
 }
 
+/// Waits for `p` to exit, asserts it succeeded (naming it and showing its output if not),
+/// and returns its output lines.
+pub fn finish_ok(p: Proc) -> Vec<String> {
+    let name = p.name.clone();
+    let (status, log) = p.finish();
+    assert!(status.success(), "{name}: {status:?} {log:?}");
+    log
+}
+
 /// The sha1 column of `checksumsink hash=sha1` output lines (`<pts> <sha1>`).
 pub fn checksums(log: &[String]) -> Vec<String> {
     log.iter()

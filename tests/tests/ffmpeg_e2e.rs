@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mcm_tests::{gst_launch_via, start_proxy, Proc, Proxy};
+use mcm_tests::{finish_ok, gst_launch_via, start_proxy, Proc, Proxy};
 
 fn clip() -> Option<PathBuf> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/media/bigbuckbunny.mp4");
@@ -102,13 +102,6 @@ fn frames(log: &[String]) -> Vec<(i64, u64, String)> {
             })
         })
         .collect()
-}
-
-fn finish_ok(p: Proc) -> Vec<String> {
-    let name = p.name.clone();
-    let (status, log) = p.finish();
-    assert!(status.success(), "{name}: {status:?} {log:?}");
-    log
 }
 
 fn video_round_trip(series: &str) {

@@ -6,8 +6,8 @@ use std::net::UdpSocket;
 use std::process::Command;
 
 use mcm_tests::{
-    checksums, gst_launch, gst_launch_started, gst_launch_via, start_proxy, start_proxy_in,
-    workspace_bin, NetnsPair, Proc, Proxy,
+    checksums, finish_ok, gst_launch, gst_launch_started, gst_launch_via, start_proxy,
+    start_proxy_in, workspace_bin, NetnsPair, Proc, Proxy,
 };
 
 /// `checksumsink hash=md5` lines, or `framemd5` lines: the md5 of each frame.
@@ -21,6 +21,18 @@ fn md5s(log: &[String]) -> Vec<String> {
         })
         .map(str::to_owned)
         .collect()
+}
+
+/// A live 384x216 v210 ball pattern of `frames` frames into flow `flow` of `domain`, every
+/// frame's SHA-1 printed.
+fn v210_sender(domain: &std::path::Path, flow: uuid::Uuid, frames: usize) -> Proc {
+    gst_launch(
+        "gst sender",
+        &format!(
+            "videotestsrc is-live=true num-buffers={frames} pattern=ball ! video/x-raw,format=v210,width=384,height=216,framerate=25/1 ! tee name=t ! queue ! mcmsink domain={} flow-id={flow} t. ! queue ! checksumsink hash=sha1",
+            domain.display()
+        ),
+    )
 }
 
 /// `mcm --domain DOMAIN ARGS...` as a collected process.
@@ -72,22 +84,11 @@ fn v210_frames_cross_st2110_20_bit_exact() {
         a.path(),
         format!("st2110-send --flow-id {f1} --dest 127.0.0.1:{port} --frames {frames}"),
     );
-    let tx = gst_launch(
-        "gst sender",
-        &format!(
-            "videotestsrc is-live=true num-buffers={} pattern=ball ! video/x-raw,format=v210,width=384,height=216,framerate=25/1 ! tee name=t ! queue ! mcmsink domain={} flow-id={f1} t. ! queue ! checksumsink hash=sha1",
-            frames + 15,
-            a.path().display()
-        ),
-    );
-    let (status, send_log) = send.finish();
-    assert!(status.success(), "{send_log:?}");
-    let (status, recv_log) = recv.finish();
-    assert!(status.success(), "{recv_log:?}");
-    let (status, rx_log) = rx.finish();
-    assert!(status.success(), "{rx_log:?}");
-    let (status, tx_log) = tx.finish();
-    assert!(status.success(), "{tx_log:?}");
+    let tx = v210_sender(a.path(), f1, frames + 15);
+    finish_ok(send);
+    let recv_log = finish_ok(recv);
+    let rx_log = finish_ok(rx);
+    let tx_log = finish_ok(tx);
     assert!(
         recv_log.iter().any(|l| l.starts_with(&format!(
             "st2110-recv: {frames} frames complete, 0 incomplete"
@@ -185,8 +186,7 @@ fn ffmpeg_receives_mcm_st2110_from_its_sdp_file() {
             .args(["-frames:v", "20", "-c:v", "copy", "-f", "framemd5", "-"]);
         Proc::spawn("ffmpeg", &mut cmd)
     };
-    let (status, rx_log) = rx.finish();
-    assert!(status.success(), "{rx_log:?}");
+    let rx_log = finish_ok(rx);
     send.kill();
     let (_, tx_log) = tx.finish();
     let (sent, got) = (md5s(&tx_log), md5s(&rx_log));
@@ -219,10 +219,8 @@ fn through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16) {
         &pa.unix,
         false,
     );
-    let (status, tx_log) = tx.finish();
-    assert!(status.success(), "{tx_log:?}");
-    let (status, rx_log) = rx.finish();
-    assert!(status.success(), "{rx_log:?}");
+    let tx_log = finish_ok(tx);
+    let rx_log = finish_ok(rx);
     let (sent, got) = (checksums(&tx_log), checksums(&rx_log));
     assert!(
         got.len() >= 40,
@@ -334,19 +332,10 @@ fn loss_and_disorder_give_counted_incomplete_frames_never_corrupt_ones() {
         a.path(),
         format!("st2110-send --flow-id {f1} --dest 127.0.0.1:{relay_port}"),
     );
-    let tx = gst_launch(
-        "gst sender",
-        &format!(
-            "videotestsrc is-live=true num-buffers=60 pattern=ball ! video/x-raw,format=v210,width=384,height=216,framerate=25/1 ! tee name=t ! queue ! mcmsink domain={} flow-id={f1} t. ! queue ! checksumsink hash=sha1",
-            a.path().display()
-        ),
-    );
-    let (status, recv_log) = recv.finish();
-    assert!(status.success(), "{recv_log:?}");
-    let (status, rx_log) = rx.finish();
-    assert!(status.success(), "{rx_log:?}");
-    let (status, tx_log) = tx.finish();
-    assert!(status.success(), "{tx_log:?}");
+    let tx = v210_sender(a.path(), f1, 60);
+    let recv_log = finish_ok(recv);
+    let rx_log = finish_ok(rx);
+    let tx_log = finish_ok(tx);
     let _ = send.finish();
     let relayed = forward.join().unwrap();
     assert!(relayed > 1500, "only {relayed} packets relayed");
