@@ -217,6 +217,10 @@ pub struct SenderOptions {
     pub sdp_written: Option<std::sync::mpsc::Sender<String>>,
 }
 
+/// What a sender sets up per flow description: the description, the flow's pixel format
+/// and size, the packetizer and the wire frame.
+type SendState = (FlowDef, (VideoFormat, u32, u32), Packetizer, Vec<u8>);
+
 /// Sends flow `flow_id` of `domain` as ST 2110-20 until the flow ends, `options.frames`
 /// frames were sent, or `stop` is set.
 pub fn send_video(
@@ -230,7 +234,7 @@ pub fn send_video(
     let mut batch = Batch::default();
     let mut follower = Follower::new(domain, flow_id, false)?;
     let mut stats = SenderStats::default();
-    let mut state: Option<(FlowDef, Packetizer, Vec<u8>)> = None;
+    let mut state: Option<SendState> = None;
     while !stop.load(Ordering::Acquire) && (options.frames == 0 || stats.frames < options.frames) {
         let grain = match follower.next_grain(Duration::from_millis(100)) {
             Ok(g) => g,
@@ -241,25 +245,25 @@ pub fn send_video(
         let def = grain
             .reader()
             .flow_def()
-            .cloned()
             .ok_or_else(|| BridgeError::Unsupported("flow without a description".into()))?;
-        let MediaFormat::Video {
-            format,
-            width,
-            height,
-            interlace,
-        } = def.media
-        else {
-            return Err(BridgeError::Unsupported(format!(
-                "flow {flow_id} is not video"
-            )));
-        };
-        if interlace != InterlaceMode::Progressive {
-            return Err(BridgeError::Unsupported(
-                "interlaced flows are not sent yet".into(),
-            ));
-        }
-        if state.as_ref().is_none_or(|(d, _, _)| d.json != def.json) {
+        // Set up once per flow description (a recreated flow may bring another).
+        if state.as_ref().is_none_or(|(d, ..)| d.json != def.json) {
+            let MediaFormat::Video {
+                format,
+                width,
+                height,
+                interlace,
+            } = def.media
+            else {
+                return Err(BridgeError::Unsupported(format!(
+                    "flow {flow_id} is not video"
+                )));
+            };
+            if interlace != InterlaceMode::Progressive {
+                return Err(BridgeError::Unsupported(
+                    "interlaced flows are not sent yet".into(),
+                ));
+            }
             let (sampling, depth) = wire_of(format)?;
             let g = VideoGeometry::new(width, height, sampling, depth, false)?;
             let mut p = Packetizer::new(
@@ -271,11 +275,13 @@ pub fn send_video(
             )?;
             p.set_sequence(options.ssrc.rotate_left(7));
             if let Some(path) = &options.sdp_file {
-                write_sdp(path, &def, g, options)?;
+                write_sdp(path, def, g, options)?;
             }
-            state = Some((def.clone(), p, vec![0u8; g.frame_bytes()]));
+            let picture = (format, width, height);
+            state = Some((def.clone(), picture, p, vec![0u8; g.frame_bytes()]));
         }
-        let (def, packetizer, wire) = state.as_mut().expect("set above");
+        let (def, (format, width, height), packetizer, wire) = state.as_mut().expect("set above");
+        let (format, width, height) = (*format, *width, *height);
         let rate = def.index_rate();
         let index = grain.index();
         grain_to_wire(

@@ -584,13 +584,13 @@ impl McmSrc {
                 }
                 Input::Samples(input) => match input.next_chunk(WAIT_SLICE) {
                     Ok(chunk) => {
-                        let def = input.flow_def().cloned();
-                        if def.as_ref().map(|d| &d.json) != started.def.as_ref().map(|d| &d.json) {
-                            let d = def.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
-                            caps = Some(common::caps_from_def(d).ok_or_else(|| {
-                                self.flow_error(format!("flow media {:?} has no caps", d.media))
+                        // Caps once per flow description, not per chunk.
+                        let def = input.flow_def().ok_or(gst::FlowError::NotNegotiated)?;
+                        if started.def.as_ref().map(|d| &d.json) != Some(&def.json) {
+                            caps = Some(common::caps_from_def(def).ok_or_else(|| {
+                                self.flow_error(format!("flow media {:?} has no caps", def.media))
                             })?);
-                            started.def = def;
+                            started.def = Some(def.clone());
                             started.kind = Some(Kind::Opaque);
                             started.wrap = false;
                         }
