@@ -87,6 +87,7 @@ impl Bridges {
                 frames: 0,
                 sdp_file: None,
                 sdp_written: None,
+                offload: true,
             };
             std::thread::spawn(move || {
                 match video_bridge::send_video(domain, flow_id, &options, &flag) {
@@ -113,6 +114,7 @@ impl Bridges {
                 flow_id,
                 reliable: config.reliable,
                 frames: 0,
+                offload: true,
             };
             std::thread::spawn(move || {
                 match video_bridge::receive_video(domain, &options, &flag) {

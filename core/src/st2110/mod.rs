@@ -9,4 +9,5 @@ pub mod pacing;
 pub mod rfc4175;
 pub mod rtp;
 pub mod sdp;
+pub mod udp;
 pub mod video_bridge;

@@ -8,11 +8,9 @@
 //! close to the ST 2110-21 wide model). Receiving: complete frames are converted and
 //! committed as grains; incomplete ones are counted and never committed.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-use socket2::{Domain as SockDomain, Protocol, Socket, Type};
 
 use super::convert::{uyvp_line_to_v210, v210_line_to_uyvp, v210_stride};
 use super::pacing::{rtp_epoch_ns, PacingModel, SenderType, TimingChecker};
@@ -20,6 +18,7 @@ use super::rfc4175::{
     Assembler, AssemblerConfig, Packetizer, PackingMode, ReceiverStats, Sampling, VideoGeometry,
     DEFAULT_PACKET_SIZE,
 };
+use super::udp::{udp_socket, UdpReceiver, UdpSender};
 use crate::flow::{Domain, FlowError, FollowError, Follower, WriterOptions};
 use crate::format::{FlowDef, InterlaceMode, MediaFormat, VideoFormat};
 use crate::time::{index_to_timestamp, Rational};
@@ -35,35 +34,6 @@ pub enum BridgeError {
     Video(#[from] super::rfc4175::Rfc4175Error),
     #[error("{0}")]
     Unsupported(String),
-}
-
-/// Requested socket buffer; the kernel may cap it (`net.core.rmem_max`/`wmem_max`).
-const SOCKET_BUFFER: usize = 32 << 20;
-
-/// A UDP socket with large buffers; warns when the kernel gives less than asked.
-pub fn udp_socket(bind: SocketAddr) -> Result<UdpSocket, BridgeError> {
-    let domain = if bind.is_ipv4() {
-        SockDomain::IPV4
-    } else {
-        SockDomain::IPV6
-    };
-    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
-    for (what, got) in [
-        ("receive", s.recv_buffer_size()?),
-        ("send", s.send_buffer_size()?),
-    ] {
-        if got < SOCKET_BUFFER {
-            tracing::warn!(
-                "UDP {what} buffer is {got} bytes, not the {SOCKET_BUFFER} asked: the kernel caps it (raise net.core.{}mem_max) and bursts may be dropped",
-                if what == "receive" { "r" } else { "w" }
-            );
-        }
-    }
-    s.set_reuse_address(true)?;
-    s.bind(&bind.into())?;
-    Ok(s.into())
 }
 
 /// The wire sampling and depth a flow's pixel format is sent as; `Err` for formats not
@@ -112,77 +82,6 @@ fn wire_to_grain(format: VideoFormat, width: usize, lines: usize, wire: &[u8], g
     }
 }
 
-/// Packets waiting to go out in one `sendmmsg` call (one system call per batch instead of
-/// one per packet).
-#[derive(Default)]
-struct Batch {
-    arena: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-/// Packets per `sendmmsg`.
-const BATCH: usize = 64;
-
-impl Batch {
-    fn push(&mut self, packet: &[u8]) {
-        self.arena.extend_from_slice(packet);
-        self.ends.push(self.arena.len());
-    }
-
-    /// Sends everything batched on the connected `socket`.
-    fn flush(&mut self, socket: &UdpSocket) -> std::io::Result<()> {
-        use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags};
-        use std::io::IoSlice;
-        if self.ends.is_empty() {
-            return Ok(());
-        }
-        let mut start = 0;
-        let iovs: Vec<[IoSlice<'_>; 1]> = self
-            .ends
-            .iter()
-            .map(|&end| {
-                let iov = [IoSlice::new(&self.arena[start..end])];
-                start = end;
-                iov
-            })
-            .collect();
-        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = iovs
-            .iter()
-            .map(|_| SendAncillaryBuffer::default())
-            .collect();
-        let mut msgs: Vec<MMsgHdr<'_>> = iovs
-            .iter()
-            .zip(controls.iter_mut())
-            .map(|(iov, control)| MMsgHdr::new(iov, control))
-            .collect();
-        let (mut sent, mut refused) = (0, false);
-        while sent < msgs.len() {
-            match sendmmsg(socket, &mut msgs[sent..], SendFlags::empty()) {
-                Ok(0) => break,
-                Ok(n) => {
-                    sent += n;
-                    refused = false;
-                }
-                Err(rustix::io::Errno::INTR) => continue,
-                // Nobody listens (yet) at the destination: the kernel reports the ICMP
-                // error on the next send of a connected socket. A sender carries on; the
-                // packet is retried once, then dropped.
-                Err(rustix::io::Errno::CONNREFUSED) => {
-                    if refused {
-                        sent += 1;
-                    }
-                    refused = !refused;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        drop(msgs);
-        self.arena.clear();
-        self.ends.clear();
-        Ok(())
-    }
-}
-
 /// RTP time (90 kHz) of a grain: its TAI time since the SMPTE epoch, modulo 2^32.
 fn rtp_time(rate: Rational, index: u64) -> u32 {
     let ns = index_to_timestamp(rate, index) as u128;
@@ -198,7 +97,16 @@ pub struct SenderStats {
     pub torn: u64,
     /// Grains skipped because the sender fell behind the writer.
     pub dropped: u64,
+    /// "Port unreachable" reports (nobody listening at the destination yet).
+    pub unreachable: u64,
+    /// Packets given up after repeated "port unreachable" reports.
+    pub unsent: u64,
+    /// Send system calls made.
+    pub syscalls: u64,
 }
+
+/// Packets queued before they are handed to the kernel (at most; bursts end sooner).
+const BATCH: usize = 128;
 
 /// What a video sender sends.
 #[derive(Debug, Clone)]
@@ -210,6 +118,8 @@ pub struct SenderOptions {
     pub packing: PackingMode,
     /// Stop after this many frames (0: until the flow ends or `stop`).
     pub frames: u64,
+    /// Hand the kernel runs of packets at once (UDP segmentation offload) where it can.
+    pub offload: bool,
     /// Where to write the stream's SDP once the flow's format is known (and again when it
     /// changes); written to a temporary name and renamed, so readers never see half.
     pub sdp_file: Option<std::path::PathBuf>,
@@ -231,7 +141,7 @@ pub fn send_video(
 ) -> Result<SenderStats, BridgeError> {
     let socket = udp_socket(options.bind)?;
     socket.connect(options.destination)?;
-    let mut batch = Batch::default();
+    let mut batch = UdpSender::new(socket, options.offload);
     let mut follower = Follower::new(domain, flow_id, false)?;
     let mut stats = SenderStats::default();
     let mut state: Option<SendState> = None;
@@ -313,8 +223,8 @@ pub fn send_video(
             batch.push(pkt);
             sent += 1;
             let burst_end = sent.is_multiple_of(total.div_ceil(bursts));
-            if batch.ends.len() >= BATCH || burst_end {
-                if let Err(e) = batch.flush(&socket) {
+            if batch.pending() >= BATCH || burst_end {
+                if let Err(e) = batch.flush() {
                     error = Some(e);
                     return;
                 }
@@ -330,8 +240,11 @@ pub fn send_video(
         if let Some(e) = error {
             return Err(e.into());
         }
-        batch.flush(&socket)?;
+        batch.flush()?;
         stats.packets += sent as u64;
+        stats.unreachable = batch.unreachable;
+        stats.unsent = batch.dropped;
+        stats.syscalls = batch.syscalls;
         stats.frames += 1;
     }
     Ok(stats)
@@ -386,6 +299,8 @@ pub struct ReceiverOptions {
     pub reliable: bool,
     /// End the flow's stream and return after this many complete frames (0: never).
     pub frames: u64,
+    /// Take trains of datagrams per system call (UDP receive offload) where the kernel can.
+    pub offload: bool,
 }
 
 /// What a receiver saw: the assembler's counters and the stream's ST 2110-21 timing.
@@ -460,6 +375,7 @@ pub fn receive_video(
         socket.join_multicast_v4(&group, &interface)?;
     }
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut receiver = UdpReceiver::new(socket, options.offload);
     let mut assembler = Assembler::new(AssemblerConfig {
         geometry: g,
         payload_type: options.payload_type,
@@ -475,57 +391,47 @@ pub fn receive_video(
     let mut last: Option<u64> = None;
     let mut committed = 0u64;
     let mut failure: Option<BridgeError> = None;
-    let mut buf = vec![0u8; 65536];
     while !stop.load(Ordering::Acquire) && (options.frames == 0 || committed < options.frames) {
-        let n = match socket.recv(&mut buf) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
-            Err(e) => return Err(e.into()),
-        };
-        timing.packet(&buf[..n]);
-        assembler.push(&buf[..n], &mut |info, wire| {
-            if !info.complete || failure.is_some() {
-                return;
-            }
-            let index = match last {
-                Some(l) if options.reliable => l + 1,
-                l => l.map_or(0, |l| l + 1).max(crate::time::current_index(rate)),
-            };
-            let written = loop {
-                match writer.open_grain(index) {
-                    Ok(mut grain) => {
-                        wire_to_grain(
-                            options.format,
-                            options.width as usize,
-                            options.height as usize,
-                            wire,
-                            grain.payload(),
-                        );
-                        break grain.commit();
-                    }
-                    Err(FlowError::BackPressureTimeout { .. }) if !stop.load(Ordering::Acquire) => {
-                        continue
-                    }
-                    Err(e) => break Err(e),
+        receiver.receive(&mut |datagram| {
+            timing.packet(datagram);
+            assembler.push(datagram, &mut |info, wire| {
+                let budget_spent = options.frames != 0 && committed >= options.frames;
+                if !info.complete || failure.is_some() || budget_spent {
+                    return;
                 }
-            };
-            match written {
-                Ok(()) => {
-                    last = Some(index);
-                    committed += 1;
+                let index = match last {
+                    Some(l) if options.reliable => l + 1,
+                    l => l.map_or(0, |l| l + 1).max(crate::time::current_index(rate)),
+                };
+                let written = loop {
+                    match writer.open_grain(index) {
+                        Ok(mut grain) => {
+                            wire_to_grain(
+                                options.format,
+                                options.width as usize,
+                                options.height as usize,
+                                wire,
+                                grain.payload(),
+                            );
+                            break grain.commit();
+                        }
+                        Err(FlowError::BackPressureTimeout { .. })
+                            if !stop.load(Ordering::Acquire) =>
+                        {
+                            continue
+                        }
+                        Err(e) => break Err(e),
+                    }
+                };
+                match written {
+                    Ok(()) => {
+                        last = Some(index);
+                        committed += 1;
+                    }
+                    Err(e) => failure = Some(e.into()),
                 }
-                Err(e) => failure = Some(e.into()),
-            }
-        });
+            });
+        })?;
         if let Some(e) = failure.take() {
             return Err(e);
         }

@@ -34,6 +34,10 @@ pub struct SendArgs {
     /// Write the stream's SDP here once the flow's format is known.
     #[arg(long)]
     sdp: Option<std::path::PathBuf>,
+    /// One datagram per message: no UDP segmentation offload (to compare, or for kernels
+    /// and devices that mishandle it).
+    #[arg(long)]
+    no_offload: bool,
 }
 
 #[derive(clap::Args)]
@@ -67,6 +71,9 @@ pub struct RecvArgs {
     /// End the flow and exit after this many complete frames (0: on SIGINT/SIGTERM).
     #[arg(long, default_value_t = 0)]
     frames: u64,
+    /// One datagram per buffer: no UDP receive offload (GRO).
+    #[arg(long)]
+    no_offload: bool,
 }
 
 fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
@@ -93,6 +100,7 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
         frames: args.frames,
         sdp_file: args.sdp.clone(),
         sdp_written: None,
+        offload: !args.no_offload,
     };
     let mut options = options;
     if let Some(path) = args.sdp.clone() {
@@ -107,8 +115,8 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
     let stop = stop_flag()?;
     let stats = video_bridge::send_video(Domain::open(domain)?, args.flow_id, &options, &stop)?;
     println!(
-        "st2110-send: {} frames, {} packets, {} torn, {} dropped",
-        stats.frames, stats.packets, stats.torn, stats.dropped
+        "st2110-send: {} frames, {} packets in {} system calls, {} torn, {} dropped, {} port unreachable, {} packets unsent",
+        stats.frames, stats.packets, stats.syscalls, stats.torn, stats.dropped, stats.unreachable, stats.unsent
     );
     Ok(())
 }
@@ -131,6 +139,7 @@ pub fn recv(domain: &Path, args: RecvArgs) -> anyhow::Result<()> {
         flow_id: args.flow_id,
         reliable: args.reliable,
         frames: args.frames,
+        offload: !args.no_offload,
     };
     println!("st2110-recv: listening on {}", args.bind);
     let stop = stop_flag()?;

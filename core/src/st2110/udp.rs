@@ -1,0 +1,446 @@
+//! UDP I/O for the ST 2110 bridges: sockets with large buffers, a sender that hands the
+//! kernel many RTP packets per system call, and a receiver that takes many per call.
+//!
+//! Sending uses UDP generic segmentation offload (`UDP_SEGMENT`, Linux 4.18+) where the
+//! kernel has it: a run of equal-size packets (the last may be shorter) goes down the stack
+//! once, as one buffer of up to 64 datagrams, and is cut into datagrams by the device or at
+//! the last moment (on loopback and veth it may even reach a GRO receiver whole). Without
+//! it, packets go out 64 per `sendmmsg`.
+//!
+//! Receiving uses `recvmmsg` into several 64 KiB buffers with UDP generic receive offload
+//! (`UDP_GRO`, Linux 5.0+): each buffer may hold a train of same-size datagrams from one
+//! sender, split again here by the segment size the kernel reports.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    recvmmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
+    MultiHeaders, SockaddrStorage,
+};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Requested socket buffer; the kernel may cap it (`net.core.rmem_max`/`wmem_max`).
+const SOCKET_BUFFER: usize = 32 << 20;
+
+/// Datagrams per segmentation-offload send: the kernel's `UDP_MAX_SEGMENTS` (64 before
+/// Linux 6.x raised it to 128).
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// Bytes per segmentation-offload send: the UDP payload limit with room to spare.
+const GSO_MAX_BYTES: usize = 65_000;
+
+/// Retries of one send refused by "port unreachable" reports.
+const RETRIES: u32 = 3;
+
+/// Packets per `sendmmsg` when there is no segmentation offload.
+const MMSG_BATCH: usize = 64;
+
+/// Receive buffers per `recvmmsg`.
+const RECV_BUFFERS: usize = 8;
+
+/// Bytes per receive buffer: a whole coalesced (GRO) train fits.
+const RECV_BUFFER_BYTES: usize = 65_536;
+
+/// A UDP socket bound to `bind` with large buffers; warns when the kernel gives less than
+/// asked.
+pub fn udp_socket(bind: SocketAddr) -> io::Result<UdpSocket> {
+    let domain = if bind.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    for (what, got) in [
+        ("receive", s.recv_buffer_size()?),
+        ("send", s.send_buffer_size()?),
+    ] {
+        if got < SOCKET_BUFFER {
+            tracing::warn!(
+                "UDP {what} buffer is {got} bytes, not the {SOCKET_BUFFER} asked: the kernel caps it (raise net.core.{}mem_max) and bursts may be dropped",
+                if what == "receive" { "r" } else { "w" }
+            );
+        }
+    }
+    s.set_reuse_address(true)?;
+    s.bind(&bind.into())?;
+    Ok(s.into())
+}
+
+/// Sends batches of packets on a connected socket, as few system calls as the kernel allows.
+pub struct UdpSender {
+    socket: UdpSocket,
+    arena: Vec<u8>,
+    ends: Vec<usize>,
+    /// Segmentation offload in use (switched off for good on the first refusal).
+    gso: bool,
+    /// "Port unreachable" reports from the destination (nobody listening there yet); the
+    /// kernel gives one on a later send, which is then retried.
+    pub unreachable: u64,
+    /// Packets given up after repeated reports.
+    pub dropped: u64,
+    /// System calls made, for the benchmarks.
+    pub syscalls: u64,
+}
+
+impl UdpSender {
+    /// Takes a connected socket; `offload` false keeps to one datagram per message.
+    pub fn new(socket: UdpSocket, offload: bool) -> Self {
+        // Probing the option tells whether this kernel knows UDP_SEGMENT at all.
+        let gso = offload && nix::sys::socket::getsockopt(&socket, sockopt::UdpGsoSegment).is_ok();
+        Self {
+            socket,
+            arena: Vec::with_capacity(MMSG_BATCH * 1500),
+            ends: Vec::with_capacity(MMSG_BATCH),
+            gso,
+            unreachable: 0,
+            dropped: 0,
+            syscalls: 0,
+        }
+    }
+
+    pub fn offload(&self) -> bool {
+        self.gso
+    }
+
+    /// Queues one datagram; it leaves on the next [`flush`](Self::flush).
+    pub fn push(&mut self, packet: &[u8]) {
+        self.arena.extend_from_slice(packet);
+        self.ends.push(self.arena.len());
+    }
+
+    /// Packets queued.
+    pub fn pending(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Sends everything queued. A destination with nobody listening (ICMP port unreachable,
+    /// reported as an error of a later send) is counted and the send retried, up to
+    /// [`RETRIES`] times before its packets are dropped and counted.
+    pub fn flush(&mut self) -> io::Result<()> {
+        let result = if self.gso {
+            self.flush_gso()
+        } else {
+            self.flush_mmsg(0)
+        };
+        self.arena.clear();
+        self.ends.clear();
+        result
+    }
+
+    fn packet(&self, i: usize) -> &[u8] {
+        packet(&self.arena, &self.ends, i)
+    }
+
+    /// Runs of equal-size packets (the last may be shorter), one `sendmsg` each.
+    fn flush_gso(&mut self) -> io::Result<()> {
+        let mut i = 0;
+        while i < self.ends.len() {
+            let seg = self.packet(i).len();
+            let mut j = i + 1;
+            let mut bytes = seg;
+            while j < self.ends.len() && j - i < GSO_MAX_SEGMENTS {
+                let len = self.packet(j).len();
+                if len > seg || bytes + len > GSO_MAX_BYTES {
+                    break;
+                }
+                bytes += len;
+                j += 1;
+                if len < seg {
+                    break; // a shorter one can only end a run
+                }
+            }
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            let iov = [IoSlice::new(&self.arena[start..self.ends[j - 1]])];
+            let segment = seg as u16;
+            let cmsg = [ControlMessage::UdpGsoSegments(&segment)];
+            let cmsgs: &[ControlMessage] = if j - i > 1 { &cmsg } else { &[] };
+            let mut retries = 0;
+            loop {
+                self.syscalls += 1;
+                match sendmsg::<()>(
+                    self.socket.as_raw_fd(),
+                    &iov,
+                    cmsgs,
+                    MsgFlags::empty(),
+                    None,
+                ) {
+                    Ok(_) => break,
+                    Err(Errno::EINTR) => continue,
+                    Err(Errno::ECONNREFUSED) => {
+                        self.unreachable += 1;
+                        retries += 1;
+                        if retries > RETRIES {
+                            self.dropped += (j - i) as u64;
+                            break;
+                        }
+                    }
+                    // The device or kernel will not segment (EIO: no checksum offload;
+                    // EINVAL/EOPNOTSUPP: too old): send the rest one datagram per message.
+                    Err(e @ (Errno::EIO | Errno::EINVAL | Errno::EOPNOTSUPP)) if j - i > 1 => {
+                        tracing::warn!(
+                            "UDP segmentation offload refused ({e}); sending one datagram per message from now on"
+                        );
+                        self.gso = false;
+                        return self.flush_mmsg(i);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// Packets `from..` in `sendmmsg` calls of up to [`MMSG_BATCH`].
+    fn flush_mmsg(&mut self, from: usize) -> io::Result<()> {
+        use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags};
+        let (arena, ends) = (&self.arena, &self.ends);
+        let mut first = from;
+        while first < ends.len() {
+            let last = (first + MMSG_BATCH).min(ends.len());
+            let iovs: Vec<[IoSlice<'_>; 1]> = (first..last)
+                .map(|i| [IoSlice::new(packet(arena, ends, i))])
+                .collect();
+            let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = iovs
+                .iter()
+                .map(|_| SendAncillaryBuffer::default())
+                .collect();
+            let mut msgs: Vec<MMsgHdr<'_>> = iovs
+                .iter()
+                .zip(controls.iter_mut())
+                .map(|(iov, control)| MMsgHdr::new(iov, control))
+                .collect();
+            let (mut sent, mut retries) = (0, 0);
+            while sent < msgs.len() {
+                self.syscalls += 1;
+                match sendmmsg(&self.socket, &mut msgs[sent..], SendFlags::empty()) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        sent += n;
+                        retries = 0;
+                    }
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(rustix::io::Errno::CONNREFUSED) => {
+                        self.unreachable += 1;
+                        retries += 1;
+                        if retries > RETRIES {
+                            self.dropped += 1;
+                            sent += 1;
+                            retries = 0;
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            first = last;
+        }
+        Ok(())
+    }
+}
+
+/// Datagram `i` of a batch laid end to end in `arena`.
+fn packet<'a>(arena: &'a [u8], ends: &[usize], i: usize) -> &'a [u8] {
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    &arena[start..ends[i]]
+}
+
+/// Receives datagrams many per system call.
+pub struct UdpReceiver {
+    socket: UdpSocket,
+    buffers: Vec<Vec<u8>>,
+    /// Receive offload in use.
+    gro: bool,
+    /// System calls made, for the benchmarks.
+    pub syscalls: u64,
+}
+
+impl UdpReceiver {
+    /// Takes a bound socket (with its read timeout set); `offload` asks for UDP_GRO.
+    pub fn new(socket: UdpSocket, offload: bool) -> Self {
+        let gro = offload && setsockopt(&socket, sockopt::UdpGroSegment, &true).is_ok();
+        Self {
+            socket,
+            buffers: vec![vec![0u8; RECV_BUFFER_BYTES]; RECV_BUFFERS],
+            gro,
+            syscalls: 0,
+        }
+    }
+
+    pub fn offload(&self) -> bool {
+        self.gro
+    }
+
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    /// Waits (up to the socket's read timeout) for datagrams and hands each to `each`, in
+    /// arrival order. Returns how many there were; 0 when the wait timed out.
+    pub fn receive(&mut self, each: &mut dyn FnMut(&[u8])) -> io::Result<usize> {
+        // (bytes, GRO segment size) per filled buffer.
+        let mut filled = [(0usize, 0usize); RECV_BUFFERS];
+        let mut count = 0;
+        {
+            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
+                .buffers
+                .iter_mut()
+                .map(|b| [IoSliceMut::new(b)])
+                .collect();
+            // Fresh headers each call: the kernel shrinks each header's control length to
+            // what it wrote, so reused ones would truncate the next GRO segment size.
+            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(
+                RECV_BUFFERS,
+                Some(nix::cmsg_space!(i32)),
+            );
+            self.syscalls += 1;
+            let results = match recvmmsg(
+                self.socket.as_raw_fd(),
+                &mut headers,
+                iovs.iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            ) {
+                Ok(r) => r,
+                Err(Errno::EAGAIN | Errno::EINTR) => return Ok(0),
+                Err(e) => return Err(e.into()),
+            };
+            for (slot, msg) in filled.iter_mut().zip(results) {
+                let segment = msg
+                    .cmsgs()
+                    .ok()
+                    .into_iter()
+                    .flatten()
+                    .find_map(|c| match c {
+                        ControlMessageOwned::UdpGroSegments(s) => usize::try_from(s).ok(),
+                        _ => None,
+                    })
+                    .unwrap_or(0);
+                *slot = (msg.bytes, segment);
+                count += 1;
+            }
+        }
+        let mut datagrams = 0;
+        for (buffer, &(bytes, segment)) in self.buffers.iter().zip(&filled[..count]) {
+            let data = &buffer[..bytes.min(buffer.len())];
+            if segment == 0 || segment >= data.len() {
+                each(data);
+                datagrams += 1;
+            } else {
+                for datagram in data.chunks(segment) {
+                    each(datagram);
+                    datagrams += 1;
+                }
+            }
+        }
+        Ok(datagrams)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn pair(offload: bool) -> (UdpSender, UdpReceiver) {
+        let rx = udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let tx = udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        (UdpSender::new(tx, offload), UdpReceiver::new(rx, offload))
+    }
+
+    /// Datagrams of the sizes an RFC 4175 frame gives: full ones, a short one ending the
+    /// frame, then more full ones; each carries its number and a pattern.
+    fn datagrams() -> Vec<Vec<u8>> {
+        // RFC 4175 GPM at 1080p: one SRD (1340 bytes) or two (1346), then others.
+        let sizes = (0..150).map(|i| match i {
+            70 => 333,
+            71..=73 => 1000,
+            i if i > 100 && i % 4 == 3 => 1346,
+            i if i > 100 => 1340,
+            _ => 1428,
+        });
+        sizes
+            .enumerate()
+            .map(|(n, size)| {
+                let mut d: Vec<u8> = (0..size).map(|b| (b * 7 + n) as u8).collect();
+                d[..4].copy_from_slice(&(n as u32).to_be_bytes());
+                d
+            })
+            .collect()
+    }
+
+    fn roundtrip(offload: bool) -> (Vec<Vec<u8>>, u64, u64) {
+        let (mut tx, mut rx) = pair(offload);
+        let sent = datagrams();
+        for d in &sent {
+            tx.push(d);
+        }
+        tx.flush().unwrap();
+        let mut got = Vec::new();
+        // Bounded: every call returns at least one datagram or times out (200 ms).
+        for _ in 0..sent.len() {
+            if got.len() == sent.len() {
+                break;
+            }
+            if rx.receive(&mut |d| got.push(d.to_vec())).unwrap() == 0 {
+                break;
+            }
+        }
+        let summary = |v: &[Vec<u8>]| -> Vec<(u32, usize)> {
+            v.iter()
+                .map(|d| (u32::from_be_bytes(d[..4].try_into().unwrap()), d.len()))
+                .collect()
+        };
+        assert_eq!(
+            summary(&got),
+            summary(&sent),
+            "datagrams (number, size) differ (offload {offload})"
+        );
+        assert_eq!(got, sent, "datagrams differ (offload {offload})");
+        (got, tx.syscalls, rx.syscalls)
+    }
+
+    #[test]
+    fn datagrams_arrive_whole_and_in_order_with_offload() {
+        let (_, tx_calls, rx_calls) = roundtrip(true);
+        // 150 datagrams: far fewer calls than datagrams either way.
+        assert!(tx_calls < 50, "{tx_calls} sends");
+        assert!(rx_calls < 150, "{rx_calls} receives");
+    }
+
+    #[test]
+    fn datagrams_arrive_whole_and_in_order_without_offload() {
+        let (_, tx_calls, _) = roundtrip(false);
+        assert!(tx_calls <= 3, "{tx_calls} sendmmsg calls for 150 datagrams");
+    }
+
+    #[test]
+    fn nobody_listening_is_counted_not_fatal() {
+        for offload in [true, false] {
+            nobody_listening(offload);
+        }
+    }
+
+    fn nobody_listening(offload: bool) {
+        let rx = udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = rx.local_addr().unwrap();
+        drop(rx);
+        let tx = udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        tx.connect(addr).unwrap();
+        let mut tx = UdpSender::new(tx, offload);
+        for round in 0..3 {
+            for d in datagrams().iter().take(10) {
+                tx.push(d);
+            }
+            tx.flush().unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        assert!(tx.unreachable > 0, "reports counted (offload {offload})");
+    }
+}
