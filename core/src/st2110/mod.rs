@@ -5,6 +5,7 @@
 pub mod anc;
 pub mod audio;
 pub mod convert;
+mod convert_simd;
 pub mod pacing;
 pub mod rfc4175;
 pub mod rtp;

@@ -356,7 +356,8 @@ pub struct FrameInfo {
     pub timestamp: u32,
     pub second_field: bool,
     /// Every byte arrived. Incomplete frames are handed out only so the caller can count
-    /// or conceal them; missing bytes are zero.
+    /// or conceal them; missing bytes still hold an earlier frame's (zero before any), so
+    /// a frame is never cleared: that would cost a pass over it per frame.
     pub complete: bool,
     pub bytes_received: usize,
 }
@@ -550,7 +551,6 @@ impl Assembler {
         slot.timestamp = timestamp;
         slot.second_field = second_field;
         slot.received = 0;
-        slot.data.fill(0);
         Some(i)
     }
 
