@@ -83,7 +83,8 @@ impl Bridges {
                 bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
                 payload_type: st.payload_type,
                 ssrc: flow_id.as_u128() as u32,
-                packing: PackingMode::General,
+                // GPM-compliant, and equal packets: the kernel can segment runs of them.
+                packing: PackingMode::SingleLine,
                 frames: 0,
                 sdp_file: None,
                 sdp_written: None,

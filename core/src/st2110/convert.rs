@@ -216,7 +216,15 @@ mod tests {
     /// alone, on noise, including v210's two unused bits per word set at random.
     #[test]
     fn simd_blocks_match_the_scalar_groups() {
-        for (width, seed) in [(12, 1), (24, 2), (36, 3), (1920, 4), (1282, 5), (3840, 6), (720, 7)] {
+        for (width, seed) in [
+            (12, 1),
+            (24, 2),
+            (36, 3),
+            (1920, 4),
+            (1282, 5),
+            (3840, 6),
+            (720, 7),
+        ] {
             let groups = width / 6;
             let pg = noise(uyvp_line_bytes(width), seed);
             let mut fast = vec![0u8; v210_stride(width)];
@@ -225,7 +233,11 @@ mod tests {
             for g in 0..groups {
                 group_to_v210(&pg[g * 15..g * 15 + 15], &mut slow[g * 16..g * 16 + 16]);
             }
-            assert_eq!(fast[..groups * 16], slow[..groups * 16], "pgroups -> v210, width {width}");
+            assert_eq!(
+                fast[..groups * 16],
+                slow[..groups * 16],
+                "pgroups -> v210, width {width}"
+            );
 
             let v210 = noise(v210_stride(width), seed + 100);
             let mut fast = vec![0u8; uyvp_line_bytes(width)];
@@ -234,7 +246,11 @@ mod tests {
             for g in 0..groups {
                 group_to_uyvp(&v210[g * 16..g * 16 + 16], &mut slow[g * 15..g * 15 + 15]);
             }
-            assert_eq!(fast[..groups * 15], slow[..groups * 15], "v210 -> pgroups, width {width}");
+            assert_eq!(
+                fast[..groups * 15],
+                slow[..groups * 15],
+                "v210 -> pgroups, width {width}"
+            );
         }
     }
 

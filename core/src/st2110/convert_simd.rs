@@ -89,7 +89,10 @@ unsafe fn uyvp_to_v210_ssse3(src: &[u8], dst: &mut [u8], blocks: usize) {
         // v210 word j = c[3j] | c[3j+1] << 10 | c[3j+2] << 20: the first two by pmaddwd of
         // (c[3j], c[3j+1]) with (1, 1024), the third shifted in from its own register.
         let a0 = _mm_or_si128(
-            _mm_shuffle_epi8(c0, mask!(0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, Z, Z, Z, Z)),
+            _mm_shuffle_epi8(
+                c0,
+                mask!(0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, Z, Z, Z, Z),
+            ),
             _mm_shuffle_epi8(c1, mask!(Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, 2, 3, 4, 5)),
         );
         let b0 = _mm_or_si128(
@@ -97,8 +100,14 @@ unsafe fn uyvp_to_v210_ssse3(src: &[u8], dst: &mut [u8], blocks: usize) {
             _mm_shuffle_epi8(c1, mask!(Z, Z, Z, Z, Z, Z, Z, Z, 0, 1, Z, Z, 6, 7, Z, Z)),
         );
         let a1 = _mm_or_si128(
-            _mm_shuffle_epi8(c1, mask!(8, 9, 10, 11, 14, 15, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z)),
-            _mm_shuffle_epi8(c2, mask!(Z, Z, Z, Z, Z, Z, 0, 1, 4, 5, 6, 7, 10, 11, 12, 13)),
+            _mm_shuffle_epi8(
+                c1,
+                mask!(8, 9, 10, 11, 14, 15, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z),
+            ),
+            _mm_shuffle_epi8(
+                c2,
+                mask!(Z, Z, Z, Z, Z, Z, 0, 1, 4, 5, 6, 7, 10, 11, 12, 13),
+            ),
         );
         let b1 = _mm_or_si128(
             _mm_shuffle_epi8(c1, mask!(12, 13, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z)),

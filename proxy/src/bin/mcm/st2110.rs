@@ -25,8 +25,9 @@ pub struct SendArgs {
     bind: SocketAddr,
     #[arg(long, default_value_t = 96)]
     payload_type: u8,
-    /// Packing mode: gpm, bpm or single-line.
-    #[arg(long, default_value = "gpm")]
+    /// Packing mode: single-line (GPM whose packets never cross a line: each line in equal
+    /// packets, which UDP segmentation offload sends in runs), gpm or bpm.
+    #[arg(long, default_value = "single-line")]
     packing: String,
     /// Stop after this many frames (0: until the flow ends).
     #[arg(long, default_value_t = 0)]
