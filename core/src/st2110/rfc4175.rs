@@ -181,7 +181,10 @@ pub struct Packetizer {
     /// Data bytes per packet (a multiple of the pgroup; two pgroups for GPM).
     budget: usize,
     max_packet: usize,
+    /// Headers of the packet being built.
     buf: Vec<u8>,
+    /// Headers and data joined, for [`Packetizer::packetize`].
+    joined: Vec<u8>,
 }
 
 impl Packetizer {
@@ -222,7 +225,8 @@ impl Packetizer {
             sequence: 0,
             budget,
             max_packet,
-            buf: Vec::with_capacity(max_packet.max(BPM_PAYLOAD + 64)),
+            buf: Vec::with_capacity(RTP_HEADER_LEN + ESN_LEN + 8 * SRD_LEN),
+            joined: Vec::with_capacity(max_packet.max(BPM_PAYLOAD + 64)),
         })
     }
 
@@ -253,6 +257,28 @@ impl Packetizer {
         timestamp: u32,
         second_field: bool,
         emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, Rfc4175Error> {
+        let mut packet = std::mem::take(&mut self.joined);
+        let result = self.packetize_parts(frame, timestamp, second_field, &mut |header, data| {
+            packet.clear();
+            packet.extend_from_slice(header);
+            packet.extend_from_slice(data);
+            emit(&packet);
+        });
+        self.joined = packet;
+        result
+    }
+
+    /// As [`packetize`](Self::packetize), but each packet comes as its headers (RTP,
+    /// extended sequence number, SRDs) and its data, a stretch of `frame` itself: a sender
+    /// can hand both to the kernel without copying the data (the segments of one packet
+    /// are consecutive in a tightly packed frame).
+    pub fn packetize_parts<'f>(
+        &mut self,
+        frame: &'f [u8],
+        timestamp: u32,
+        second_field: bool,
+        emit: &mut dyn FnMut(&[u8], &'f [u8]),
     ) -> Result<usize, Rfc4175Error> {
         let want = self.geometry.frame_bytes();
         if frame.len() != want {
@@ -320,10 +346,8 @@ impl Packetizer {
                 self.buf
                     .extend_from_slice(&(offset | (u16::from(more) << 15)).to_be_bytes());
             }
-            for &(at, len) in &segments {
-                self.buf.extend_from_slice(&frame[at..at + len]);
-            }
-            emit(&self.buf);
+            let data_start = segments.first().map_or(0, |&(at, _)| at);
+            emit(&self.buf, &frame[data_start..pos]);
             self.sequence = self.sequence.wrapping_add(1);
             count += 1;
         }

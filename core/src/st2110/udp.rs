@@ -71,11 +71,50 @@ pub fn udp_socket(bind: SocketAddr) -> io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-/// Sends batches of packets on a connected socket, as few system calls as the kernel allows.
+/// Packets of one frame waiting to be sent: their headers, copied here, and their data,
+/// borrowed from the frame, so the data reaches the kernel with no copy in between.
+#[derive(Default)]
+pub struct PacketQueue<'f> {
+    headers: Vec<u8>,
+    /// (end of the packet's headers in `headers`, its data).
+    packets: Vec<(usize, &'f [u8])>,
+}
+
+impl<'f> PacketQueue<'f> {
+    pub fn push(&mut self, header: &[u8], data: &'f [u8]) {
+        self.headers.extend_from_slice(header);
+        self.packets.push((self.headers.len(), data));
+    }
+
+    pub fn len(&self) -> usize {
+        self.packets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.headers.clear();
+        self.packets.clear();
+    }
+
+    /// Packet `i` as its two parts.
+    fn parts(&self, i: usize) -> [&[u8]; 2] {
+        let start = if i == 0 { 0 } else { self.packets[i - 1].0 };
+        let (end, data) = self.packets[i];
+        [&self.headers[start..end], data]
+    }
+
+    fn packet_len(&self, i: usize) -> usize {
+        let [h, d] = self.parts(i);
+        h.len() + d.len()
+    }
+}
+
+/// Sends packets on a connected socket, in as few system calls as the kernel allows.
 pub struct UdpSender {
     socket: UdpSocket,
-    arena: Vec<u8>,
-    ends: Vec<usize>,
     /// Segmentation offload in use (switched off for good on the first refusal).
     gso: bool,
     /// "Port unreachable" reports from the destination (nobody listening there yet); the
@@ -94,8 +133,6 @@ impl UdpSender {
         let gso = offload && nix::sys::socket::getsockopt(&socket, sockopt::UdpGsoSegment).is_ok();
         Self {
             socket,
-            arena: Vec::with_capacity(MMSG_BATCH * 1500),
-            ends: Vec::with_capacity(MMSG_BATCH),
             gso,
             unreachable: 0,
             dropped: 0,
@@ -107,44 +144,31 @@ impl UdpSender {
         self.gso
     }
 
-    /// Queues one datagram; it leaves on the next [`flush`](Self::flush).
-    pub fn push(&mut self, packet: &[u8]) {
-        self.arena.extend_from_slice(packet);
-        self.ends.push(self.arena.len());
-    }
-
-    /// Packets queued.
-    pub fn pending(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// Sends everything queued. A destination with nobody listening (ICMP port unreachable,
-    /// reported as an error of a later send) is counted and the send retried, up to
-    /// [`RETRIES`] times before its packets are dropped and counted.
-    pub fn flush(&mut self) -> io::Result<()> {
+    /// Sends every queued packet and empties the queue. A destination with nobody
+    /// listening (ICMP port unreachable, reported as an error of a later send) is counted
+    /// and the send retried, up to [`RETRIES`] times before its packets are dropped and
+    /// counted.
+    pub fn send(&mut self, queue: &mut PacketQueue<'_>) -> io::Result<()> {
         let result = if self.gso {
-            self.flush_gso()
+            self.send_gso(queue)
         } else {
-            self.flush_mmsg(0)
+            self.send_mmsg(queue, 0)
         };
-        self.arena.clear();
-        self.ends.clear();
+        queue.clear();
         result
     }
 
-    fn packet(&self, i: usize) -> &[u8] {
-        packet(&self.arena, &self.ends, i)
-    }
-
     /// Runs of equal-size packets (the last may be shorter), one `sendmsg` each.
-    fn flush_gso(&mut self) -> io::Result<()> {
+    fn send_gso(&mut self, queue: &PacketQueue<'_>) -> io::Result<()> {
+        let n = queue.len();
+        let mut iovs: Vec<IoSlice<'_>> = Vec::with_capacity(2 * GSO_MAX_SEGMENTS);
         let mut i = 0;
-        while i < self.ends.len() {
-            let seg = self.packet(i).len();
+        while i < n {
+            let seg = queue.packet_len(i);
             let mut j = i + 1;
             let mut bytes = seg;
-            while j < self.ends.len() && j - i < GSO_MAX_SEGMENTS {
-                let len = self.packet(j).len();
+            while j < n && j - i < GSO_MAX_SEGMENTS {
+                let len = queue.packet_len(j);
                 if len > seg || bytes + len > GSO_MAX_BYTES {
                     break;
                 }
@@ -154,8 +178,13 @@ impl UdpSender {
                     break; // a shorter one can only end a run
                 }
             }
-            let start = if i == 0 { 0 } else { self.ends[i - 1] };
-            let iov = [IoSlice::new(&self.arena[start..self.ends[j - 1]])];
+            iovs.clear();
+            iovs.extend(
+                (i..j)
+                    .flat_map(|k| queue.parts(k))
+                    .filter(|p| !p.is_empty())
+                    .map(IoSlice::new),
+            );
             let segment = seg as u16;
             let cmsg = [ControlMessage::UdpGsoSegments(&segment)];
             let cmsgs: &[ControlMessage] = if j - i > 1 { &cmsg } else { &[] };
@@ -164,7 +193,7 @@ impl UdpSender {
                 self.syscalls += 1;
                 match sendmsg::<()>(
                     self.socket.as_raw_fd(),
-                    &iov,
+                    &iovs,
                     cmsgs,
                     MsgFlags::empty(),
                     None,
@@ -186,7 +215,7 @@ impl UdpSender {
                             "UDP segmentation offload refused ({e}); sending one datagram per message from now on"
                         );
                         self.gso = false;
-                        return self.flush_mmsg(i);
+                        return self.send_mmsg(queue, i);
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -197,14 +226,13 @@ impl UdpSender {
     }
 
     /// Packets `from..` in `sendmmsg` calls of up to [`MMSG_BATCH`].
-    fn flush_mmsg(&mut self, from: usize) -> io::Result<()> {
+    fn send_mmsg(&mut self, queue: &PacketQueue<'_>, from: usize) -> io::Result<()> {
         use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags};
-        let (arena, ends) = (&self.arena, &self.ends);
         let mut first = from;
-        while first < ends.len() {
-            let last = (first + MMSG_BATCH).min(ends.len());
-            let iovs: Vec<[IoSlice<'_>; 1]> = (first..last)
-                .map(|i| [IoSlice::new(packet(arena, ends, i))])
+        while first < queue.len() {
+            let last = (first + MMSG_BATCH).min(queue.len());
+            let iovs: Vec<[IoSlice<'_>; 2]> = (first..last)
+                .map(|i| queue.parts(i).map(IoSlice::new))
                 .collect();
             let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = iovs
                 .iter()
@@ -241,12 +269,6 @@ impl UdpSender {
         }
         Ok(())
     }
-}
-
-/// Datagram `i` of a batch laid end to end in `arena`.
-fn packet<'a>(arena: &'a [u8], ends: &[usize], i: usize) -> &'a [u8] {
-    let start = if i == 0 { 0 } else { ends[i - 1] };
-    &arena[start..ends[i]]
 }
 
 /// Receives datagrams many per system call.
@@ -379,10 +401,14 @@ mod tests {
     fn roundtrip(offload: bool) -> (Vec<Vec<u8>>, u64, u64) {
         let (mut tx, mut rx) = pair(offload);
         let sent = datagrams();
+        let mut queue = PacketQueue::default();
         for d in &sent {
-            tx.push(d);
+            // Headers and data as a packetizer gives them (and an empty header once).
+            let split = if d.len() == 333 { 0 } else { 26 };
+            queue.push(&d[..split], &d[split..]);
         }
-        tx.flush().unwrap();
+        tx.send(&mut queue).unwrap();
+        assert!(queue.is_empty());
         let mut got = Vec::new();
         // Bounded: every call returns at least one datagram or times out (200 ms).
         for _ in 0..sent.len() {
@@ -435,11 +461,14 @@ mod tests {
         let tx = udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
         tx.connect(addr).unwrap();
         let mut tx = UdpSender::new(tx, offload);
+        let sent = datagrams();
         for round in 0..3 {
-            for d in datagrams().iter().take(10) {
-                tx.push(d);
+            let mut queue = PacketQueue::default();
+            for d in sent.iter().take(10) {
+                queue.push(&d[..12], &d[12..]);
             }
-            tx.flush().unwrap_or_else(|e| panic!("round {round}: {e}"));
+            tx.send(&mut queue)
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
         }
         assert!(tx.unreachable > 0, "reports counted (offload {offload})");
     }

@@ -18,7 +18,7 @@ use super::rfc4175::{
     Assembler, AssemblerConfig, Packetizer, PackingMode, ReceiverStats, Sampling, VideoGeometry,
     DEFAULT_PACKET_SIZE,
 };
-use super::udp::{udp_socket, UdpReceiver, UdpSender};
+use super::udp::{udp_socket, PacketQueue, UdpReceiver, UdpSender};
 use crate::flow::{Domain, FlowError, FollowError, Follower, WriterOptions};
 use crate::format::{FlowDef, InterlaceMode, MediaFormat, VideoFormat};
 use crate::time::{index_to_timestamp, Rational};
@@ -216,15 +216,16 @@ pub fn send_video(
         let start = Instant::now();
         let mut sent = 0usize;
         let mut error = None;
-        packetizer.packetize(wire, rtp_time(rate, index), false, &mut |pkt| {
+        let mut queue = PacketQueue::default();
+        packetizer.packetize_parts(wire, rtp_time(rate, index), false, &mut |header, data| {
             if error.is_some() {
                 return;
             }
-            batch.push(pkt);
+            queue.push(header, data);
             sent += 1;
             let burst_end = sent.is_multiple_of(total.div_ceil(bursts));
-            if batch.pending() >= BATCH || burst_end {
-                if let Err(e) = batch.flush() {
+            if queue.len() >= BATCH || burst_end {
+                if let Err(e) = batch.send(&mut queue) {
                     error = Some(e);
                     return;
                 }
@@ -240,7 +241,7 @@ pub fn send_video(
         if let Some(e) = error {
             return Err(e.into());
         }
-        batch.flush()?;
+        batch.send(&mut queue)?;
         stats.packets += sent as u64;
         stats.unreachable = batch.unreachable;
         stats.unsent = batch.dropped;
