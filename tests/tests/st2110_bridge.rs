@@ -85,7 +85,7 @@ fn v210_frames_cross_st2110_20_bit_exact() {
         format!("st2110-send --flow-id {f1} --dest 127.0.0.1:{port} --frames {frames}"),
     );
     let tx = v210_sender(a.path(), f1, frames + 15);
-    finish_ok(send);
+    let send_log = finish_ok(send);
     let recv_log = finish_ok(recv);
     let rx_log = finish_ok(rx);
     let tx_log = finish_ok(tx);
@@ -110,7 +110,11 @@ fn v210_frames_cross_st2110_20_bit_exact() {
         .iter()
         .position(|h| *h == got[0])
         .expect("the first frame received was sent");
-    assert_eq!(got[..], sent[start..start + frames]);
+    assert_eq!(
+        got[..],
+        sent[start..start + frames],
+        "{send_log:?} {recv_log:?}"
+    );
 }
 
 /// FFmpeg's RFC 4175 demuxer receives mcm's stream from the SDP file `mcm st2110-send`

@@ -82,6 +82,18 @@ fn wire_to_grain(format: VideoFormat, width: usize, lines: usize, wire: &[u8], g
     }
 }
 
+/// When a grain's packets start, on the monotonic clock: its TAI time, if that is recent
+/// (a live flow's grains are stamped with the clock); now for grains stamped otherwise (a
+/// reliable flow counts its grains) or in the future.
+fn pacing_start(grain_tai_ns: u64, period: Duration) -> Instant {
+    let now = Instant::now();
+    let late = crate::time::now_tai_ns().checked_sub(grain_tai_ns);
+    match late.map(Duration::from_nanos) {
+        Some(late) if late <= 2 * period => now.checked_sub(late).unwrap_or(now),
+        _ => now,
+    }
+}
+
 /// RTP time (90 kHz) of a grain: its TAI time since the SMPTE epoch, modulo 2^32.
 fn rtp_time(rate: Rational, index: u64) -> u32 {
     let ns = index_to_timestamp(rate, index) as u128;
@@ -207,13 +219,15 @@ pub fn send_video(
         }
         drop(grain);
         stats.dropped = follower.drops().load(Ordering::Relaxed);
-        // Pacing: bursts spread over 90% of the frame period from now.
+        // Pacing: bursts spread over 90% of the frame period from the grain's own time
+        // (ST 2110-21 paces from the frame's epoch), so a grain read late goes out faster
+        // and a sender that fell behind catches up instead of dropping grains.
         let period = Duration::from_nanos(
             (1_000_000_000u128 * rate.denominator as u128 / rate.numerator.max(1) as u128) as u64,
         );
         let total = packetizer.packets_per_frame().max(1);
         let bursts = 32usize.min(total);
-        let start = Instant::now();
+        let start = pacing_start(index_to_timestamp(rate, index), period);
         let mut sent = 0usize;
         let mut error = None;
         let mut queue = PacketQueue::default();
