@@ -633,3 +633,58 @@ fn caps_change_mid_stream_reaches_the_receiver_without_eos() {
     }
     assert_eq!(seen, ["UYVY", "I420", "EOS"]);
 }
+
+/// A live mcmsrc stamps each buffer with its grain's time (TAI, MXL) in running time, not
+/// with its arrival: grains written in one burst still come out one frame period apart.
+#[test]
+fn live_timestamps_follow_grain_times_not_arrival() {
+    init();
+    let dir = domain();
+    let d = Domain::open(dir.path()).unwrap();
+    let rate = Rational::new(50, 1);
+    let def = FlowDef::video(
+        Uuid::new_v4(),
+        "live",
+        VideoFormat::V210,
+        64,
+        32,
+        rate,
+        InterlaceMode::Progressive,
+    )
+    .unwrap();
+    let mut w = d
+        .create_grain_writer(&def, &WriterOptions::default())
+        .unwrap();
+    let mut h = gst_check::Harness::new_parse(&format!(
+        "mcmsrc domain={} flow-id={}",
+        dir.path().display(),
+        def.id
+    ));
+    h.use_systemclock();
+    h.play();
+    // Grains stamped with the clock but written half a second late, each as soon as the
+    // previous one is out: arrivals microseconds apart, grain times 20 ms apart.
+    let first = mcm_core::time::current_index(rate) - 25;
+    let mut got = Vec::new();
+    for i in first..first + 10 {
+        let mut g = w.open_grain(i).unwrap();
+        fill_v210(64, 32, i, g.payload());
+        g.commit().unwrap();
+        let buf = h.pull().unwrap();
+        got.push((
+            buf.offset(),
+            buf.pts().expect("live buffers are timestamped"),
+        ));
+    }
+    assert!(got.len() >= 2, "{got:?}");
+    for pair in got.windows(2) {
+        let ((i0, p0), (i1, p1)) = (pair[0], pair[1]);
+        let want = gst::ClockTime::from_mseconds(20 * (i1 - i0));
+        let delta = p1 - p0;
+        // Exact to the nanosecond rounding of grain times.
+        assert!(
+            delta.nseconds().abs_diff(want.nseconds()) <= 1,
+            "grains {i0} -> {i1}: pts {p0} -> {p1}, not {want} apart ({got:?})"
+        );
+    }
+}

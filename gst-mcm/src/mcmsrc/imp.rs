@@ -66,6 +66,10 @@ struct Started {
     kind: Option<Kind>,
     pool: Option<gst::BufferPool>,
     first_index: Option<u64>,
+    /// Timestamp of the last live buffer: live timestamps never go backwards.
+    last_pts: Option<gst::ClockTime>,
+    /// TAI minus pipeline clock, in nanoseconds, for live timestamps.
+    tai_offset: Option<i128>,
     /// Interlaced: the frame whose first field has arrived, waiting for the second.
     pending_field: Option<(u64, gst::Buffer, Option<Timing>)>,
     zero_copy: bool,
@@ -734,6 +738,8 @@ impl BaseSrcImpl for McmSrc {
             kind: None,
             pool: None,
             first_index: None,
+            last_pts: None,
+            tai_offset: None,
             pending_field: None,
             zero_copy,
             wrap: false,
@@ -839,13 +845,35 @@ impl PushSrcImpl for McmSrc {
                     & (gst::BufferFlags::DELTA_UNIT | gst::BufferFlags::HEADER),
             );
             if self.obj().is_live() {
-                // Live: when the grain arrives, in running time.
-                let running = self
+                // Live: the grain's own time (its TAI timestamp, MXL) on the pipeline
+                // clock, in running time, so capture jitter and wake-up delays do not reach
+                // the timestamps. The TAI-to-clock offset is measured once and kept (again
+                // only if it moves by over a millisecond: a clock step). Grains not stamped
+                // with the clock (a reliable sender counts them) take their arrival time.
+                let pts = self
                     .obj()
                     .clock()
                     .zip(self.obj().base_time())
-                    .map(|(c, b)| c.time().saturating_sub(b));
-                buf.set_pts(running);
+                    .map(|(c, base)| {
+                        let now = c.time();
+                        let now_tai = now_tai_ns();
+                        let measured = i128::from(now_tai) - i128::from(now.nseconds());
+                        let offset = match started.tai_offset {
+                            Some(o) if (o - measured).abs() <= 1_000_000 => o,
+                            _ => measured,
+                        };
+                        started.tai_offset = Some(offset);
+                        let arrival = now.saturating_sub(base);
+                        let grain = rate
+                            .map(|r| index_to_timestamp(r, got.index))
+                            .filter(|&due| due <= now_tai && now_tai - due < 1_000_000_000)
+                            .and_then(|due| u64::try_from(i128::from(due) - offset).ok())
+                            .map(|at| gst::ClockTime::from_nseconds(at).saturating_sub(base));
+                        let pts = grain.unwrap_or(arrival);
+                        started.last_pts.map_or(pts, |last| pts.max(last))
+                    });
+                started.last_pts = pts;
+                buf.set_pts(pts);
             } else if got.timing.is_some() {
                 // File work: the sender's own timestamps, exactly.
                 buf.set_pts(timing.pts);
