@@ -86,6 +86,24 @@ impl AudioFormat {
         })
     }
 
+    /// A format of `samples_per_packet` samples per channel in each packet (a flow's
+    /// samples per grain), checked as [`AudioFormat::new`] checks.
+    pub fn with_samples(
+        encoding: PcmEncoding,
+        channels: u16,
+        sample_rate: u32,
+        samples_per_packet: u32,
+    ) -> Result<Self, AudioError> {
+        let mut format = Self::new(encoding, channels, sample_rate, 1000)?;
+        if samples_per_packet == 0 || samples_per_packet > sample_rate / 100 {
+            return Err(AudioError::Config(format!(
+                "{samples_per_packet} samples per packet at {sample_rate} Hz: 1 to 10 ms of samples"
+            )));
+        }
+        format.samples_per_packet = samples_per_packet;
+        Ok(format)
+    }
+
     /// Bytes of one sample period (all channels).
     pub fn frame_bytes(&self) -> usize {
         self.encoding.bytes() * usize::from(self.channels)

@@ -4,6 +4,7 @@
 
 pub mod anc;
 pub mod audio;
+pub mod audio_bridge;
 pub mod convert;
 mod convert_simd;
 pub mod pacing;

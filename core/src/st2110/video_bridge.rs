@@ -32,6 +32,8 @@ pub enum BridgeError {
     Flow(#[from] FlowError),
     #[error(transparent)]
     Video(#[from] super::rfc4175::Rfc4175Error),
+    #[error(transparent)]
+    Audio(#[from] super::audio::AudioError),
     #[error("{0}")]
     Unsupported(String),
 }
