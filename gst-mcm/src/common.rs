@@ -295,6 +295,41 @@ pub fn sdk_video_payload(info: &gst_video::VideoInfo) -> Result<serde_json::Valu
     }}))
 }
 
+/// The SDK connection payload (MCM's JSON) of a PCM stream: 48 or 96 kHz, 1 ms packets.
+pub fn sdk_audio_payload(kind: &Kind) -> Result<serde_json::Value, String> {
+    let Kind::Pcm {
+        rate, width, frame, ..
+    } = kind
+    else {
+        return Err("not PCM audio".into());
+    };
+    if !matches!(rate, 48_000 | 96_000) {
+        return Err(format!(
+            "{rate} Hz: through the proxy PCM travels at 48000 or 96000 Hz (ST 2110-30)"
+        ));
+    }
+    let format = if *width == 3 {
+        "pcm_s24be"
+    } else {
+        "pcm_s16be"
+    };
+    Ok(json!({ "audio": {
+        "channels": frame / width, "sampleRate": rate, "format": format, "packetTime": "1ms",
+    }}))
+}
+
+/// The SDK connection payload of `kind`: raw video or PCM audio.
+pub fn sdk_payload(kind: &Kind) -> Result<serde_json::Value, String> {
+    match kind {
+        Kind::Raw { info, .. } => sdk_video_payload(info),
+        Kind::Pcm { .. } => sdk_audio_payload(kind),
+        Kind::Opaque => Err(
+            "through the proxy only raw video and PCM audio are carried yet; use domain and flow-id"
+                .into(),
+        ),
+    }
+}
+
 /// What a stream's caps make of it.
 #[derive(Debug, Clone)]
 pub enum Kind {

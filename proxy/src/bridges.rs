@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use mcm_core::format::{FlowDef, MediaFormat};
 use mcm_core::sdk::{ConnectionConfig, ConnectionType};
+use mcm_core::st2110::audio_bridge::{self, AudioReceiverOptions, AudioSenderOptions};
 use mcm_core::st2110::rfc4175::PackingMode;
 use mcm_core::st2110::video_bridge::{self, ReceiverOptions, SenderOptions};
 use mcm_core::Domain;
@@ -46,22 +47,23 @@ impl Bridges {
         let ConnectionType::St2110(st) = &config.connection else {
             return Ok(());
         };
-        if st.transport != "st2110-20" {
-            return Err(format!(
-                "{} is not bridged yet (st2110-20 video is)",
-                st.transport
-            ));
-        }
-        let MediaFormat::Video {
-            format,
-            width,
-            height,
-            ..
-        } = def.media
-        else {
-            return Err("st2110-20 needs a video payload".into());
+        let video = match st.transport.as_str() {
+            "st2110-20" => true,
+            "st2110-30" => false,
+            other => {
+                return Err(format!(
+                    "{other} is not bridged yet (st2110-20 video and st2110-30 audio are)"
+                ))
+            }
         };
-        video_bridge::wire_of(format).map_err(|e| e.to_string())?;
+        if video {
+            let MediaFormat::Video { format, .. } = def.media else {
+                return Err("st2110-20 needs a video payload".into());
+            };
+            video_bridge::wire_of(format).map_err(|e| e.to_string())?;
+        } else {
+            audio_bridge::audio_format_of(def).map_err(|e| e.to_string())?;
+        }
         let key = format!(
             "{}/{}:{}",
             if transmitter { "tx" } else { "rx" },
@@ -75,54 +77,82 @@ impl Bridges {
         let domain = Domain::open(&self.domain).map_err(|e| e.to_string())?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let flow_id = def.id;
         let stream = SocketAddr::new(st.ip_addr, st.port);
-        if transmitter {
-            let options = SenderOptions {
-                destination: stream,
-                bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-                payload_type: st.payload_type,
-                ssrc: flow_id.as_u128() as u32,
-                // GPM-compliant, and equal packets: the kernel can segment runs of them.
-                packing: PackingMode::SingleLine,
-                frames: 0,
-                sdp_file: None,
-                sdp_written: None,
-                offload: true,
-            };
-            std::thread::spawn(move || {
-                match video_bridge::send_video(domain, flow_id, &options, &flag) {
-                    Ok(s) => tracing::info!(?s, %stream, "st2110 transmit bridge ended"),
-                    Err(e) => tracing::warn!(%stream, "st2110 transmit bridge failed: {e}"),
-                }
-            });
-        } else {
-            let (bind, multicast) = match st.ip_addr {
-                IpAddr::V4(g) if g.is_multicast() => (
-                    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), st.port),
-                    Some((g, Ipv4Addr::UNSPECIFIED)),
-                ),
-                ip => (SocketAddr::new(ip, st.port), None),
-            };
-            let options = ReceiverOptions {
-                bind,
-                multicast,
-                payload_type: Some(st.payload_type),
-                width,
-                height,
-                rate: def.rate,
-                format,
-                flow_id,
-                reliable: config.reliable,
-                frames: 0,
-                offload: true,
-            };
-            std::thread::spawn(move || {
-                match video_bridge::receive_video(domain, &options, &flag) {
-                    Ok(s) => tracing::info!(?s, %stream, "st2110 receive bridge ended"),
-                    Err(e) => tracing::warn!(%stream, "st2110 receive bridge failed: {e}"),
-                }
-            });
+        let (bind, multicast) = match st.ip_addr {
+            IpAddr::V4(g) if g.is_multicast() => (
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), st.port),
+                Some((g, Ipv4Addr::UNSPECIFIED)),
+            ),
+            ip => (SocketAddr::new(ip, st.port), None),
+        };
+        match (transmitter, video) {
+            (true, true) => spawn_video_sender(domain, def, st.payload_type, stream, flag),
+            (false, true) => {
+                let MediaFormat::Video {
+                    format,
+                    width,
+                    height,
+                    ..
+                } = def.media
+                else {
+                    return Err("st2110-20 needs a video payload".into());
+                };
+                let options = ReceiverOptions {
+                    bind,
+                    multicast,
+                    payload_type: Some(st.payload_type),
+                    width,
+                    height,
+                    rate: def.rate,
+                    format,
+                    flow_id: def.id,
+                    reliable: config.reliable,
+                    frames: 0,
+                    offload: true,
+                };
+                std::thread::spawn(move || {
+                    match video_bridge::receive_video(domain, &options, &flag) {
+                        Ok(s) => tracing::info!(?s, %stream, "st2110-20 receive bridge ended"),
+                        Err(e) => tracing::warn!(%stream, "st2110-20 receive bridge failed: {e}"),
+                    }
+                });
+            }
+            (true, false) => {
+                let options = AudioSenderOptions {
+                    destination: stream,
+                    bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+                    payload_type: st.payload_type,
+                    ssrc: def.id.as_u128() as u32,
+                    packets: 0,
+                    reliable: false,
+                };
+                let flow_id = def.id;
+                std::thread::spawn(move || {
+                    match audio_bridge::send_audio(domain, flow_id, &options, &flag) {
+                        Ok(s) => tracing::info!(?s, %stream, "st2110-30 transmit bridge ended"),
+                        Err(e) => tracing::warn!(%stream, "st2110-30 transmit bridge failed: {e}"),
+                    }
+                });
+            }
+            (false, false) => {
+                let options = AudioReceiverOptions {
+                    bind,
+                    multicast,
+                    payload_type: Some(st.payload_type),
+                    flow: def.clone(),
+                    reliable: config.reliable,
+                    reorder_window: 8,
+                    grains: 0,
+                };
+                // Bound here, so the bridge listens before the connection is answered.
+                let socket = audio_bridge::bind_receiver(&options).map_err(|e| e.to_string())?;
+                std::thread::spawn(move || {
+                    match audio_bridge::receive_audio_on(socket, domain, &options, &flag) {
+                        Ok(s) => tracing::info!(?s, %stream, "st2110-30 receive bridge ended"),
+                        Err(e) => tracing::warn!(%stream, "st2110-30 receive bridge failed: {e}"),
+                    }
+                });
+            }
         }
         tracing::info!(bridge = %key, conn = %conn_id, "st2110 bridge started");
         self.active.insert(
@@ -134,7 +164,38 @@ impl Bridges {
         );
         Ok(())
     }
+}
 
+/// The ST 2110-20 transmit bridge of flow `def`, on its own thread until `stop`.
+fn spawn_video_sender(
+    domain: Domain,
+    def: &FlowDef,
+    payload_type: u8,
+    stream: SocketAddr,
+    stop: Arc<AtomicBool>,
+) {
+    let options = SenderOptions {
+        destination: stream,
+        bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        payload_type,
+        ssrc: def.id.as_u128() as u32,
+        // GPM-compliant, and equal packets: the kernel can segment runs of them.
+        packing: PackingMode::SingleLine,
+        frames: 0,
+        sdp_file: None,
+        sdp_written: None,
+        offload: true,
+    };
+    let flow_id = def.id;
+    std::thread::spawn(
+        move || match video_bridge::send_video(domain, flow_id, &options, &stop) {
+            Ok(s) => tracing::info!(?s, %stream, "st2110-20 transmit bridge ended"),
+            Err(e) => tracing::warn!(%stream, "st2110-20 transmit bridge failed: {e}"),
+        },
+    );
+}
+
+impl Bridges {
     /// Forgets connections that are no longer open; a bridge with none left stops.
     pub fn retain_open(&mut self, open: &HashSet<String>) {
         self.active.retain(|key, b| {

@@ -242,6 +242,57 @@ fn through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16) {
     );
 }
 
+/// `audiotestsrc` noise (S24BE stereo at 48 kHz) through `mcmsink conn-type=st2110
+/// transport=st2110-30` on proxy A, as ST 2110-30 L24 with 1 ms packets to `ip:port`, and
+/// out of proxy B's receive bridge into `mcmsrc`: the samples received are a run of the
+/// samples sent, byte for byte.
+fn audio_through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16) {
+    let caps = "audio/x-raw,format=S24BE,rate=48000,channels=2,layout=interleaved";
+    let st = format!("conn-type=st2110 ip-addr={ip} port={port} transport=st2110-30");
+    let dir = tempfile::tempdir().unwrap();
+    let (sent_path, got_path) = (dir.path().join("sent.raw"), dir.path().join("got.raw"));
+    let rx = gst_launch_via(
+        "gst audio receiver (proxy B)",
+        &format!(
+            "mcmsrc {st} caps={caps} sender-timeout=2000 sender-timeout-eos=true ! filesink location={}",
+            got_path.display()
+        ),
+        &pb.unix,
+        true,
+    );
+    let tx = gst_launch_via(
+        "gst audio sender (proxy A)",
+        &format!(
+            "audiotestsrc is-live=true wave=white-noise num-buffers=150 samplesperbuffer=480 ! {caps} ! tee name=t ! queue ! mcmsink {st} t. ! queue ! filesink location={}",
+            sent_path.display()
+        ),
+        &pa.unix,
+        false,
+    );
+    finish_ok(tx);
+    let rx_log = finish_ok(rx);
+    let (sent, got) = (
+        std::fs::read(&sent_path).unwrap(),
+        std::fs::read(&got_path).unwrap(),
+    );
+    // 1.5 s sent; most of it must arrive (the receiver may join a little late).
+    assert!(
+        got.len() >= sent.len() / 2 && got.len() % 6 == 0,
+        "received {} of {} bytes: {rx_log:?}",
+        got.len(),
+        sent.len()
+    );
+    // Where the received samples start in the sent ones: at a 1 ms packet (288 bytes).
+    let start = (0..sent.len().saturating_sub(got.len()) + 1)
+        .step_by(288)
+        .find(|&at| sent[at..at + 288] == got[..288])
+        .expect("the first packet received was sent");
+    assert!(
+        got[..] == sent[start..start + got.len()],
+        "samples altered, lost or out of order"
+    );
+}
+
 /// Two proxies, each with its own domain (two hosts' worth), on loopback.
 #[test]
 fn elements_with_conn_type_st2110_through_two_proxies() {
@@ -268,6 +319,7 @@ fn two_hosts_over_a_veth_pair() {
     let pa = start_proxy_in(Some(&hosts.a), ta.path(), da.path(), &[]);
     let pb = start_proxy_in(Some(&hosts.b), tb.path(), db.path(), &[]);
     through_two_proxies(&pa, &pb, &hosts.addr_b.to_string(), 20000);
+    audio_through_two_proxies(&pa, &pb, &hosts.addr_b.to_string(), 20002);
 }
 
 /// Loss, reordering and duplicates injected by a relay between `mcm st2110-send` and

@@ -202,11 +202,9 @@ impl McmSink {
                     settings.conn.max_grain_size,
                 )
                 .map_err(negotiation)?;
-                let Kind::Raw { info, .. } = &kind else {
-                    return Err(negotiation(format!("{caps}: through the proxy only raw video is carried yet; use domain and flow-id")));
-                };
                 let mut json = connection.clone();
-                json["payload"] = common::sdk_video_payload(info).map_err(negotiation)?;
+                json["payload"] =
+                    common::sdk_payload(&kind).map_err(|e| negotiation(format!("{caps}: {e}")))?;
                 let client = started
                     .client
                     .as_ref()

@@ -711,14 +711,18 @@ impl BaseSrcImpl for McmSrc {
                 let caps = settings.conn.caps.clone().ok_or_else(|| {
                     gst::error_msg!(gst::ResourceError::Settings, ["proxy mode needs the stream's caps (caps property) to describe the connection"])
                 })?;
-                let info = gst_video::VideoInfo::from_caps(&caps).map_err(|_| {
-                    gst::error_msg!(
-                        gst::ResourceError::Settings,
-                        ["caps {} are not raw video", caps]
-                    )
+                let (_, kind) = common::flow_def_from_caps(
+                    &caps,
+                    uuid::Uuid::nil(),
+                    "mcmsrc",
+                    mcm_core::format::MAX_OPAQUE_GRAIN_SIZE,
+                )
+                .map_err(|e| {
+                    gst::error_msg!(gst::ResourceError::Settings, ["caps {}: {}", caps, e])
                 })?;
-                connection["payload"] = common::sdk_video_payload(&info)
-                    .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
+                connection["payload"] = common::sdk_payload(&kind).map_err(|e| {
+                    gst::error_msg!(gst::ResourceError::Settings, ["caps {}: {}", caps, e])
+                })?;
                 let client = Client::new(&client_json).map_err(|e| {
                     gst::error_msg!(gst::ResourceError::OpenRead, ["media proxy: {}", e])
                 })?;
