@@ -51,6 +51,7 @@ fn l24_grains_cross_st2110_30_sample_exact() {
             reliable: true,
             reorder_window: 8,
             grains: GRAINS,
+            counters: None,
         };
         let socket = bind_receiver(&receiver_options).unwrap();
         let b_for_receiver = Domain::open(b.path()).unwrap();
@@ -85,6 +86,7 @@ fn l24_grains_cross_st2110_30_sample_exact() {
             ssrc: 0x2110_0030,
             packets: 0,
             reliable: true,
+            counters: None,
         };
         let a_for_sender = Domain::open(a.path()).unwrap();
         let sent_id = sent_def.id;

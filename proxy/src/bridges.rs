@@ -1,9 +1,11 @@
-//! The proxy's ST 2110 bridges: a transmitter connection with `conn-type st2110` makes the
-//! proxy send the connection's flow as an ST 2110-20 stream to `ipAddr:port`; a receiver
-//! makes it receive that stream into the flow the application reads. Connections to the
-//! same stream share one bridge; the last one closed stops it.
+//! The proxy's ST 2110 bridges. A transmitter connection with `conn-type st2110` makes the
+//! proxy send the connection's flow as an ST 2110 stream to `ipAddr:port`; a receiver makes
+//! it receive that stream into the flow the application reads. The control API can also
+//! set bridges up directly (`ApplyBridges`), between a multipoint group and the network.
+//! Users of the same stream share one bridge; it stops when the last one goes.
+//! ST 2110-20 video and ST 2110-30 audio are bridged.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,34 +14,65 @@ use std::sync::Arc;
 use mcm_core::format::{FlowDef, MediaFormat};
 use mcm_core::sdk::{ConnectionConfig, ConnectionType};
 use mcm_core::st2110::audio_bridge::{self, AudioReceiverOptions, AudioSenderOptions};
+use mcm_core::st2110::counters::LiveCounters;
+use mcm_core::st2110::pacing::SenderType;
 use mcm_core::st2110::rfc4175::PackingMode;
 use mcm_core::st2110::video_bridge::{self, ReceiverOptions, SenderOptions};
 use mcm_core::Domain;
 
+/// Prefix of the user ids of bridges set up by the control API (connection ids otherwise).
+pub const CONTROL_PREFIX: &str = "control:";
+
 struct Bridge {
     stop: Arc<AtomicBool>,
-    connections: HashSet<String>,
+    /// Connection ids (or `control:<bridge id>`) using this bridge.
+    users: HashSet<String>,
+    transport: String,
+    flow_id: uuid::Uuid,
+    counters: Arc<LiveCounters>,
 }
 
-/// The bridges running, by stream (`tx/<ip>:<port>` or `rx/<ip>:<port>`).
+/// What `ListBridges` shows of one bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeSnapshot {
+    /// `tx/<ip>:<port>` or `rx/<ip>:<port>`.
+    pub key: String,
+    pub transport: String,
+    pub flow_id: String,
+    pub users: Vec<String>,
+    pub packets: u64,
+    pub grains: u64,
+    pub incomplete: u64,
+    pub lost: u64,
+    pub dropped: u64,
+    /// `narrow`, `wide`, `non-compliant`, or empty before a verdict (receivers of video).
+    pub timing: String,
+    /// Transmitters: the stream's SDP.
+    pub sdp: String,
+}
+
+/// The bridges running, by stream.
 pub struct Bridges {
     domain: PathBuf,
-    active: HashMap<String, Bridge>,
+    active: BTreeMap<String, Bridge>,
+    /// Users set up by the control API: kept until the next `ApplyBridges` leaves them out.
+    control: HashSet<String>,
 }
 
 impl Bridges {
     pub fn new(domain: PathBuf) -> Self {
         Self {
             domain,
-            active: HashMap::new(),
+            active: BTreeMap::new(),
+            control: HashSet::new(),
         }
     }
 
-    /// Starts (or joins) the bridge connection `conn_id` needs; nothing for local groups.
-    /// `Err` says why this stream cannot be bridged (yet).
+    /// Starts (or joins) the bridge user `user` (a connection id) needs; nothing for local
+    /// groups. `Err` says why this stream cannot be bridged (yet).
     pub fn attach(
         &mut self,
-        conn_id: &str,
+        user: &str,
         transmitter: bool,
         config: &ConnectionConfig,
         def: &FlowDef,
@@ -71,12 +104,12 @@ impl Bridges {
             st.port
         );
         if let Some(b) = self.active.get_mut(&key) {
-            b.connections.insert(conn_id.to_owned());
+            b.users.insert(user.to_owned());
             return Ok(());
         }
         let domain = Domain::open(&self.domain).map_err(|e| e.to_string())?;
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let counters = Arc::new(LiveCounters::default());
         let stream = SocketAddr::new(st.ip_addr, st.port);
         let (bind, multicast) = match st.ip_addr {
             IpAddr::V4(g) if g.is_multicast() => (
@@ -85,8 +118,31 @@ impl Bridges {
             ),
             ip => (SocketAddr::new(ip, st.port), None),
         };
+        let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+        let (flag, live) = (stop.clone(), Some(counters.clone()));
         match (transmitter, video) {
-            (true, true) => spawn_video_sender(domain, def, st.payload_type, stream, flag),
+            (true, true) => {
+                let options = SenderOptions {
+                    destination: stream,
+                    bind: any,
+                    payload_type: st.payload_type,
+                    ssrc: def.id.as_u128() as u32,
+                    // GPM-compliant, and equal packets: the kernel can segment runs of them.
+                    packing: PackingMode::SingleLine,
+                    frames: 0,
+                    sdp_file: None,
+                    sdp_written: None,
+                    offload: true,
+                    counters: live,
+                };
+                let flow_id = def.id;
+                std::thread::spawn(move || {
+                    match video_bridge::send_video(domain, flow_id, &options, &flag) {
+                        Ok(s) => tracing::info!(?s, %stream, "st2110-20 transmit bridge ended"),
+                        Err(e) => tracing::warn!(%stream, "st2110-20 transmit bridge failed: {e}"),
+                    }
+                });
+            }
             (false, true) => {
                 let MediaFormat::Video {
                     format,
@@ -109,6 +165,7 @@ impl Bridges {
                     reliable: config.reliable,
                     frames: 0,
                     offload: true,
+                    counters: live,
                 };
                 std::thread::spawn(move || {
                     match video_bridge::receive_video(domain, &options, &flag) {
@@ -120,11 +177,12 @@ impl Bridges {
             (true, false) => {
                 let options = AudioSenderOptions {
                     destination: stream,
-                    bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+                    bind: any,
                     payload_type: st.payload_type,
                     ssrc: def.id.as_u128() as u32,
                     packets: 0,
                     reliable: false,
+                    counters: live,
                 };
                 let flow_id = def.id;
                 std::thread::spawn(move || {
@@ -143,6 +201,7 @@ impl Bridges {
                     reliable: config.reliable,
                     reorder_window: 8,
                     grains: 0,
+                    counters: live,
                 };
                 // Bound here, so the bridge listens before the connection is answered.
                 let socket = audio_bridge::bind_receiver(&options).map_err(|e| e.to_string())?;
@@ -154,62 +213,99 @@ impl Bridges {
                 });
             }
         }
-        tracing::info!(bridge = %key, conn = %conn_id, "st2110 bridge started");
+        tracing::info!(bridge = %key, user = %user, "st2110 bridge started");
         self.active.insert(
             key,
             Bridge {
                 stop,
-                connections: HashSet::from([conn_id.to_owned()]),
+                users: HashSet::from([user.to_owned()]),
+                transport: st.transport.clone(),
+                flow_id: def.id,
+                counters,
             },
         );
         Ok(())
     }
-}
 
-/// The ST 2110-20 transmit bridge of flow `def`, on its own thread until `stop`.
-fn spawn_video_sender(
-    domain: Domain,
-    def: &FlowDef,
-    payload_type: u8,
-    stream: SocketAddr,
-    stop: Arc<AtomicBool>,
-) {
-    let options = SenderOptions {
-        destination: stream,
-        bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-        payload_type,
-        ssrc: def.id.as_u128() as u32,
-        // GPM-compliant, and equal packets: the kernel can segment runs of them.
-        packing: PackingMode::SingleLine,
-        frames: 0,
-        sdp_file: None,
-        sdp_written: None,
-        offload: true,
-    };
-    let flow_id = def.id;
-    std::thread::spawn(
-        move || match video_bridge::send_video(domain, flow_id, &options, &stop) {
-            Ok(s) => tracing::info!(?s, %stream, "st2110-20 transmit bridge ended"),
-            Err(e) => tracing::warn!(%stream, "st2110-20 transmit bridge failed: {e}"),
-        },
-    );
-}
+    /// The control API's set of bridges: each `(bridge id, transmitter, config, flow)` is
+    /// started (or kept); control bridges not in the set stop. Returns the refusals.
+    pub fn apply_control(
+        &mut self,
+        wanted: Vec<(String, bool, ConnectionConfig, FlowDef)>,
+    ) -> Vec<String> {
+        let mut rejected = Vec::new();
+        let mut users = HashSet::new();
+        for (id, transmitter, config, def) in wanted {
+            let user = format!("{CONTROL_PREFIX}{id}");
+            match self.attach(&user, transmitter, &config, &def) {
+                Ok(()) => {
+                    users.insert(user);
+                }
+                Err(e) => rejected.push(format!("{id}: {e}")),
+            }
+        }
+        // Control users left out of the new set are dropped like closed connections.
+        let gone: HashSet<String> = self.control.difference(&users).cloned().collect();
+        self.control = users;
+        for b in self.active.values_mut() {
+            b.users.retain(|u| !gone.contains(u));
+        }
+        self.stop_unused();
+        rejected
+    }
 
-impl Bridges {
-    /// Forgets connections that are no longer open; a bridge with none left stops.
+    /// Forgets connections that are no longer open; a bridge with no user left stops.
     pub fn retain_open(&mut self, open: &HashSet<String>) {
+        let control = &self.control;
+        for b in self.active.values_mut() {
+            b.users.retain(|u| open.contains(u) || control.contains(u));
+        }
+        self.stop_unused();
+    }
+
+    fn stop_unused(&mut self) {
         self.active.retain(|key, b| {
-            b.connections.retain(|c| open.contains(c));
-            let keep = !b.connections.is_empty();
+            let keep = !b.users.is_empty();
             if !keep {
                 b.stop.store(true, Ordering::Release);
-                tracing::info!(bridge = %key, "st2110 bridge stopped: no connection left");
+                tracing::info!(bridge = %key, "st2110 bridge stopped: no user left");
             }
             keep
         });
     }
 
     pub fn stop_all(&mut self) {
+        self.control.clear();
         self.retain_open(&HashSet::new());
+    }
+
+    /// The bridges running, with their counters, by key.
+    pub fn list(&self) -> Vec<BridgeSnapshot> {
+        self.active
+            .iter()
+            .map(|(key, b)| {
+                let c = &b.counters;
+                let mut users: Vec<String> = b.users.iter().cloned().collect();
+                users.sort();
+                BridgeSnapshot {
+                    key: key.clone(),
+                    transport: b.transport.clone(),
+                    flow_id: b.flow_id.to_string(),
+                    users,
+                    packets: LiveCounters::get(&c.packets),
+                    grains: LiveCounters::get(&c.grains),
+                    incomplete: LiveCounters::get(&c.incomplete),
+                    lost: LiveCounters::get(&c.lost),
+                    dropped: LiveCounters::get(&c.dropped),
+                    timing: match c.timing() {
+                        None => String::new(),
+                        Some(SenderType::Narrow) => "narrow".into(),
+                        Some(SenderType::Wide) => "wide".into(),
+                        Some(SenderType::NonCompliant) => "non-compliant".into(),
+                    },
+                    sdp: c.sdp(),
+                }
+            })
+            .collect()
     }
 }

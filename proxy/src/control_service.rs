@@ -7,8 +7,8 @@ use std::time::Duration;
 use mcm_core::sdk::ConnectionConfig;
 use mcm_proto::v1::control_server::Control;
 use mcm_proto::v1::{
-    ApplyBridgesReply, ApplyBridgesRequest, ConnectionInfo, ConnectionKind, ConnectionList,
-    GetRequest, GroupList, HealthReply, ListRequest, MetricsRequest, MetricsSample,
+    ApplyBridgesReply, ApplyBridgesRequest, BridgeInfo, BridgeList, ConnectionInfo, ConnectionKind,
+    ConnectionList, GetRequest, GroupList, HealthReply, ListRequest, MetricsRequest, MetricsSample,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,6 +20,7 @@ use crate::registry::{Bridge, Registry};
 
 pub struct ControlService {
     pub registry: Arc<Mutex<Registry>>,
+    pub bridges: Arc<Mutex<crate::bridges::Bridges>>,
     pub policy: AccessPolicy,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Open metrics streams, bounded.
@@ -100,8 +101,63 @@ impl Control for ControlService {
                 Err(e) => rejected.push(format!("{}: {e}", b.bridge_id)),
             }
         }
+        // The network side of each bridge: the group's flow, sent or received.
+        let wanted: Vec<_> = bridges
+            .iter()
+            .filter_map(|b| {
+                let flow = mcm_core::sdk::group_flow_id(&b.group);
+                match b.config.flow_def(flow) {
+                    Ok(def) => Some((
+                        b.id.clone(),
+                        b.kind == ConnectionKind::Transmitter,
+                        b.config.clone(),
+                        def,
+                    )),
+                    Err(e) => {
+                        tracing::warn!(bridge = %b.id, "no flow description: {e}");
+                        None
+                    }
+                }
+            })
+            .collect();
         rejected.extend(self.reg()?.apply_bridges(bridges));
+        rejected.extend(
+            self.bridges
+                .lock()
+                .map_err(|_| Status::internal("bridges poisoned"))?
+                .apply_control(wanted),
+        );
         Ok(Response::new(ApplyBridgesReply { rejected }))
+    }
+
+    async fn list_bridges(
+        &self,
+        req: Request<ListRequest>,
+    ) -> Result<Response<BridgeList>, Status> {
+        self.policy.admit(req)?;
+        let list = self
+            .bridges
+            .lock()
+            .map_err(|_| Status::internal("bridges poisoned"))?
+            .list();
+        Ok(Response::new(BridgeList {
+            bridges: list
+                .into_iter()
+                .map(|b| BridgeInfo {
+                    key: b.key,
+                    transport: b.transport,
+                    flow_id: b.flow_id,
+                    users: b.users,
+                    packets: b.packets,
+                    grains: b.grains,
+                    incomplete: b.incomplete,
+                    lost: b.lost,
+                    dropped: b.dropped,
+                    timing: b.timing,
+                    sdp: b.sdp,
+                })
+                .collect(),
+        }))
     }
 
     async fn health(&self, req: Request<ListRequest>) -> Result<Response<HealthReply>, Status> {

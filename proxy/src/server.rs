@@ -203,6 +203,7 @@ pub async fn run(
     };
     let control = ControlServer::new(ControlService {
         registry: registry.clone(),
+        bridges: bridges.clone(),
         policy: policy.clone(),
         shutdown: stop_rx.clone(),
         streams: Default::default(),

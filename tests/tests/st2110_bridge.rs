@@ -422,3 +422,121 @@ fn loss_and_disorder_give_counted_incomplete_frames_never_corrupt_ones() {
     let tail = &positions[complete - 5..];
     assert!(tail.windows(2).all(|w| w[1] == w[0] + 1), "{positions:?}");
 }
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The control API sets up a bridge from a multipoint group to the network: what the group
+/// carries arrives bit-exact at `mcm st2110-recv`; `ListBridges` (and `mcm bridges`) show
+/// its counters, `mcm sdp` prints the stream's SDP; an empty `ApplyBridges` removes it.
+#[test]
+fn control_api_bridges_a_group_and_reports_it() {
+    use mcm_proto::v1::{ApplyBridgesRequest, BridgeConfig, ConnectionKind, ListRequest};
+    let (da, db) = (mcm_tests::temp_domain(), mcm_tests::temp_domain());
+    let ta = tempfile::tempdir().unwrap();
+    let pa = start_proxy(ta.path(), da.path(), &[]);
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap()
+        .port();
+    let frames = 20;
+    let f2 = uuid::Uuid::new_v4();
+    let (recv, rx) = receive_into(db.path(), f2, port, frames);
+    let config = format!(
+        r#"{{"connection":{{"st2110":{{"transport":"st2110-20","ipAddr":"127.0.0.1","port":{port},"payloadType":96}}}},"payload":{{"video":{{"width":384,"height":216,"fps":25,"pixelFormat":"v210"}}}}}}"#
+    );
+    let token = pa.token();
+    let list = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let mut c = mcm_tests::grpc::control(pa.grpc_port, token.clone()).await;
+            c.list_bridges(ListRequest { api_version: 1 })
+                .await
+                .unwrap()
+                .into_inner()
+                .bridges
+        })
+    };
+    let apply = |rt: &tokio::runtime::Runtime, bridges: Vec<BridgeConfig>| {
+        rt.block_on(async {
+            let mut c = mcm_tests::grpc::control(pa.grpc_port, token.clone()).await;
+            c.apply_bridges(ApplyBridgesRequest {
+                api_version: 1,
+                bridges,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .rejected
+        })
+    };
+    let rt = rt();
+    let rejected = apply(
+        &rt,
+        vec![BridgeConfig {
+            bridge_id: "cam1-out".into(),
+            group: "cam1".into(),
+            kind: ConnectionKind::Transmitter as i32,
+            config_json: config,
+        }],
+    );
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let listed = list(&rt);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].key, format!("tx/127.0.0.1:{port}"));
+    assert_eq!(listed[0].users, ["control:cam1-out"]);
+    // The group's sender, through the proxy like any application.
+    let caps = "video/x-raw,format=v210,width=384,height=216,framerate=25/1";
+    let tx = gst_launch_via(
+        "gst sender (group cam1)",
+        &format!("videotestsrc is-live=true num-buffers={} pattern=ball ! {caps} ! tee name=t ! queue ! mcmsink conn-type=multipoint-group urn=cam1 t. ! queue ! checksumsink hash=sha1", frames + 15),
+        &pa.unix,
+        false,
+    );
+    let recv_log = finish_ok(recv);
+    let rx_log = finish_ok(rx);
+    let tx_log = finish_ok(tx);
+    let (sent, got) = (checksums(&tx_log), checksums(&rx_log));
+    assert_eq!(got.len(), frames, "{recv_log:?}");
+    let start = sent
+        .iter()
+        .position(|h| *h == got[0])
+        .expect("the first frame received was sent");
+    assert_eq!(got[..], sent[start..start + frames]);
+    // Counters and SDP, over gRPC and through the CLI.
+    let b = list(&rt).pop().expect("the bridge is still there");
+    assert!(
+        b.grains >= frames as u64 && b.packets >= 216 * frames as u64,
+        "{b:?}"
+    );
+    assert!(
+        b.sdp.contains("a=rtpmap:96 raw/90000") && b.sdp.contains("width=384; height=216"),
+        "{}",
+        b.sdp
+    );
+    let cli = |args: &[&str]| {
+        let out = Command::new(workspace_bin("mcm"))
+            .args(args)
+            .arg("--control")
+            .arg(format!("http://127.0.0.1:{}", pa.grpc_port))
+            .arg("--token-file")
+            .arg(mcm_core::sdk::token_path(&pa.unix))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(cli(&["sdp"]), b.sdp);
+    let line = cli(&["bridges"]);
+    assert!(
+        line.starts_with(&format!("tx/127.0.0.1:{port} st2110-20 "))
+            && line.contains("users control:cam1-out"),
+        "{line}"
+    );
+    // An empty set removes it.
+    assert!(apply(&rt, Vec::new()).is_empty());
+    assert!(list(&rt).is_empty());
+}

@@ -9,9 +9,11 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::audio::{AudioDepacketizer, AudioFormat, AudioPacketizer, AudioStats, PcmEncoding};
+use super::counters::LiveCounters;
 use super::udp::{udp_socket, PacketQueue, UdpReceiver, UdpSender};
 use super::video_bridge::BridgeError;
 use crate::flow::{Domain, FlowError, FollowError, Follower, WriterOptions};
@@ -47,6 +49,23 @@ pub fn audio_format_of(def: &FlowDef) -> Result<AudioFormat, BridgeError> {
         .map_err(|e| BridgeError::Unsupported(e.to_string()))
 }
 
+/// The SDP of the stream `options` send for PCM flow `def`.
+fn audio_sdp(def: &FlowDef, format: AudioFormat, options: &AudioSenderOptions) -> String {
+    let source = match options.bind.ip() {
+        ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        ip => ip,
+    };
+    super::sdp::AudioSdp {
+        session_name: def.label.clone(),
+        source: source.to_string(),
+        destination: options.destination.ip().to_string(),
+        port: options.destination.port(),
+        payload_type: options.payload_type,
+        format,
+    }
+    .to_sdp()
+}
+
 /// What an audio sender sends.
 #[derive(Debug, Clone)]
 pub struct AudioSenderOptions {
@@ -58,6 +77,8 @@ pub struct AudioSenderOptions {
     pub packets: u64,
     /// Hold the flow's writer back until each grain is sent (file work); live otherwise.
     pub reliable: bool,
+    /// Updated as the sender goes (and given the stream's SDP), for a control plane.
+    pub counters: Option<Arc<LiveCounters>>,
 }
 
 /// Counters of an audio sender.
@@ -87,6 +108,7 @@ pub fn send_audio(
     let mut stats = AudioSenderStats::default();
     let mut state: Option<(serde_json::Value, u32, AudioPacketizer)> = None;
     let mut payload = Vec::new();
+    let mut grains = 0u64;
     while !stop.load(Ordering::Acquire) && (options.packets == 0 || stats.packets < options.packets)
     {
         let grain = match follower.next_grain(Duration::from_millis(100)) {
@@ -101,6 +123,9 @@ pub fn send_audio(
             .ok_or_else(|| BridgeError::Unsupported("flow without a description".into()))?;
         if state.as_ref().is_none_or(|(json, ..)| *json != def.json) {
             let format = audio_format_of(def)?;
+            if let Some(c) = &options.counters {
+                c.set_sdp(audio_sdp(def, format, options));
+            }
             let packetizer = AudioPacketizer::new(format, options.payload_type, options.ssrc);
             state = Some((def.json.clone(), format.samples_per_packet, packetizer));
         }
@@ -119,6 +144,12 @@ pub fn send_audio(
         sender.send(&mut queue)?;
         stats.dropped = follower.drops().load(Ordering::Relaxed);
         stats.unreachable = sender.unreachable;
+        grains += 1;
+        if let Some(c) = &options.counters {
+            LiveCounters::set(&c.packets, stats.packets);
+            LiveCounters::set(&c.grains, grains);
+            LiveCounters::set(&c.dropped, stats.dropped);
+        }
     }
     Ok(stats)
 }
@@ -138,6 +169,8 @@ pub struct AudioReceiverOptions {
     pub reorder_window: usize,
     /// End the flow's stream and return after this many grains (0: never).
     pub grains: u64,
+    /// Updated as the receiver goes, for a control plane.
+    pub counters: Option<Arc<LiveCounters>>,
 }
 
 /// Receives an ST 2110-30 stream into a new PCM flow of `domain` until `stop` (or the
@@ -219,6 +252,12 @@ pub fn receive_audio_on(
         })?;
         if let Some(e) = failure.take() {
             return Err(e);
+        }
+        if let Some(c) = &options.counters {
+            let s = depacketizer.stats();
+            LiveCounters::set(&c.packets, s.packets);
+            LiveCounters::set(&c.grains, written);
+            LiveCounters::set(&c.lost, s.lost);
         }
     }
     let _ = writer.end_of_stream();

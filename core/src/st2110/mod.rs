@@ -7,6 +7,7 @@ pub mod audio;
 pub mod audio_bridge;
 pub mod convert;
 mod convert_simd;
+pub mod counters;
 pub mod pacing;
 pub mod rfc4175;
 pub mod rtp;

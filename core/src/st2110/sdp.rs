@@ -90,6 +90,63 @@ impl VideoSdp {
     }
 }
 
+/// An ST 2110-30 stream's SDP (RFC 3190 L16/L24, `ptime` in ms, ST 2110-10 clocking).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioSdp {
+    pub session_name: String,
+    pub source: String,
+    pub destination: String,
+    pub port: u16,
+    pub payload_type: u8,
+    pub format: super::audio::AudioFormat,
+}
+
+impl AudioSdp {
+    /// The SDP text (CRLF line ends).
+    pub fn to_sdp(&self) -> String {
+        let f = &self.format;
+        let ptime_us = u64::from(f.samples_per_packet) * 1_000_000 / u64::from(f.sample_rate);
+        let ptime = if ptime_us % 1000 == 0 {
+            (ptime_us / 1000).to_string()
+        } else {
+            format!("{:.3}", ptime_us as f64 / 1000.0)
+        };
+        let mut s = String::new();
+        let mut line = |l: String| {
+            s.push_str(&l);
+            s.push_str("\r\n");
+        };
+        line("v=0".into());
+        line(format!("o=- 0 0 IN IP4 {}", self.source));
+        line(format!("s={}", self.session_name));
+        line("t=0 0".into());
+        line(format!(
+            "m=audio {} RTP/AVP {}",
+            self.port, self.payload_type
+        ));
+        if is_multicast(&self.destination) {
+            line(format!("c=IN IP4 {}/64", self.destination));
+            line(format!(
+                "a=source-filter: incl IN IP4 {} {}",
+                self.destination, self.source
+            ));
+        } else {
+            line(format!("c=IN IP4 {}", self.destination));
+        }
+        line(format!(
+            "a=rtpmap:{} {}/{}/{}",
+            self.payload_type,
+            f.encoding.name(),
+            f.sample_rate,
+            f.channels
+        ));
+        line(format!("a=ptime:{ptime}"));
+        line("a=mediaclk:direct=0".into());
+        line("a=ts-refclk:localmac=00-00-00-00-00-00".into());
+        s
+    }
+}
+
 /// One `m=` section of a parsed SDP.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SdpMedia {
@@ -248,6 +305,33 @@ pub fn parse(text: &str) -> Result<Vec<SdpMedia>, SdpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audio_sdp_says_l24_48k_stereo_1ms() {
+        let format = crate::st2110::audio::AudioFormat::new(
+            crate::st2110::audio::PcmEncoding::L24,
+            2,
+            48_000,
+            1000,
+        )
+        .unwrap();
+        let sdp = AudioSdp {
+            session_name: "mcm mic".into(),
+            source: "192.168.1.10".into(),
+            destination: "239.100.9.11".into(),
+            port: 20002,
+            payload_type: 97,
+            format,
+        }
+        .to_sdp();
+        assert!(sdp.contains("m=audio 20002 RTP/AVP 97\r\n"), "{sdp}");
+        assert!(sdp.contains("c=IN IP4 239.100.9.11/64\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:97 L24/48000/2\r\n"), "{sdp}");
+        assert!(sdp.contains("a=ptime:1\r\n"), "{sdp}");
+        let media = parse(&sdp).unwrap();
+        assert_eq!(media.len(), 1);
+        assert_eq!((media[0].port, media[0].payload_type), (20002, 97));
+    }
 
     #[test]
     fn generated_sdp_parses_back() {

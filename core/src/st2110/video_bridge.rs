@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::convert::{uyvp_line_to_v210, v210_line_to_uyvp, v210_stride};
+use super::counters::LiveCounters;
 use super::pacing::{rtp_epoch_ns, PacingModel, SenderType, TimingChecker};
 use super::rfc4175::{
     Assembler, AssemblerConfig, Packetizer, PackingMode, ReceiverStats, Sampling, VideoGeometry,
@@ -134,6 +135,8 @@ pub struct SenderOptions {
     pub frames: u64,
     /// Hand the kernel runs of packets at once (UDP segmentation offload) where it can.
     pub offload: bool,
+    /// Updated as the sender goes (and given the stream's SDP), for a control plane.
+    pub counters: Option<std::sync::Arc<LiveCounters>>,
     /// Where to write the stream's SDP once the flow's format is known (and again when it
     /// changes); written to a temporary name and renamed, so readers never see half.
     pub sdp_file: Option<std::path::PathBuf>,
@@ -198,8 +201,12 @@ pub fn send_video(
                 DEFAULT_PACKET_SIZE,
             )?;
             p.set_sequence(options.ssrc.rotate_left(7));
+            let sdp = video_sdp(def, g, options);
             if let Some(path) = &options.sdp_file {
-                write_sdp(path, def, g, options)?;
+                write_sdp(path, &sdp, options)?;
+            }
+            if let Some(c) = &options.counters {
+                c.set_sdp(sdp);
             }
             let picture = (format, width, height);
             state = Some((def.clone(), picture, p, vec![0u8; g.frame_bytes()]));
@@ -261,23 +268,24 @@ pub fn send_video(
         stats.packets += sent as u64;
         stats.unreachable = batch.unreachable;
         stats.unsent = batch.dropped;
+        if let Some(c) = &options.counters {
+            LiveCounters::set(&c.packets, stats.packets);
+            LiveCounters::set(&c.grains, stats.frames + 1);
+            LiveCounters::set(&c.dropped, stats.dropped);
+        }
         stats.syscalls = batch.syscalls;
         stats.frames += 1;
     }
     Ok(stats)
 }
 
-fn write_sdp(
-    path: &std::path::Path,
-    def: &FlowDef,
-    geometry: VideoGeometry,
-    options: &SenderOptions,
-) -> Result<(), BridgeError> {
+/// The SDP of the stream `options` send for flow `def`.
+fn video_sdp(def: &FlowDef, geometry: VideoGeometry, options: &SenderOptions) -> String {
     let source = match options.bind.ip() {
         ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
         ip => ip,
     };
-    let sdp = super::sdp::VideoSdp {
+    super::sdp::VideoSdp {
         session_name: def.label.clone(),
         source: source.to_string(),
         destination: options.destination.ip().to_string(),
@@ -289,12 +297,19 @@ fn write_sdp(
         colorimetry: "BT709".into(),
         sender_type: "2110TPW".into(),
     }
-    .to_sdp();
+    .to_sdp()
+}
+
+fn write_sdp(
+    path: &std::path::Path,
+    sdp: &str,
+    options: &SenderOptions,
+) -> Result<(), BridgeError> {
     let tmp = path.with_extension("sdp.tmp");
-    std::fs::write(&tmp, &sdp)?;
+    std::fs::write(&tmp, sdp)?;
     std::fs::rename(&tmp, path)?;
     if let Some(tx) = &options.sdp_written {
-        let _ = tx.send(sdp);
+        let _ = tx.send(sdp.to_owned());
     }
     Ok(())
 }
@@ -318,6 +333,8 @@ pub struct ReceiverOptions {
     pub frames: u64,
     /// Take trains of datagrams per system call (UDP receive offload) where the kernel can.
     pub offload: bool,
+    /// Updated as the receiver goes, for a control plane.
+    pub counters: Option<std::sync::Arc<LiveCounters>>,
 }
 
 /// What a receiver saw: the assembler's counters and the stream's ST 2110-21 timing.
@@ -451,6 +468,13 @@ pub fn receive_video(
         })?;
         if let Some(e) = failure.take() {
             return Err(e);
+        }
+        if let Some(c) = &options.counters {
+            let s = assembler.stats();
+            LiveCounters::set(&c.packets, s.packets);
+            LiveCounters::set(&c.grains, committed);
+            LiveCounters::set(&c.incomplete, s.frames_incomplete);
+            c.set_timing(timing.checker.as_ref().and_then(|t| t.worst));
         }
     }
     let _ = writer.end_of_stream();

@@ -1,5 +1,6 @@
 //! `mcm`: inspect and clean a flow domain, run the flow demo, bridge flows to ST 2110.
 
+mod bridges;
 mod demo;
 mod info;
 mod st2110;
@@ -47,6 +48,10 @@ enum Command {
     /// Receive an ST 2110-20 stream over UDP into a video flow.
     #[command(name = "st2110-recv")]
     St2110Recv(st2110::RecvArgs),
+    /// List a proxy's ST 2110 bridges with their counters and timing verdicts.
+    Bridges(bridges::ControlArgs),
+    /// Print the SDP of a stream a proxy transmits.
+    Sdp(bridges::SdpArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +68,8 @@ fn main() -> ExitCode {
         Command::DemoRead(args) => demo::read(&cli.domain, args),
         Command::St2110Send(args) => st2110::send(&cli.domain, args),
         Command::St2110Recv(args) => st2110::recv(&cli.domain, args),
+        Command::Bridges(args) => bridges::run(args),
+        Command::Sdp(args) => bridges::sdp(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -102,6 +102,7 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
         sdp_file: args.sdp.clone(),
         sdp_written: None,
         offload: !args.no_offload,
+        counters: None,
     };
     let mut options = options;
     if let Some(path) = args.sdp.clone() {
@@ -141,6 +142,7 @@ pub fn recv(domain: &Path, args: RecvArgs) -> anyhow::Result<()> {
         reliable: args.reliable,
         frames: args.frames,
         offload: !args.no_offload,
+        counters: None,
     };
     println!("st2110-recv: listening on {}", args.bind);
     let stop = stop_flag()?;
