@@ -8,7 +8,7 @@ use std::time::Duration;
 use mcm_core::flow::{Domain, FollowError, Follower, WriterOptions};
 use mcm_core::format::{FlowDef, PcmFormat};
 use mcm_core::st2110::audio_bridge::{
-    bind_receiver, receive_audio_on, send_audio, AudioReceiverOptions, AudioSenderOptions,
+    bind_receiver, receive_audio_on, send_audio_from, AudioReceiverOptions, AudioSenderOptions,
 };
 use uuid::Uuid;
 
@@ -88,9 +88,9 @@ fn l24_grains_cross_st2110_30_sample_exact() {
             reliable: true,
             counters: None,
         };
-        let a_for_sender = Domain::open(a.path()).unwrap();
-        let sent_id = sent_def.id;
-        let sender = s.spawn(move || send_audio(a_for_sender, sent_id, &sender_options, stop));
+        // The sender's reliable follower exists before the first grain: it gets them all.
+        let follower = Follower::new(Domain::open(a.path()).unwrap(), sent_def.id, true).unwrap();
+        let sender = s.spawn(move || send_audio_from(follower, &sender_options, stop));
         let first = mcm_core::time::current_index(writer.grain_rate());
         for i in 0..GRAINS {
             let mut g = loop {

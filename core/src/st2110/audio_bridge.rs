@@ -101,10 +101,20 @@ pub fn send_audio(
     options: &AudioSenderOptions,
     stop: &AtomicBool,
 ) -> Result<AudioSenderStats, BridgeError> {
+    let follower = Follower::new(domain, flow_id, options.reliable)?;
+    send_audio_from(follower, options, stop)
+}
+
+/// As [`send_audio`], reading through `follower` (a reliable one made before the writer
+/// starts holds it back from the first grain).
+pub fn send_audio_from(
+    mut follower: Follower,
+    options: &AudioSenderOptions,
+    stop: &AtomicBool,
+) -> Result<AudioSenderStats, BridgeError> {
     let socket = udp_socket(options.bind)?;
     socket.connect(options.destination)?;
     let mut sender = UdpSender::new(socket, false);
-    let mut follower = Follower::new(domain, flow_id, options.reliable)?;
     let mut stats = AudioSenderStats::default();
     let mut state: Option<(serde_json::Value, u32, AudioPacketizer)> = None;
     let mut payload = Vec::new();

@@ -3,6 +3,7 @@
 //! formats, and SDP. Sockets, pacing and the proxy's bridges are built around it.
 
 pub mod anc;
+pub mod anc_bridge;
 pub mod audio;
 pub mod audio_bridge;
 pub mod convert;
