@@ -11,6 +11,7 @@ mod convert_simd;
 pub mod counters;
 pub mod pacing;
 pub mod rfc4175;
+pub mod rfc9134;
 pub mod rtp;
 pub mod sdp;
 pub mod udp;
