@@ -49,6 +49,31 @@ pub struct BridgeSnapshot {
     pub timing: String,
     /// Transmitters: the stream's SDP.
     pub sdp: String,
+    /// `running`, `ended`, or `failed: <why>`.
+    pub state: String,
+}
+
+/// Logs a bridge thread's end and records it, so the bridge shows as ended (or failed) and
+/// starts again when next attached.
+fn ended<T: std::fmt::Debug, E: std::fmt::Display>(
+    counters: &Option<Arc<LiveCounters>>,
+    stream: SocketAddr,
+    what: &str,
+    result: Result<T, E>,
+) {
+    let error = match result {
+        Ok(stats) => {
+            tracing::info!(?stats, %stream, "{what} bridge ended");
+            String::new()
+        }
+        Err(e) => {
+            tracing::warn!(%stream, "{what} bridge failed: {e}");
+            e.to_string()
+        }
+    };
+    if let Some(c) = counters {
+        c.set_ended(error);
+    }
 }
 
 /// The bridges running, by stream.
@@ -103,9 +128,29 @@ impl Bridges {
             st.ip_addr,
             st.port
         );
+        // A user is on one bridge at a time: a control bridge whose stream changed leaves
+        // its old one (which stops if no one else uses it).
+        for (k, b) in self.active.iter_mut() {
+            if *k != key {
+                b.users.remove(user);
+            }
+        }
+        self.stop_unused();
+        let mut inherited = HashSet::new();
         if let Some(b) = self.active.get_mut(&key) {
-            b.users.insert(user.to_owned());
-            return Ok(());
+            if b.flow_id != def.id || b.transport != st.transport {
+                return Err(format!(
+                    "{key} is already bridged for flow {} ({})",
+                    b.flow_id, b.transport
+                ));
+            }
+            if b.counters.ended().is_none() {
+                b.users.insert(user.to_owned());
+                return Ok(());
+            }
+            // Its thread ended (failed, or its flow ended): start it again for its users.
+            inherited = std::mem::take(&mut b.users);
+            self.active.remove(&key);
         }
         let domain = Domain::open(&self.domain).map_err(|e| e.to_string())?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -137,10 +182,8 @@ impl Bridges {
                 };
                 let flow_id = def.id;
                 std::thread::spawn(move || {
-                    match video_bridge::send_video(domain, flow_id, &options, &flag) {
-                        Ok(s) => tracing::info!(?s, %stream, "st2110-20 transmit bridge ended"),
-                        Err(e) => tracing::warn!(%stream, "st2110-20 transmit bridge failed: {e}"),
-                    }
+                    let result = video_bridge::send_video(domain, flow_id, &options, &flag);
+                    ended(&options.counters, stream, "st2110-20 transmit", result);
                 });
             }
             (false, true) => {
@@ -168,10 +211,8 @@ impl Bridges {
                     counters: live,
                 };
                 std::thread::spawn(move || {
-                    match video_bridge::receive_video(domain, &options, &flag) {
-                        Ok(s) => tracing::info!(?s, %stream, "st2110-20 receive bridge ended"),
-                        Err(e) => tracing::warn!(%stream, "st2110-20 receive bridge failed: {e}"),
-                    }
+                    let result = video_bridge::receive_video(domain, &options, &flag);
+                    ended(&options.counters, stream, "st2110-20 receive", result);
                 });
             }
             (true, false) => {
@@ -186,10 +227,8 @@ impl Bridges {
                 };
                 let flow_id = def.id;
                 std::thread::spawn(move || {
-                    match audio_bridge::send_audio(domain, flow_id, &options, &flag) {
-                        Ok(s) => tracing::info!(?s, %stream, "st2110-30 transmit bridge ended"),
-                        Err(e) => tracing::warn!(%stream, "st2110-30 transmit bridge failed: {e}"),
-                    }
+                    let result = audio_bridge::send_audio(domain, flow_id, &options, &flag);
+                    ended(&options.counters, stream, "st2110-30 transmit", result);
                 });
             }
             (false, false) => {
@@ -206,19 +245,18 @@ impl Bridges {
                 // Bound here, so the bridge listens before the connection is answered.
                 let socket = audio_bridge::bind_receiver(&options).map_err(|e| e.to_string())?;
                 std::thread::spawn(move || {
-                    match audio_bridge::receive_audio_on(socket, domain, &options, &flag) {
-                        Ok(s) => tracing::info!(?s, %stream, "st2110-30 receive bridge ended"),
-                        Err(e) => tracing::warn!(%stream, "st2110-30 receive bridge failed: {e}"),
-                    }
+                    let result = audio_bridge::receive_audio_on(socket, domain, &options, &flag);
+                    ended(&options.counters, stream, "st2110-30 receive", result);
                 });
             }
         }
         tracing::info!(bridge = %key, user = %user, "st2110 bridge started");
+        inherited.insert(user.to_owned());
         self.active.insert(
             key,
             Bridge {
                 stop,
-                users: HashSet::from([user.to_owned()]),
+                users: inherited,
                 transport: st.transport.clone(),
                 flow_id: def.id,
                 counters,
@@ -304,6 +342,11 @@ impl Bridges {
                         Some(SenderType::NonCompliant) => "non-compliant".into(),
                     },
                     sdp: c.sdp(),
+                    state: match c.ended() {
+                        None => "running".into(),
+                        Some(e) if e.is_empty() => "ended".into(),
+                        Some(e) => format!("failed: {e}"),
+                    },
                 }
             })
             .collect()

@@ -101,26 +101,29 @@ impl Control for ControlService {
                 Err(e) => rejected.push(format!("{}: {e}", b.bridge_id)),
             }
         }
-        // The network side of each bridge: the group's flow, sent or received.
-        let wanted: Vec<_> = bridges
-            .iter()
-            .filter_map(|b| {
-                let flow = mcm_core::sdk::group_flow_id(&b.group);
-                match b.config.flow_def(flow) {
-                    Ok(def) => Some((
-                        b.id.clone(),
-                        b.kind == ConnectionKind::Transmitter,
-                        b.config.clone(),
-                        def,
-                    )),
-                    Err(e) => {
-                        tracing::warn!(bridge = %b.id, "no flow description: {e}");
-                        None
+        // The registry takes the set first (limits, kinds, one per id); the network side
+        // of each bridge it accepted is the group's flow, sent or received.
+        let wanted: Vec<_> = {
+            let mut reg = self.reg()?;
+            rejected.extend(reg.apply_bridges(bridges));
+            reg.bridges()
+                .filter_map(|b| {
+                    let flow = mcm_core::sdk::group_flow_id(&b.group);
+                    match b.config.flow_def(flow) {
+                        Ok(def) => Some((
+                            b.id.clone(),
+                            b.kind == ConnectionKind::Transmitter,
+                            b.config.clone(),
+                            def,
+                        )),
+                        Err(e) => {
+                            rejected.push(format!("{}: no flow description: {e}", b.id));
+                            None
+                        }
                     }
-                }
-            })
-            .collect();
-        rejected.extend(self.reg()?.apply_bridges(bridges));
+                })
+                .collect()
+        };
         rejected.extend(
             self.bridges
                 .lock()
@@ -155,6 +158,7 @@ impl Control for ControlService {
                     dropped: b.dropped,
                     timing: b.timing,
                     sdp: b.sdp,
+                    state: b.state,
                 })
                 .collect(),
         }))

@@ -352,6 +352,11 @@ impl Registry {
     }
 
     /// Replaces the set of bridges; returns the ids refused with the reason.
+    /// The bridges the control API set (accepted by [`Registry::apply_bridges`]).
+    pub fn bridges(&self) -> impl Iterator<Item = &Bridge> {
+        self.bridges.values()
+    }
+
     pub fn apply_bridges(&mut self, bridges: Vec<Bridge>) -> Vec<String> {
         let mut rejected = Vec::new();
         let mut next = BTreeMap::new();

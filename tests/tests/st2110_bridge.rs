@@ -480,7 +480,7 @@ fn control_api_bridges_a_group_and_reports_it() {
             bridge_id: "cam1-out".into(),
             group: "cam1".into(),
             kind: ConnectionKind::Transmitter as i32,
-            config_json: config,
+            config_json: config.clone(),
         }],
     );
     assert!(rejected.is_empty(), "{rejected:?}");
@@ -536,6 +536,24 @@ fn control_api_bridges_a_group_and_reports_it() {
             && line.contains("users control:cam1-out"),
         "{line}"
     );
+    assert_eq!(b.state, "running");
+    // The same bridge id to another port: the old stream stops, one bridge remains.
+    let moved = config.replace(
+        &format!("\"port\":{port}"),
+        &format!("\"port\":{}", port + 1),
+    );
+    let rejected = apply(
+        &rt,
+        vec![BridgeConfig {
+            bridge_id: "cam1-out".into(),
+            group: "cam1".into(),
+            kind: ConnectionKind::Transmitter as i32,
+            config_json: moved,
+        }],
+    );
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let keys: Vec<String> = list(&rt).into_iter().map(|b| b.key).collect();
+    assert_eq!(keys, [format!("tx/127.0.0.1:{}", port + 1)]);
     // An empty set removes it.
     assert!(apply(&rt, Vec::new()).is_empty());
     assert!(list(&rt).is_empty());

@@ -15,6 +15,10 @@ pub enum AudioError {
     Partial { got: usize, frame: usize },
 }
 
+/// Most payload bytes in one packet: what fits an Ethernet MTU with IP, UDP and RTP
+/// headers (ST 2110-30 §6.2).
+pub const MAX_PAYLOAD: usize = 1440;
+
 /// Sample encoding on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PcmEncoding {
@@ -101,7 +105,21 @@ impl AudioFormat {
             )));
         }
         format.samples_per_packet = samples_per_packet;
+        format.check_packet_size()?;
         Ok(format)
+    }
+
+    /// Refuses packets beyond an Ethernet MTU's payload (ST 2110-30 keeps to 1440 bytes).
+    fn check_packet_size(&self) -> Result<(), AudioError> {
+        if self.packet_bytes() > MAX_PAYLOAD {
+            return Err(AudioError::Config(format!(
+                "{} channels of {} samples per packet make {} bytes: more than {MAX_PAYLOAD} per packet",
+                self.channels,
+                self.samples_per_packet,
+                self.packet_bytes()
+            )));
+        }
+        Ok(())
     }
 
     /// Bytes of one sample period (all channels).
@@ -182,7 +200,14 @@ pub struct AudioStats {
     pub late: u64,
     pub malformed: u64,
     pub wrong_payload_type: u64,
+    /// The stream started over: a new SSRC, or a sequence jump far beyond the reorder
+    /// window (a sender restarting). Counted, never filled with silence.
+    pub restarts: u64,
 }
+
+/// Sequence jumps (forward or back) beyond this many packets start the stream over rather
+/// than count as loss or duplicates: 100 ms at 1 ms packets, at least the reorder window.
+const RESTART_GAP: u64 = 100;
 
 /// Puts packets back in order (within `window` packets), drops duplicates, and hands out
 /// samples in order; a packet that never comes is replaced by silence of the expected
@@ -193,6 +218,7 @@ pub struct AudioDepacketizer {
     payload_type: Option<u8>,
     window: usize,
     sequences: SequenceExtender,
+    ssrc: Option<u32>,
     next: Option<u64>,
     pending: BTreeMap<u64, (u32, Vec<u8>)>,
     /// Recently given up as lost: if they come after all, they are late, not duplicates.
@@ -207,6 +233,7 @@ impl AudioDepacketizer {
             payload_type,
             window: window.max(1),
             sequences: SequenceExtender::default(),
+            ssrc: None,
             next: None,
             pending: BTreeMap::new(),
             given_up: VecDeque::new(),
@@ -234,7 +261,23 @@ impl AudioDepacketizer {
             self.stats.malformed += 1;
             return;
         }
-        let ext = self.sequences.extend(rtp.sequence);
+        let mut ext = self.sequences.extend(rtp.sequence);
+        let gap = (self.window as u64).max(RESTART_GAP);
+        let restarted = self.ssrc.is_some_and(|s| s != rtp.ssrc)
+            || self
+                .next
+                .is_some_and(|n| ext > n.saturating_add(gap) || ext.saturating_add(gap) < n);
+        if restarted {
+            // Hand out what is held (its own gaps filled), then follow the new numbers.
+            self.drain(true, on_samples);
+            self.stats.restarts += 1;
+            self.sequences.reset();
+            self.pending.clear();
+            self.given_up.clear();
+            self.next = None;
+            ext = self.sequences.extend(rtp.sequence);
+        }
+        self.ssrc = Some(rtp.ssrc);
         let next = *self.next.get_or_insert(ext);
         if ext < next {
             if self.given_up.contains(&ext) {
@@ -347,5 +390,44 @@ mod tests {
         assert!(out[2 * 288..3 * 288].iter().all(|&b| b == 0));
         assert!(out[..2 * 288] == samples[..2 * 288] && out[3 * 288..] == samples[3 * 288..]);
         assert_eq!(d.stats().lost, 1);
+    }
+
+    /// A sender that restarts (sequence back to 0, or far ahead, or a new SSRC) starts the
+    /// stream over: counted, with no flood of silence and no run of "duplicates".
+    #[test]
+    fn a_restarted_sender_starts_the_stream_over() {
+        let f = AudioFormat::new(PcmEncoding::L24, 2, 48_000, 1000).unwrap();
+        let samples = tone(&f, 48 * 10);
+        let packets = |seq: u16, ssrc: u32| {
+            let mut p = AudioPacketizer::new(f, 97, ssrc);
+            p.sequence = seq;
+            let mut out = Vec::new();
+            p.packetize(&samples, 0, &mut |b| out.push(b.to_vec()))
+                .unwrap();
+            out
+        };
+        for (second, what) in [
+            (packets(0, 1), "sequence back to 0"),
+            (packets(30_000, 1), "sequence 25 000 ahead"),
+            (packets(5_010, 2), "new SSRC"),
+        ] {
+            let mut d = AudioDepacketizer::new(f, Some(97), 8);
+            let mut out = Vec::new();
+            for p in packets(5_000, 1).iter().chain(&second) {
+                d.push(p, &mut |_, b| out.extend_from_slice(b));
+            }
+            d.flush(&mut |_, b| out.extend_from_slice(b));
+            let stats = d.stats();
+            assert_eq!(
+                (stats.restarts, stats.lost, stats.duplicates),
+                (1, 0, 0),
+                "{what}"
+            );
+            assert_eq!(
+                out.len(),
+                2 * samples.len(),
+                "{what}: every sample, no silence added"
+            );
+        }
     }
 }

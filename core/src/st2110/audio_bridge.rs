@@ -224,13 +224,14 @@ pub fn receive_audio_on(
     let mut last: Option<u64> = None;
     let mut written = 0u64;
     let mut failure: Option<BridgeError> = None;
-    let mut commit = |samples: &[u8], last: &mut Option<u64>, written: &mut u64| {
+    let samples_per_grain = u64::from(format.samples_per_packet);
+    let mut commit = |ts: u32, samples: &[u8], last: &mut Option<u64>, written: &mut u64| {
         if options.grains != 0 && *written >= options.grains {
             return Ok(());
         }
         let index = match *last {
             Some(l) if options.reliable => l + 1,
-            l => l.map_or(0, |l| l + 1).max(crate::time::current_index(rate)),
+            l => live_index(ts, samples_per_grain, rate, l),
         };
         loop {
             match writer.open_grain(index) {
@@ -252,9 +253,9 @@ pub fn receive_audio_on(
     };
     while !stop.load(Ordering::Acquire) && (options.grains == 0 || written < options.grains) {
         receiver.receive(&mut |datagram| {
-            depacketizer.push(datagram, &mut |_, samples| {
+            depacketizer.push(datagram, &mut |ts, samples| {
                 if failure.is_none() {
-                    if let Err(e) = commit(samples, &mut last, &mut written) {
+                    if let Err(e) = commit(ts, samples, &mut last, &mut written) {
                         failure = Some(e.into());
                     }
                 }
@@ -274,8 +275,56 @@ pub fn receive_audio_on(
     Ok(depacketizer.stats())
 }
 
+/// A live receiver's grain index for a packet stamped `ts`: the sender stamps grain index ×
+/// samples per grain (ST 2110-10), so the index comes back from the timestamp, unwrapped
+/// near the current index; a timestamp more than a second off (clocks not locked) or not
+/// after the last grain falls back to the next index no earlier than now.
+fn live_index(ts: u32, samples_per_grain: u64, rate: Rational, last: Option<u64>) -> u64 {
+    let now = crate::time::current_index(rate);
+    let fallback = last.map_or(0, |l| l + 1).max(now);
+    let spg = samples_per_grain.max(1);
+    let reference = now.saturating_mul(spg);
+    let candidate = (reference & !0xFFFF_FFFF) | u64::from(ts);
+    let unwrapped = [
+        candidate.wrapping_sub(1 << 32),
+        candidate,
+        candidate + (1 << 32),
+    ]
+    .into_iter()
+    .min_by_key(|c| c.abs_diff(reference))
+    .unwrap_or(candidate);
+    let index = unwrapped / spg;
+    let second = u64::try_from(rate.numerator / rate.denominator.max(1))
+        .unwrap_or(1000)
+        .max(1);
+    if index.abs_diff(now) <= second && last.is_none_or(|l| index > l) {
+        index
+    } else {
+        fallback
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn live_index_follows_the_rtp_timestamp() {
+        let rate = Rational::new(1000, 1);
+        let now = crate::time::current_index(rate);
+        let ts = |i: u64| (i * 48) as u32;
+        // A grain stamped 50 ms ago keeps its index; stamped a minute off, it gets now's.
+        assert_eq!(live_index(ts(now - 50), 48, rate, None), now - 50);
+        let fallback = live_index(ts(now - 60_000), 48, rate, None);
+        assert!(fallback >= now, "{fallback} {now}");
+        // Never back to or before the last grain written: then the next one from now.
+        let after = live_index(ts(now - 50), 48, rate, Some(now - 10));
+        assert!(after >= now, "{after} {now}");
+        // The timestamp just after the last grain is that grain's successor.
+        assert_eq!(
+            live_index(ts(now - 9), 48, rate, Some(now - 10)),
+            now - 9
+        );
+    }
+
     use super::*;
     use crate::format::PcmFormat;
 

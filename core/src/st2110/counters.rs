@@ -23,6 +23,8 @@ pub struct LiveCounters {
     timing: AtomicU8,
     /// The SDP of the stream a sender emits (empty before its first grain).
     sdp: Mutex<String>,
+    /// The bridge's thread has returned; with why, if it failed.
+    ended: Mutex<Option<String>>,
 }
 
 impl LiveCounters {
@@ -59,6 +61,16 @@ impl LiveCounters {
 
     pub fn sdp(&self) -> String {
         self.sdp.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Marks the bridge ended: `error` empty when it stopped as asked or its flow ended.
+    pub fn set_ended(&self, error: String) {
+        *self.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    /// `None` while running; `Some("")` once ended cleanly, `Some(why)` once failed.
+    pub fn ended(&self) -> Option<String> {
+        self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 
 use super::rtp::{RtpHeader, RTP_HEADER_LEN};
 
+/// Bytes of bookkeeping counted per packet held (map entry and vector).
+const CHUNK_OVERHEAD: usize = 64;
+
 /// Bytes of the RFC 9134 payload header.
 pub const PAYLOAD_HEADER_LEN: usize = 4;
 
@@ -185,6 +188,8 @@ pub struct AssemblerStats {
     /// Frames given up with packets missing (never handed out as complete).
     pub frames_incomplete: u64,
     pub duplicates: u64,
+    /// Packets of a frame already handed out or given up.
+    pub late: u64,
     /// Packets that are not RFC 9134 codestream packets (too short, slice mode).
     pub malformed: u64,
     pub wrong_payload_type: u64,
@@ -204,6 +209,8 @@ pub struct FrameInfo {
 pub struct Assembler {
     payload_type: Option<u8>,
     frame: Option<Partial>,
+    /// The timestamp of the last frame handed out or given up: its stragglers are late.
+    done: Option<u32>,
     joined: Vec<u8>,
     stats: AssemblerStats,
     /// Bytes one frame may hold, to bound memory against a hostile stream.
@@ -254,12 +261,13 @@ impl Assembler {
             self.stats.malformed += 1;
             return;
         }
-        if self
-            .frame
-            .as_ref()
-            .is_some_and(|f| f.timestamp != rtp.timestamp)
-        {
+        if self.done == Some(rtp.timestamp) {
+            self.stats.late += 1;
+            return;
+        }
+        if let Some(f) = self.frame.as_ref().filter(|f| f.timestamp != rtp.timestamp) {
             // A new frame began: the one under way will not be completed.
+            self.done = Some(f.timestamp);
             self.frame = None;
             self.stats.frames_incomplete += 1;
         }
@@ -274,12 +282,16 @@ impl Assembler {
             self.stats.duplicates += 1;
             return;
         }
-        if frame.bytes + data.len() > self.max_frame_bytes {
+        // Each chunk costs its bytes and its bookkeeping, so tiny packets cannot make a
+        // frame take far more memory than the bound.
+        let cost = data.len() + CHUNK_OVERHEAD;
+        if frame.bytes + cost > self.max_frame_bytes {
+            self.done = Some(frame.timestamp);
             self.frame = None;
             self.stats.frames_incomplete += 1;
             return;
         }
-        frame.bytes += data.len();
+        frame.bytes += cost;
         frame.chunks.insert(header.position, data.to_vec());
         if header.last || rtp.marker {
             frame.count = Some(header.position + 1);
@@ -290,6 +302,7 @@ impl Assembler {
         });
         if whole {
             let frame = self.frame.take().expect("present");
+            self.done = Some(frame.timestamp);
             self.joined.clear();
             for chunk in frame.chunks.values() {
                 self.joined.extend_from_slice(chunk);
@@ -401,6 +414,16 @@ mod tests {
         let (frames, stats) = assemble(&pkts);
         assert_eq!(frames, vec![b]);
         assert_eq!((stats.frames_complete, stats.frames_incomplete), (1, 1));
+    }
+
+    #[test]
+    fn stragglers_of_a_finished_frame_are_late_not_a_new_frame() {
+        let frame: Vec<u8> = vec![9; 3000];
+        let mut pkts = packets(&frame, 7, 1000);
+        pkts.push(pkts[0].clone());
+        let (frames, stats) = assemble(&pkts);
+        assert_eq!(frames, vec![frame]);
+        assert_eq!((stats.late, stats.frames_incomplete), (1, 0));
     }
 
     #[test]

@@ -247,7 +247,11 @@ impl UdpSender {
             while sent < msgs.len() {
                 self.syscalls += 1;
                 match sendmmsg(&self.socket, &mut msgs[sent..], SendFlags::empty()) {
-                    Ok(0) => break,
+                    Ok(0) => {
+                        // The kernel took nothing: give the rest of the batch up, counted.
+                        self.dropped += (msgs.len() - sent) as u64;
+                        break;
+                    }
                     Ok(n) => {
                         sent += n;
                         retries = 0;

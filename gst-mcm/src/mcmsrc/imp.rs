@@ -859,11 +859,17 @@ impl PushSrcImpl for McmSrc {
                     .clock()
                     .zip(self.obj().base_time())
                     .map(|(c, base)| {
-                        let now = c.time();
+                        // TAI read between two clock reads: a measurement is clean when
+                        // the reads are close (no preemption between them), and only a
+                        // clean one may move an offset already taken.
+                        let before = c.time();
                         let now_tai = now_tai_ns();
-                        let measured = i128::from(now_tai) - i128::from(now.nseconds());
+                        let now = c.time();
+                        let spread = now.nseconds().saturating_sub(before.nseconds());
+                        let mid = i128::from(before.nseconds()) + i128::from(spread / 2);
+                        let measured = i128::from(now_tai) - mid;
                         let offset = match started.tai_offset {
-                            Some(o) if (o - measured).abs() <= 1_000_000 => o,
+                            Some(o) if (o - measured).abs() <= 1_000_000 || spread > 100_000 => o,
                             _ => measured,
                         };
                         started.tai_offset = Some(offset);
