@@ -319,10 +319,7 @@ mod tests {
         let after = live_index(ts(now - 50), 48, rate, Some(now - 10));
         assert!(after >= now, "{after} {now}");
         // The timestamp just after the last grain is that grain's successor.
-        assert_eq!(
-            live_index(ts(now - 9), 48, rate, Some(now - 10)),
-            now - 9
-        );
+        assert_eq!(live_index(ts(now - 9), 48, rate, Some(now - 10)), now - 9);
     }
 
     use super::*;
