@@ -543,6 +543,26 @@ pub fn caps_from_def(def: &FlowDef) -> Option<gst::Caps> {
                 .to_caps()
                 .ok()
         }
+        // Big-endian PCM written by another program (an ST 2110-30 receiver, an SDK
+        // client): its rate is the grain rate, so samples per second are that times the
+        // samples per grain.
+        MediaFormat::Pcm {
+            format,
+            channels,
+            samples_per_grain,
+        } => {
+            let f = match format {
+                PcmFormat::S16Be => gst_audio::AudioFormat::S16be,
+                PcmFormat::S24Be => gst_audio::AudioFormat::S24be,
+            };
+            let grains = def.rate.numerator / def.rate.denominator.max(1);
+            let rate = u32::try_from(grains * i64::from(*samples_per_grain)).ok()?;
+            gst_audio::AudioInfo::builder(f, rate, *channels)
+                .build()
+                .ok()?
+                .to_caps()
+                .ok()
+        }
         _ => None,
     }
 }

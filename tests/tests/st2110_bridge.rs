@@ -276,13 +276,18 @@ fn audio_through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16) {
         std::fs::read(&got_path).unwrap(),
     );
     // 1.5 s sent; most of it must arrive (the receiver may join a little late).
+    assert_sample_run(&sent, &got, &rx_log);
+}
+
+/// `got` (S24BE stereo) is at least half of `sent` and a run of it, byte for byte, starting
+/// at a 1 ms packet (288 bytes).
+fn assert_sample_run(sent: &[u8], got: &[u8], log: &[String]) {
     assert!(
-        got.len() >= sent.len() / 2 && got.len() % 6 == 0,
-        "received {} of {} bytes: {rx_log:?}",
+        got.len() >= sent.len() / 2 && got.len().is_multiple_of(6),
+        "received {} of {} bytes: {log:?}",
         got.len(),
         sent.len()
     );
-    // Where the received samples start in the sent ones: at a 1 ms packet (288 bytes).
     let start = (0..sent.len().saturating_sub(got.len()) + 1)
         .step_by(288)
         .find(|&at| sent[at..at + 288] == got[..288])
@@ -291,6 +296,68 @@ fn audio_through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16) {
         got[..] == sent[start..start + got.len()],
         "samples altered, lost or out of order"
     );
+}
+
+/// `mcm st2110-send` picks ST 2110-30 for a PCM flow; `mcm st2110-recv --media audio`
+/// receives it into a PCM flow: the samples `mcmsrc` reads there are a run of those sent.
+#[test]
+fn cli_bridges_carry_l24_audio() {
+    let (a, b) = (mcm_tests::temp_domain(), mcm_tests::temp_domain());
+    let (f1, f2) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let (sent_path, got_path) = (dir.path().join("sent.raw"), dir.path().join("got.raw"));
+    let caps = "audio/x-raw,format=S24BE,rate=48000,channels=2,layout=interleaved";
+    let mut recv = mcm(
+        "st2110-recv audio",
+        b.path(),
+        format!("st2110-recv --media audio --flow-id {f2} --bind 127.0.0.1:{port} --reliable --frames 800"),
+    );
+    recv.wait_for(|l| l.starts_with("st2110-recv: listening"));
+    let rx = gst_launch_started(
+        "gst audio receiver",
+        &format!(
+            "mcmsrc domain={} flow-id={f2} reliable=true ! filesink location={}",
+            b.path().display(),
+            got_path.display()
+        ),
+    );
+    let send = mcm(
+        "st2110-send audio",
+        a.path(),
+        format!("st2110-send --flow-id {f1} --dest 127.0.0.1:{port}"),
+    );
+    let tx = gst_launch(
+        "gst audio sender",
+        &format!(
+            "audiotestsrc is-live=true wave=white-noise num-buffers=100 samplesperbuffer=480 ! {caps} ! tee name=t ! queue ! mcmsink domain={} flow-id={f1} t. ! queue ! filesink location={}",
+            a.path().display(),
+            sent_path.display()
+        ),
+    );
+    finish_ok(tx);
+    let send_log = finish_ok(send);
+    let recv_log = finish_ok(recv);
+    let rx_log = finish_ok(rx);
+    assert!(
+        send_log
+            .iter()
+            .any(|l| l.starts_with("st2110-send: ST 2110-30,")),
+        "{send_log:?}"
+    );
+    assert!(
+        recv_log.iter().any(|l| l.contains("0 lost")),
+        "{recv_log:?}"
+    );
+    let (sent, got) = (
+        std::fs::read(&sent_path).unwrap(),
+        std::fs::read(&got_path).unwrap(),
+    );
+    assert_eq!(got.len(), 800 * 288, "{rx_log:?}");
+    assert_sample_run(&sent, &got, &rx_log);
 }
 
 /// Two proxies, each with its own domain (two hosts' worth), on loopback.

@@ -42,10 +42,11 @@ enum Command {
     /// The reading side of `mcm demo` (started by it).
     #[command(hide = true)]
     DemoRead(demo::ReadArgs),
-    /// Send a video flow as an ST 2110-20 (RFC 4175) stream over UDP.
+    /// Send a flow as an ST 2110 stream over UDP: video as -20 (RFC 4175), PCM as -30,
+    /// ancillary data as -40 (RFC 8331).
     #[command(name = "st2110-send")]
     St2110Send(st2110::SendArgs),
-    /// Receive an ST 2110-20 stream over UDP into a video flow.
+    /// Receive an ST 2110-20, -30 or -40 stream over UDP into a flow.
     #[command(name = "st2110-recv")]
     St2110Recv(st2110::RecvArgs),
     /// List a proxy's ST 2110 bridges with their counters and timing verdicts.

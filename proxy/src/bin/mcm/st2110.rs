@@ -7,14 +7,17 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
-use mcm_core::format::VideoFormat;
+use mcm_core::format::{FlowDef, MediaFormat, PcmFormat, VideoFormat};
+use mcm_core::st2110::anc_bridge::{self, AncReceiverOptions, AncSenderOptions};
+use mcm_core::st2110::audio_bridge::{self, AudioReceiverOptions, AudioSenderOptions};
 use mcm_core::st2110::rfc4175::PackingMode;
 use mcm_core::st2110::video_bridge::{self, ReceiverOptions, SenderOptions};
 use mcm_core::{Domain, Rational};
 
 #[derive(clap::Args)]
 pub struct SendArgs {
-    /// Flow to send (v210, UYVP or UYVY video).
+    /// Flow to send: v210, UYVP or UYVY video (ST 2110-20), big-endian PCM (ST 2110-30) or
+    /// ancillary data (ST 2110-40), picked from the flow's description.
     #[arg(long)]
     flow_id: uuid::Uuid,
     /// Destination, e.g. 239.10.10.10:20000 or 127.0.0.1:5004.
@@ -56,16 +59,30 @@ pub struct RecvArgs {
     interface: Ipv4Addr,
     #[arg(long)]
     payload_type: Option<u8>,
+    /// Video: frame width.
     #[arg(long)]
-    width: u32,
+    width: Option<u32>,
+    /// Video: frame height.
     #[arg(long)]
-    height: u32,
+    height: Option<u32>,
     /// Frame rate, N or N/D.
     #[arg(long, default_value = "25")]
     rate: String,
     /// Flow pixel format: v210, UYVP or UYVY.
     #[arg(long, default_value = "v210")]
     format: String,
+    /// What the stream carries: video (ST 2110-20), audio (-30) or anc (-40).
+    #[arg(long, default_value = "video")]
+    media: String,
+    /// Audio: channels.
+    #[arg(long, default_value_t = 2)]
+    channels: u32,
+    /// Audio: sample rate (48000 or 96000; 1 ms packets).
+    #[arg(long, default_value_t = 48_000)]
+    sample_rate: u32,
+    /// Audio: L24 or L16.
+    #[arg(long, default_value = "L24")]
+    encoding: String,
     /// Back-pressure for local readers (nothing dropped in the flow).
     #[arg(long)]
     reliable: bool,
@@ -115,6 +132,56 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
         });
     }
     let stop = stop_flag()?;
+    // The flow's media picks the bridge: ST 2110-30 for PCM, -40 for ancillary data, -20
+    // for video (waiting for the flow to appear, as the bridges do).
+    let media = loop {
+        match Domain::open(domain)?.flow_def(args.flow_id) {
+            Ok(text) => break FlowDef::parse(&text)?.media,
+            Err(mcm_core::flow::FlowError::NotFound { .. })
+                if !stop.load(std::sync::atomic::Ordering::Acquire) =>
+            {
+                // A CLI waiting for its flow's writer: poll, as `Follower` does.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    match media {
+        MediaFormat::Pcm { .. } => {
+            let options = AudioSenderOptions {
+                destination: args.dest,
+                bind: args.bind,
+                payload_type: args.payload_type,
+                ssrc: rand_ssrc(),
+                packets: 0,
+                reliable: false,
+                counters: None,
+            };
+            let s = audio_bridge::send_audio(Domain::open(domain)?, args.flow_id, &options, &stop)?;
+            println!(
+                "st2110-send: ST 2110-30, {} packets, {} torn, {} dropped, {} port unreachable",
+                s.packets, s.torn, s.dropped, s.unreachable
+            );
+            return Ok(());
+        }
+        MediaFormat::Ancillary => {
+            let options = AncSenderOptions {
+                destination: args.dest,
+                bind: args.bind,
+                payload_type: args.payload_type,
+                ssrc: rand_ssrc(),
+                reliable: false,
+                counters: None,
+            };
+            let s = anc_bridge::send_anc(Domain::open(domain)?, args.flow_id, &options, &stop)?;
+            println!(
+                "st2110-send: ST 2110-40, {} packets, {} malformed grains, {} torn, {} dropped",
+                s.packets, s.malformed, s.torn, s.dropped
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
     let stats = video_bridge::send_video(Domain::open(domain)?, args.flow_id, &options, &stop)?;
     println!(
         "st2110-send: {} frames, {} packets in {} system calls, {} torn, {} dropped, {} port unreachable, {} packets unsent",
@@ -128,14 +195,20 @@ pub fn recv(domain: &Path, args: RecvArgs) -> anyhow::Result<()> {
         Some((n, d)) => Rational::new(n.parse()?, d.parse()?),
         None => Rational::new(args.rate.parse()?, 1),
     };
+    if args.media != "video" {
+        return recv_data(domain, &args, rate);
+    }
     let format = VideoFormat::from_name(&args.format)
         .with_context(|| format!("pixel format `{}`", args.format))?;
+    let (Some(width), Some(height)) = (args.width, args.height) else {
+        anyhow::bail!("video needs --width and --height");
+    };
     let options = ReceiverOptions {
         bind: args.bind,
         multicast: args.group.map(|g| (g, args.interface)),
         payload_type: args.payload_type,
-        width: args.width,
-        height: args.height,
+        width,
+        height,
         rate,
         format,
         flow_id: args.flow_id,
@@ -158,6 +231,70 @@ pub fn recv(domain: &Path, args: RecvArgs) -> anyhow::Result<()> {
             report.frames_timed
         ),
         None => println!("st2110-recv: ST 2110-21 timing: no whole frame to learn the model from"),
+    }
+    Ok(())
+}
+
+/// `st2110-recv --media audio|anc`: an ST 2110-30 or -40 stream into a PCM or data flow.
+fn recv_data(domain: &Path, args: &RecvArgs, rate: Rational) -> anyhow::Result<()> {
+    let stop = stop_flag()?;
+    let multicast = args.group.map(|g| (g, args.interface));
+    match args.media.as_str() {
+        "audio" => {
+            let format = match args.encoding.as_str() {
+                "L24" => PcmFormat::S24Be,
+                "L16" => PcmFormat::S16Be,
+                other => anyhow::bail!("encoding `{other}`: L24 or L16"),
+            };
+            let flow = FlowDef::pcm(
+                args.flow_id,
+                "st2110-30 receiver",
+                format,
+                args.sample_rate,
+                args.channels,
+                args.sample_rate / 1000,
+            )?;
+            let options = AudioReceiverOptions {
+                bind: args.bind,
+                multicast,
+                payload_type: args.payload_type,
+                flow,
+                reliable: args.reliable,
+                reorder_window: 8,
+                grains: args.frames,
+                counters: None,
+            };
+            let socket = audio_bridge::bind_receiver(&options)?;
+            println!("st2110-recv: listening on {}", args.bind);
+            let s =
+                audio_bridge::receive_audio_on(socket, Domain::create(domain)?, &options, &stop)?;
+            println!(
+                "st2110-recv: ST 2110-30, {} packets, {} lost, {} duplicates, {} late, {} malformed, {} wrong payload type, {} restarts",
+                s.packets, s.lost, s.duplicates, s.late, s.malformed, s.wrong_payload_type, s.restarts
+            );
+        }
+        "anc" => {
+            let options = AncReceiverOptions {
+                bind: args.bind,
+                multicast,
+                payload_type: args.payload_type,
+                flow: FlowDef::ancillary(args.flow_id, "st2110-40 receiver", rate)?,
+                reliable: args.reliable,
+                grains: args.frames,
+                counters: None,
+            };
+            let socket = mcm_core::st2110::udp::udp_socket(args.bind)?;
+            if let Some((g, i)) = multicast {
+                socket.join_multicast_v4(&g, &i)?;
+            }
+            println!("st2110-recv: listening on {}", args.bind);
+            let s = anc_bridge::receive_anc(socket, Domain::create(domain)?, &options, &stop)?;
+            println!(
+                "st2110-recv: ST 2110-40, {} packets, {} grains, {} malformed, {} wrong payload type",
+                s.packets, s.grains, s.malformed, s.wrong_payload_type
+            );
+        }
+        other => anyhow::bail!("media `{other}`: video, audio or anc"),
     }
     Ok(())
 }
