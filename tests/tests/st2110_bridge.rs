@@ -600,6 +600,7 @@ fn control_api_bridges_a_group_and_reports_it() {
     let line = cli(&["bridges"]);
     assert!(
         line.starts_with(&format!("tx/127.0.0.1:{port} st2110-20 "))
+            && line.contains(" running: ")
             && line.contains("users control:cam1-out"),
         "{line}"
     );

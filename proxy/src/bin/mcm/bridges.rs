@@ -70,10 +70,11 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     }
     for b in bridges {
         println!(
-            "{} {} flow {}: {} packets, {} grains, {} incomplete, {} lost, {} dropped, timing {}, users {}",
+            "{} {} flow {} {}: {} packets, {} grains, {} incomplete, {} lost, {} dropped, timing {}, users {}",
             b.key,
             b.transport,
             b.flow_id,
+            b.state,
             b.packets,
             b.grains,
             b.incomplete,
