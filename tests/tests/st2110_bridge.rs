@@ -600,11 +600,12 @@ fn control_api_bridges_a_group_and_reports_it() {
     let line = cli(&["bridges"]);
     assert!(
         line.starts_with(&format!("tx/127.0.0.1:{port} st2110-20 "))
-            && line.contains(" running: ")
+            && (line.contains(" running: ") || line.contains(" ended: "))
             && line.contains("users control:cam1-out"),
         "{line}"
     );
-    assert_eq!(b.state, "running");
+    // The group's sender has ended its stream: the bridge is ending or has ended, not failed.
+    assert!(b.state == "running" || b.state == "ended", "{}", b.state);
     // The same bridge id to another port: the old stream stops, one bridge remains.
     let moved = config.replace(
         &format!("\"port\":{port}"),
