@@ -16,10 +16,9 @@ use super::anc;
 use super::counters::LiveCounters;
 use super::rtp::{RtpHeader, RTP_HEADER_LEN};
 use super::udp::{udp_socket, PacketQueue, UdpReceiver, UdpSender};
-use super::video_bridge::BridgeError;
+use super::video_bridge::{rtp_time, BridgeError};
 use crate::flow::{Domain, FlowError, FollowError, Follower, WriterOptions};
 use crate::format::{FlowDef, MediaFormat};
-use crate::time::{index_to_timestamp, Rational};
 
 /// Bytes of the RFC 8331 payload header kept in a grain: Length (2), ANC_Count (1), F and
 /// reserved (3).
@@ -136,11 +135,6 @@ pub fn send_anc_from(
         }
     }
     Ok(stats)
-}
-
-/// RTP time (90 kHz) of a grain: its TAI time since the SMPTE epoch, modulo 2^32.
-fn rtp_time(rate: Rational, index: u64) -> u32 {
-    (index_to_timestamp(rate, index) as u128 * 9 / 100_000) as u32
 }
 
 /// What an ANC receiver expects and where it writes.

@@ -51,13 +51,9 @@ pub fn audio_format_of(def: &FlowDef) -> Result<AudioFormat, BridgeError> {
 
 /// The SDP of the stream `options` send for PCM flow `def`.
 fn audio_sdp(def: &FlowDef, format: AudioFormat, options: &AudioSenderOptions) -> String {
-    let source = match options.bind.ip() {
-        ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
-        ip => ip,
-    };
     super::sdp::AudioSdp {
         session_name: def.label.clone(),
-        source: source.to_string(),
+        source: super::sdp::source_of(options.bind),
         destination: options.destination.ip().to_string(),
         port: options.destination.port(),
         payload_type: options.payload_type,

@@ -48,28 +48,18 @@ impl VideoSdp {
         } else {
             format!("{}/{}", r.numerator, r.denominator)
         };
-        let mut s = String::new();
+        let mut s = session_and_media(
+            &self.session_name,
+            &self.source,
+            &self.destination,
+            "video",
+            self.port,
+            self.payload_type,
+        );
         let mut line = |l: String| {
             s.push_str(&l);
             s.push_str("\r\n");
         };
-        line("v=0".into());
-        line(format!("o=- 0 0 IN IP4 {}", self.source));
-        line(format!("s={}", self.session_name));
-        line("t=0 0".into());
-        line(format!(
-            "m=video {} RTP/AVP {}",
-            self.port, self.payload_type
-        ));
-        if is_multicast(&self.destination) {
-            line(format!("c=IN IP4 {}/64", self.destination));
-            line(format!(
-                "a=source-filter: incl IN IP4 {} {}",
-                self.destination, self.source
-            ));
-        } else {
-            line(format!("c=IN IP4 {}", self.destination));
-        }
         line(format!("a=rtpmap:{} raw/90000", self.payload_type));
         line(format!(
             "a=fmtp:{} sampling={}; width={}; height={}; exactframerate={}; depth={}; TCS=SDR; colorimetry={}; PM={}; SSN=ST2110-20:2017; TP={}{}",
@@ -87,6 +77,38 @@ impl VideoSdp {
         line("a=mediaclk:direct=0".into());
         line("a=ts-refclk:localmac=00-00-00-00-00-00".into());
         s
+    }
+}
+
+/// The session lines and the `m=`/`c=` lines of a one-stream ST 2110 SDP (CRLF ends), with
+/// a source filter for a multicast destination (ST 2110-10).
+fn session_and_media(
+    session_name: &str,
+    source: &str,
+    destination: &str,
+    media: &str,
+    port: u16,
+    payload_type: u8,
+) -> String {
+    let mut s = format!(
+        "v=0\r\no=- 0 0 IN IP4 {source}\r\ns={session_name}\r\nt=0 0\r\nm={media} {port} RTP/AVP {payload_type}\r\n"
+    );
+    if is_multicast(destination) {
+        s.push_str(&format!(
+            "c=IN IP4 {destination}/64\r\na=source-filter: incl IN IP4 {destination} {source}\r\n"
+        ));
+    } else {
+        s.push_str(&format!("c=IN IP4 {destination}\r\n"));
+    }
+    s
+}
+
+/// The `o=` and source-filter address of a stream sent from `bind`: loopback when bound to
+/// any address (the SDP needs one).
+pub(crate) fn source_of(bind: std::net::SocketAddr) -> String {
+    match bind.ip() {
+        ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]).to_string(),
+        ip => ip.to_string(),
     }
 }
 
@@ -111,28 +133,18 @@ impl AudioSdp {
         } else {
             format!("{:.3}", ptime_us as f64 / 1000.0)
         };
-        let mut s = String::new();
+        let mut s = session_and_media(
+            &self.session_name,
+            &self.source,
+            &self.destination,
+            "audio",
+            self.port,
+            self.payload_type,
+        );
         let mut line = |l: String| {
             s.push_str(&l);
             s.push_str("\r\n");
         };
-        line("v=0".into());
-        line(format!("o=- 0 0 IN IP4 {}", self.source));
-        line(format!("s={}", self.session_name));
-        line("t=0 0".into());
-        line(format!(
-            "m=audio {} RTP/AVP {}",
-            self.port, self.payload_type
-        ));
-        if is_multicast(&self.destination) {
-            line(format!("c=IN IP4 {}/64", self.destination));
-            line(format!(
-                "a=source-filter: incl IN IP4 {} {}",
-                self.destination, self.source
-            ));
-        } else {
-            line(format!("c=IN IP4 {}", self.destination));
-        }
         line(format!(
             "a=rtpmap:{} {}/{}/{}",
             self.payload_type,

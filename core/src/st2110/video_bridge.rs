@@ -98,7 +98,7 @@ fn pacing_start(grain_tai_ns: u64, period: Duration) -> Instant {
 }
 
 /// RTP time (90 kHz) of a grain: its TAI time since the SMPTE epoch, modulo 2^32.
-fn rtp_time(rate: Rational, index: u64) -> u32 {
+pub(super) fn rtp_time(rate: Rational, index: u64) -> u32 {
     let ns = index_to_timestamp(rate, index) as u128;
     (ns * 9 / 100_000) as u32
 }
@@ -281,13 +281,9 @@ pub fn send_video(
 
 /// The SDP of the stream `options` send for flow `def`.
 fn video_sdp(def: &FlowDef, geometry: VideoGeometry, options: &SenderOptions) -> String {
-    let source = match options.bind.ip() {
-        ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
-        ip => ip,
-    };
     super::sdp::VideoSdp {
         session_name: def.label.clone(),
-        source: source.to_string(),
+        source: super::sdp::source_of(options.bind),
         destination: options.destination.ip().to_string(),
         port: options.destination.port(),
         payload_type: options.payload_type,
