@@ -222,7 +222,8 @@ impl Bridges {
                     payload_type: st.payload_type,
                     ssrc: def.id.as_u128() as u32,
                     packets: 0,
-                    reliable: false,
+                    // A reliable connection holds its writer back until each grain is sent.
+                    reliable: config.reliable,
                     counters: live,
                 };
                 let flow_id = def.id;
