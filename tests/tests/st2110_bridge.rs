@@ -400,7 +400,9 @@ fn two_hosts_over_a_veth_pair() {
 fn loss_and_disorder_give_counted_incomplete_frames_never_corrupt_ones() {
     let (a, b) = (mcm_tests::temp_domain(), mcm_tests::temp_domain());
     let (f1, f2) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-    let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // A large receive buffer: the relay is a user-space thread, and on a loaded machine it
+    // must not lose packets of its own once it forwards cleanly.
+    let relay = mcm_core::st2110::udp::udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
     relay
         .set_read_timeout(Some(std::time::Duration::from_millis(200)))
         .unwrap();
