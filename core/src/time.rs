@@ -123,12 +123,55 @@ pub fn ns_until_index(rate: Rational, index: u64) -> u64 {
     index_to_timestamp(rate, index).saturating_sub(now_tai_ns())
 }
 
-/// Sleeps until TAI time `ts_ns` (returns at once if it has passed).
+/// Sleeps until TAI time `ts_ns` (returns at once if it has passed): an absolute sleep on
+/// `CLOCK_TAI`, so no time is lost between reading the clock and going to sleep.
 pub fn sleep_until_tai(ts_ns: u64) {
+    let at = rustix::time::Timespec {
+        tv_sec: (ts_ns / 1_000_000_000) as i64,
+        tv_nsec: (ts_ns % 1_000_000_000) as _,
+    };
+    loop {
+        match rustix::thread::clock_nanosleep_absolute(rustix::thread::ClockId::Tai, &at) {
+            Ok(()) => return,
+            Err(rustix::io::Errno::INTR) => continue,
+            // No CLOCK_TAI sleeps (now_tai_ns then reads the real-time clock too).
+            Err(_) => break,
+        }
+    }
     let now = now_tai_ns();
     if ts_ns > now {
         std::thread::sleep(std::time::Duration::from_nanos(ts_ns - now));
     }
+}
+
+/// Readies the calling thread for software pacing: a timer slack of 1 ns (not the
+/// default 50 µs), and real-time priority (`SCHED_FIFO`) where the process may take it
+/// (root or `CAP_SYS_NICE`), so its wake-ups stay on time while other threads load every
+/// core; otherwise late wake-ups pile up in a frame of hundreds of bursts. The thread
+/// must sleep between bursts (a real-time thread that spun would starve the host).
+/// Returns whether the thread runs real-time.
+pub fn pacing_thread() -> bool {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
+        ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+    };
+    let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
+    let Ok(value) = ThreadPriorityValue::try_from(50u8) else {
+        return false;
+    };
+    let realtime = set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Crossplatform(value),
+        ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+    )
+    .is_ok();
+    if !realtime {
+        tracing::info!(
+            "pacing thread runs at normal priority (no CAP_SYS_NICE): its bursts may go \
+             out late when the cores are busy"
+        );
+    }
+    realtime
 }
 
 #[cfg(test)]

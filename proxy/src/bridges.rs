@@ -17,7 +17,7 @@ use mcm_core::st2110::audio_bridge::{self, AudioReceiverOptions, AudioSenderOpti
 use mcm_core::st2110::counters::LiveCounters;
 use mcm_core::st2110::pacing::SenderType;
 use mcm_core::st2110::rfc4175::PackingMode;
-use mcm_core::st2110::video_bridge::{self, ReceiverOptions, SenderOptions};
+use mcm_core::st2110::video_bridge::{self, Pacing, ReceiverOptions, SenderOptions};
 use mcm_core::Domain;
 
 /// Prefix of the user ids of bridges set up by the control API (connection ids otherwise).
@@ -174,6 +174,7 @@ impl Bridges {
                     ssrc: def.id.as_u128() as u32,
                     // GPM-compliant, and equal packets: the kernel can segment runs of them.
                     packing: PackingMode::SingleLine,
+                    pacing: Pacing::Wide,
                     frames: 0,
                     sdp_file: None,
                     sdp_written: None,

@@ -29,7 +29,8 @@ pub struct VideoSdp {
     pub packing: PackingMode,
     /// `BT709`, `BT2020`, ...
     pub colorimetry: String,
-    /// `2110TPN` (narrow), `2110TPNL` (narrow linear) or `2110TPW` (wide).
+    /// `TP`: `2110TPN` (narrow), `2110TPNL` (narrow linear), `2110TPW` (wide), or empty
+    /// for none (a sender beyond the models).
     pub sender_type: String,
 }
 
@@ -62,7 +63,7 @@ impl VideoSdp {
         };
         line(format!("a=rtpmap:{} raw/90000", self.payload_type));
         line(format!(
-            "a=fmtp:{} sampling={}; width={}; height={}; exactframerate={}; depth={}; TCS=SDR; colorimetry={}; PM={}; SSN=ST2110-20:2017; TP={}{}",
+            "a=fmtp:{} sampling={}; width={}; height={}; exactframerate={}; depth={}; TCS=SDR; colorimetry={}; PM={}; SSN=ST2110-20:2017{}{}",
             self.payload_type,
             g.sampling.name(),
             g.width,
@@ -71,7 +72,12 @@ impl VideoSdp {
             g.depth,
             self.colorimetry,
             self.packing.sdp_name(),
-            self.sender_type,
+            // No TP for a sender no ST 2110-21 type describes.
+            if self.sender_type.is_empty() {
+                String::new()
+            } else {
+                format!("; TP={}", self.sender_type)
+            },
             if g.interlaced { "; interlace" } else { "" },
         ));
         line("a=mediaclk:direct=0".into());

@@ -281,6 +281,11 @@ pub struct UdpReceiver {
     buffers: Vec<Vec<u8>>,
     /// Receive offload in use.
     gro: bool,
+    /// The kernel stamps each datagram with its arrival time.
+    timestamps: bool,
+    /// Least time between reads that did not fill every buffer (see `gather_for`).
+    gather: Option<std::time::Duration>,
+    last_read_partial: bool,
     /// System calls made, for the benchmarks.
     pub syscalls: u64,
 }
@@ -293,8 +298,28 @@ impl UdpReceiver {
             socket,
             buffers: vec![vec![0u8; RECV_BUFFER_BYTES]; RECV_BUFFERS],
             gro,
+            timestamps: false,
+            gather: None,
+            last_read_partial: false,
             syscalls: 0,
         }
+    }
+
+    /// After a read that did not fill every buffer, lets datagrams gather for `interval`
+    /// before the next: a paced stream otherwise wakes the receiver for every burst
+    /// (hundreds per frame), each wake-up costing more than the copy it reads. Adds up to
+    /// `interval` of latency; the socket buffer holds what arrives meanwhile.
+    pub fn gather_for(&mut self, interval: std::time::Duration) {
+        self.gather = Some(interval);
+    }
+
+    /// Asks the kernel to stamp each datagram with its arrival time (`SO_TIMESTAMPNS`),
+    /// given to [`receive_timed`](Self::receive_timed): what a timing check needs, as
+    /// user-space reads come in batches, late whenever the receiver was busy. Returns
+    /// whether the kernel agreed.
+    pub fn stamp_arrivals(&mut self) -> bool {
+        self.timestamps = setsockopt(&self.socket, sockopt::ReceiveTimestampns, &true).is_ok();
+        self.timestamps
     }
 
     pub fn offload(&self) -> bool {
@@ -308,8 +333,18 @@ impl UdpReceiver {
     /// Waits (up to the socket's read timeout) for datagrams and hands each to `each`, in
     /// arrival order. Returns how many there were; 0 when the wait timed out.
     pub fn receive(&mut self, each: &mut dyn FnMut(&[u8])) -> io::Result<usize> {
-        // (bytes, GRO segment size) per filled buffer.
-        let mut filled = [(0usize, 0usize); RECV_BUFFERS];
+        self.receive_timed(&mut |datagram, _| each(datagram))
+    }
+
+    /// As [`receive`](Self::receive), with each datagram's arrival time (TAI ns) as the
+    /// kernel stamped it, if [`stamp_arrivals`](Self::stamp_arrivals) was asked (the
+    /// datagrams of one offloaded train share the time of its first).
+    pub fn receive_timed(&mut self, each: &mut dyn FnMut(&[u8], Option<u64>)) -> io::Result<usize> {
+        if let (Some(interval), true) = (self.gather, self.last_read_partial) {
+            std::thread::sleep(interval);
+        }
+        // (bytes, GRO segment size, arrival on the real-time clock) per filled buffer.
+        let mut filled = [(0usize, 0usize, None::<u64>); RECV_BUFFERS];
         let mut count = 0;
         {
             let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
@@ -321,7 +356,7 @@ impl UdpReceiver {
             // what it wrote, so reused ones would truncate the next GRO segment size.
             let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(
                 RECV_BUFFERS,
-                Some(nix::cmsg_space!(i32)),
+                Some(nix::cmsg_space!(i32, nix::sys::time::TimeSpec)),
             );
             self.syscalls += 1;
             let results = match recvmmsg(
@@ -336,29 +371,44 @@ impl UdpReceiver {
                 Err(e) => return Err(e.into()),
             };
             for (slot, msg) in filled.iter_mut().zip(results) {
-                let segment = msg
-                    .cmsgs()
-                    .ok()
-                    .into_iter()
-                    .flatten()
-                    .find_map(|c| match c {
-                        ControlMessageOwned::UdpGroSegments(s) => usize::try_from(s).ok(),
-                        _ => None,
-                    })
-                    .unwrap_or(0);
-                *slot = (msg.bytes, segment);
+                let (mut segment, mut arrival) = (0, None);
+                for c in msg.cmsgs().ok().into_iter().flatten() {
+                    match c {
+                        ControlMessageOwned::UdpGroSegments(s) => {
+                            segment = usize::try_from(s).unwrap_or(0)
+                        }
+                        ControlMessageOwned::ScmTimestampns(t) => {
+                            arrival = u64::try_from(t.tv_sec())
+                                .ok()
+                                .and_then(|s| s.checked_mul(1_000_000_000))
+                                .and_then(|ns| ns.checked_add(t.tv_nsec().try_into().ok()?));
+                        }
+                        _ => {}
+                    }
+                }
+                *slot = (msg.bytes, segment, arrival);
                 count += 1;
             }
         }
+        self.last_read_partial = count > 0 && count < RECV_BUFFERS;
+        // Kernel stamps are on the real-time clock: move them to TAI.
+        let tai_offset = if self.timestamps {
+            let realtime = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+            let realtime = realtime.tv_sec as i64 * 1_000_000_000 + realtime.tv_nsec as i64;
+            crate::time::now_tai_ns() as i64 - realtime
+        } else {
+            0
+        };
         let mut datagrams = 0;
-        for (buffer, &(bytes, segment)) in self.buffers.iter().zip(&filled[..count]) {
+        for (buffer, &(bytes, segment, arrival)) in self.buffers.iter().zip(&filled[..count]) {
             let data = &buffer[..bytes.min(buffer.len())];
+            let arrival = arrival.map(|t| t.saturating_add_signed(tai_offset));
             if segment == 0 || segment >= data.len() {
-                each(data);
+                each(data, arrival);
                 datagrams += 1;
             } else {
                 for datagram in data.chunks(segment) {
-                    each(datagram);
+                    each(datagram, arrival);
                     datagrams += 1;
                 }
             }
@@ -402,9 +452,14 @@ mod tests {
             .collect()
     }
 
-    fn roundtrip(offload: bool) -> (Vec<Vec<u8>>, u64, u64) {
+    /// Sends [`datagrams`] and reads them back, with kernel arrival times if `stamped`.
+    fn roundtrip(offload: bool, stamped: bool) -> (Vec<Vec<u8>>, u64, u64) {
         let (mut tx, mut rx) = pair(offload);
+        if stamped {
+            assert!(rx.stamp_arrivals(), "SO_TIMESTAMPNS refused");
+        }
         let sent = datagrams();
+        let before = crate::time::now_tai_ns();
         let mut queue = PacketQueue::default();
         for d in &sent {
             // Headers and data as a packetizer gives them (and an empty header once).
@@ -413,15 +468,36 @@ mod tests {
         }
         tx.send(&mut queue).unwrap();
         assert!(queue.is_empty());
-        let mut got = Vec::new();
+        let (mut got, mut arrivals) = (Vec::new(), Vec::new());
         // Bounded: every call returns at least one datagram or times out (200 ms).
         for _ in 0..sent.len() {
             if got.len() == sent.len() {
                 break;
             }
-            if rx.receive(&mut |d| got.push(d.to_vec())).unwrap() == 0 {
+            let n = rx
+                .receive_timed(&mut |d, at| {
+                    got.push(d.to_vec());
+                    arrivals.push(at);
+                })
+                .unwrap();
+            if n == 0 {
                 break;
             }
+        }
+        let after = crate::time::now_tai_ns();
+        if stamped {
+            // Each datagram has its kernel arrival time, between the send and now (1 ms
+            // of slack for the two clocks read apart).
+            assert!(
+                arrivals
+                    .iter()
+                    .all(|a| a
+                        .is_some_and(|a| { a + 1_000_000 >= before && a <= after + 1_000_000 })),
+                "arrival times {before}..{after}: {:?}",
+                &arrivals[..5.min(arrivals.len())]
+            );
+        } else {
+            assert!(arrivals.iter().all(Option::is_none));
         }
         let summary = |v: &[Vec<u8>]| -> Vec<(u32, usize)> {
             v.iter()
@@ -439,7 +515,7 @@ mod tests {
 
     #[test]
     fn datagrams_arrive_whole_and_in_order_with_offload() {
-        let (_, tx_calls, rx_calls) = roundtrip(true);
+        let (_, tx_calls, rx_calls) = roundtrip(true, true);
         // 150 datagrams: far fewer calls than datagrams either way.
         assert!(tx_calls < 50, "{tx_calls} sends");
         assert!(rx_calls < 150, "{rx_calls} receives");
@@ -447,7 +523,7 @@ mod tests {
 
     #[test]
     fn datagrams_arrive_whole_and_in_order_without_offload() {
-        let (_, tx_calls, _) = roundtrip(false);
+        let (_, tx_calls, _) = roundtrip(false, false);
         assert!(tx_calls <= 3, "{tx_calls} sendmmsg calls for 150 datagrams");
     }
 

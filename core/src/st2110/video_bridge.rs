@@ -10,11 +10,11 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::convert::{uyvp_line_to_v210, v210_line_to_uyvp, v210_stride};
 use super::counters::LiveCounters;
-use super::pacing::{rtp_epoch_ns, PacingModel, SenderType, TimingChecker};
+use super::pacing::{BurstSchedule, PacingModel, SenderType, TimingChecker};
 use super::rfc4175::{
     Assembler, AssemblerConfig, Packetizer, PackingMode, ReceiverStats, Sampling, VideoGeometry,
     DEFAULT_PACKET_SIZE,
@@ -85,18 +85,6 @@ fn wire_to_grain(format: VideoFormat, width: usize, lines: usize, wire: &[u8], g
     }
 }
 
-/// When a grain's packets start, on the monotonic clock: its TAI time, if that is recent
-/// (a live flow's grains are stamped with the clock); now for grains stamped otherwise (a
-/// reliable flow counts its grains) or in the future.
-fn pacing_start(grain_tai_ns: u64, period: Duration) -> Instant {
-    let now = Instant::now();
-    let late = crate::time::now_tai_ns().checked_sub(grain_tai_ns);
-    match late.map(Duration::from_nanos) {
-        Some(late) if late <= 2 * period => now.checked_sub(late).unwrap_or(now),
-        _ => now,
-    }
-}
-
 /// RTP time (90 kHz) of a grain: its TAI time since the SMPTE epoch, modulo 2^32.
 pub(super) fn rtp_time(rate: Rational, index: u64) -> u32 {
     let ns = index_to_timestamp(rate, index) as u128;
@@ -118,10 +106,25 @@ pub struct SenderStats {
     pub unsent: u64,
     /// Send system calls made.
     pub syscalls: u64,
+    /// Frames whose packets, as sent, the ST 2110-21 model calls narrow, wide and
+    /// non-compliant (the sender's own check of its pacing).
+    pub timing: [u64; 3],
 }
 
-/// Packets queued before they are handed to the kernel (at most; bursts end sooner).
-const BATCH: usize = 128;
+/// How long a video receiver lets a paced stream's bursts gather between reads: about 70
+/// packets of 1080p59.94, so 60 reads a frame rather than one per burst.
+const GATHER: Duration = Duration::from_micros(250);
+
+/// How a video sender spreads a frame's packets over the frame period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Pacing {
+    /// ST 2110-21 wide (`TP=2110TPW`): small bursts that keep the network buffer under
+    /// CMAX ([`BurstSchedule::wide`]).
+    #[default]
+    Wide,
+    /// 32 large bursts per frame ([`BurstSchedule::coarse`]): less CPU, not compliant.
+    Coarse,
+}
 
 /// What a video sender sends.
 #[derive(Debug, Clone)]
@@ -131,6 +134,7 @@ pub struct SenderOptions {
     pub payload_type: u8,
     pub ssrc: u32,
     pub packing: PackingMode,
+    pub pacing: Pacing,
     /// Stop after this many frames (0: until the flow ends or `stop`).
     pub frames: u64,
     /// Hand the kernel runs of packets at once (UDP segmentation offload) where it can.
@@ -144,12 +148,22 @@ pub struct SenderOptions {
     pub sdp_written: Option<std::sync::mpsc::Sender<String>>,
 }
 
-/// What a sender sets up per flow description: the description, the flow's pixel format
-/// and size, the packetizer and the wire frame.
-type SendState = (FlowDef, (VideoFormat, u32, u32), Packetizer, Vec<u8>);
+/// A grain converted to wire pgroups, handed from the converting thread to the sending one.
+struct WireFrame {
+    def: FlowDef,
+    picture: (VideoFormat, u32, u32),
+    index: u64,
+    wire: Vec<u8>,
+}
 
 /// Sends flow `flow_id` of `domain` as ST 2110-20 until the flow ends, `options.frames`
 /// frames were sent, or `stop` is set.
+///
+/// Two threads: one reads and converts grains, the other (the caller's) paces their
+/// packets, so converting the next frame never delays sending this one. Each frame goes
+/// out in the first frame period (transmission epoch) it can still make after it was
+/// converted, on a [`BurstSchedule`]; a sender that cannot keep up skips grains (counted as
+/// dropped) rather than sending late.
 pub fn send_video(
     domain: Domain,
     flow_id: uuid::Uuid,
@@ -159,10 +173,51 @@ pub fn send_video(
     let socket = udp_socket(options.bind)?;
     socket.connect(options.destination)?;
     let mut batch = UdpSender::new(socket, options.offload);
-    let mut follower = Follower::new(domain, flow_id, false)?;
-    let mut stats = SenderStats::default();
-    let mut state: Option<SendState> = None;
-    while !stop.load(Ordering::Acquire) && (options.frames == 0 || stats.frames < options.frames) {
+    let follower = Follower::new(domain, flow_id, false)?;
+    let drops = follower.drops();
+    let torn = std::sync::atomic::AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    // One frame converted ahead; spent wire frames go back for reuse.
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<WireFrame>(1);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let converter = std::thread::Builder::new()
+            .name("st2110-20 convert".into())
+            .spawn_scoped(scope, || {
+                let result = convert_grains(follower, full_tx, empty_rx, stop, &done, &torn);
+                done.store(true, Ordering::Release);
+                result
+            })?;
+        let sent = send_frames(&mut batch, options, stop, &done, &full_rx, &empty_tx);
+        done.store(true, Ordering::Release);
+        drop(full_rx);
+        let converted = converter
+            .join()
+            .unwrap_or_else(|_| Err(BridgeError::Unsupported("converter panicked".into())));
+        let mut stats = sent?;
+        converted?;
+        stats.torn = torn.load(Ordering::Relaxed);
+        stats.dropped = drops.load(Ordering::Relaxed);
+        stats.unreachable = batch.unreachable;
+        stats.unsent = batch.dropped;
+        stats.syscalls = batch.syscalls;
+        Ok(stats)
+    })
+}
+
+/// Reads grains as they come and converts each to wire pgroups, until the flow ends or
+/// the sender is done.
+fn convert_grains(
+    mut follower: Follower,
+    full: std::sync::mpsc::SyncSender<WireFrame>,
+    empty: std::sync::mpsc::Receiver<Vec<u8>>,
+    stop: &AtomicBool,
+    done: &AtomicBool,
+    torn: &std::sync::atomic::AtomicU64,
+) -> Result<(), BridgeError> {
+    let flow_id = follower.flow_id();
+    let mut spare: Option<Vec<u8>> = None;
+    while !stop.load(Ordering::Acquire) && !done.load(Ordering::Acquire) {
         let grain = match follower.next_grain(Duration::from_millis(100)) {
             Ok(g) => g,
             Err(FollowError::Timeout(_)) => continue,
@@ -172,109 +227,221 @@ pub fn send_video(
         let def = grain
             .reader()
             .flow_def()
-            .ok_or_else(|| BridgeError::Unsupported("flow without a description".into()))?;
-        // Set up once per flow description (a recreated flow may bring another).
-        if state.as_ref().is_none_or(|(d, ..)| d.json != def.json) {
-            let MediaFormat::Video {
-                format,
-                width,
-                height,
-                interlace,
-            } = def.media
-            else {
-                return Err(BridgeError::Unsupported(format!(
-                    "flow {flow_id} is not video"
-                )));
-            };
-            if interlace != InterlaceMode::Progressive {
-                return Err(BridgeError::Unsupported(
-                    "interlaced flows are not sent yet".into(),
-                ));
-            }
-            let (sampling, depth) = wire_of(format)?;
-            let g = VideoGeometry::new(width, height, sampling, depth, false)?;
-            let mut p = Packetizer::new(
-                g,
-                options.packing,
-                options.payload_type,
-                options.ssrc,
-                DEFAULT_PACKET_SIZE,
-            )?;
-            p.set_sequence(options.ssrc.rotate_left(7));
-            let sdp = video_sdp(def, g, options);
-            if let Some(path) = &options.sdp_file {
-                write_sdp(path, &sdp, options)?;
-            }
-            if let Some(c) = &options.counters {
-                c.set_sdp(sdp);
-            }
-            let picture = (format, width, height);
-            state = Some((def.clone(), picture, p, vec![0u8; g.frame_bytes()]));
+            .ok_or_else(|| BridgeError::Unsupported("flow without a description".into()))?
+            .clone();
+        let MediaFormat::Video {
+            format,
+            width,
+            height,
+            interlace,
+        } = def.media
+        else {
+            return Err(BridgeError::Unsupported(format!(
+                "flow {flow_id} is not video"
+            )));
+        };
+        if interlace != InterlaceMode::Progressive {
+            return Err(BridgeError::Unsupported(
+                "interlaced flows are not sent yet".into(),
+            ));
         }
-        let (def, (format, width, height), packetizer, wire) = state.as_mut().expect("set above");
-        let (format, width, height) = (*format, *width, *height);
-        let rate = def.index_rate();
+        let (sampling, depth) = wire_of(format)?;
+        let g = VideoGeometry::new(width, height, sampling, depth, false)?;
+        let mut wire = spare
+            .take()
+            .or_else(|| empty.try_recv().ok())
+            .unwrap_or_default();
+        wire.resize(g.frame_bytes(), 0);
         let index = grain.index();
         grain_to_wire(
             format,
             width as usize,
             height as usize,
             grain.payload(),
-            wire,
+            &mut wire,
         );
         if !grain.is_intact() {
-            stats.torn += 1;
+            torn.fetch_add(1, Ordering::Relaxed);
+            spare = Some(wire);
             continue;
         }
         drop(grain);
-        stats.dropped = follower.drops().load(Ordering::Relaxed);
-        // Pacing: bursts spread over 90% of the frame period from the grain's own time
-        // (ST 2110-21 paces from the frame's epoch), so a grain read late goes out faster
-        // and a sender that fell behind catches up instead of dropping grains.
-        let period = Duration::from_nanos(
-            (1_000_000_000u128 * rate.denominator as u128 / rate.numerator.max(1) as u128) as u64,
+        let frame = WireFrame {
+            def,
+            picture: (format, width, height),
+            index,
+            wire,
+        };
+        if full.send(frame).is_err() {
+            break; // the sender is done
+        }
+    }
+    Ok(())
+}
+
+/// What the sender sets up per flow description: the description, the packetizer, the
+/// ST 2110-21 model and the transmission epoch (grain index at the flow's rate) of the
+/// last frame sent.
+struct Pacer {
+    def: FlowDef,
+    packetizer: Packetizer,
+    model: PacingModel,
+    packets: usize,
+    last_epoch: Option<u64>,
+}
+
+/// Sends converted frames, each on the wide schedule of its transmission epoch.
+fn send_frames(
+    batch: &mut UdpSender,
+    options: &SenderOptions,
+    stop: &AtomicBool,
+    done: &AtomicBool,
+    full: &std::sync::mpsc::Receiver<WireFrame>,
+    empty: &std::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<SenderStats, BridgeError> {
+    crate::time::pacing_thread();
+    let mut stats = SenderStats::default();
+    let mut pacer: Option<Pacer> = None;
+    let mut schedule: Option<BurstSchedule> = None;
+    // The sender's own timing as it went out (times relative to its first epoch).
+    let mut own: Option<(u64, TimingChecker)> = None;
+    while !stop.load(Ordering::Acquire) && (options.frames == 0 || stats.frames < options.frames) {
+        let waited = std::time::Instant::now();
+        let frame = match full.recv_timeout(Duration::from_millis(100)) {
+            Ok(f) => f,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !done.load(Ordering::Acquire) => {
+                continue
+            }
+            Err(_) => break,
+        };
+        // Set up once per flow description (a recreated flow may bring another).
+        if pacer.as_ref().is_none_or(|p| p.def.json != frame.def.json) {
+            let (format, width, height) = frame.picture;
+            let (sampling, depth) = wire_of(format)?;
+            let g = VideoGeometry::new(width, height, sampling, depth, false)?;
+            let mut packetizer = Packetizer::new(
+                g,
+                options.packing,
+                options.payload_type,
+                options.ssrc,
+                DEFAULT_PACKET_SIZE,
+            )?;
+            packetizer.set_sequence(options.ssrc.rotate_left(7));
+            let sdp = video_sdp(&frame.def, g, options);
+            if let Some(path) = &options.sdp_file {
+                write_sdp(path, &sdp, options)?;
+            }
+            if let Some(c) = &options.counters {
+                c.set_sdp(sdp);
+            }
+            let packets = packetizer.packets_per_frame();
+            let model = PacingModel::progressive(frame.def.index_rate(), packets as u32, height);
+            let next = match options.pacing {
+                Pacing::Wide => BurstSchedule::wide(&model),
+                Pacing::Coarse => BurstSchedule::coarse(&model),
+            };
+            // Keep the network bucket of a stream going on in the same shape.
+            if schedule.is_none_or(|s| s.burst != next.burst) {
+                schedule = Some(next);
+            }
+            own = None;
+            pacer = Some(Pacer {
+                def: frame.def.clone(),
+                packetizer,
+                model,
+                packets,
+                last_epoch: None,
+            });
+        }
+        let p = pacer.as_mut().expect("set above");
+        let s = schedule.as_mut().expect("set with the pacer");
+        let rate = p.def.index_rate();
+        // The first epoch whose schedule this frame can still make, after the last one's.
+        let earliest = crate::time::now_tai_ns().saturating_sub(s.start_slack_ns());
+        let epoch_index = crate::time::timestamp_to_index(
+            rate,
+            earliest
+                .saturating_add_signed(-s.first_offset_ns())
+                .saturating_add(p.model.t_frame_ns as u64 / 2),
         );
-        let total = packetizer.packets_per_frame().max(1);
-        let bursts = 32usize.min(total);
-        let start = pacing_start(index_to_timestamp(rate, index), period);
+        let epoch_index = p.last_epoch.map_or(epoch_index, |l| epoch_index.max(l + 1));
+        p.last_epoch = Some(epoch_index);
+        let epoch = index_to_timestamp(rate, epoch_index);
+        tracing::trace!(
+            waited_us = waited.elapsed().as_micros() as u64,
+            grain_age_us = (crate::time::now_tai_ns() as i64
+                - index_to_timestamp(rate, frame.index) as i64)
+                / 1000,
+            grain = frame.index,
+            epoch = epoch_index,
+            first_burst_in_ns = epoch.saturating_add_signed(s.first_offset_ns()) as i64
+                - crate::time::now_tai_ns() as i64,
+            "sending a frame"
+        );
+        let (base, checker) = own.get_or_insert_with(|| (epoch, TimingChecker::new(p.model)));
+        let total = p.packets.max(1);
         let mut sent = 0usize;
+        let mut burst = 0usize;
         let mut error = None;
         let mut queue = PacketQueue::default();
-        packetizer.packetize_parts(wire, rtp_time(rate, index), false, &mut |header, data| {
-            if error.is_some() {
-                return;
-            }
-            queue.push(header, data);
-            sent += 1;
-            let burst_end = sent.is_multiple_of(total.div_ceil(bursts));
-            if queue.len() >= BATCH || burst_end {
+        p.packetizer.packetize_parts(
+            &frame.wire,
+            rtp_time(rate, frame.index),
+            false,
+            &mut |header, data| {
+                if error.is_some() {
+                    return;
+                }
+                queue.push(header, data);
+                sent += 1;
+                if queue.len() < s.burst && sent < total {
+                    return;
+                }
+                let packets = queue.len();
+                crate::time::sleep_until_tai(s.due_ns(epoch, burst, packets));
                 if let Err(e) = batch.send(&mut queue) {
                     error = Some(e);
                     return;
                 }
-            }
-            if burst_end {
-                let due = start + period.mul_f64(0.9 * sent as f64 / total as f64);
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
+                // When the send call returned: the burst is on the wire by then, so the
+                // next one is spaced from the latest time this one could have gone.
+                let at = crate::time::now_tai_ns();
+                s.sent(at, packets);
+                let last = sent >= total;
+                for i in 0..packets {
+                    let t = (at as i64 - *base as i64) as f64;
+                    if let Some(t) = checker.packet(t, last && i + 1 == packets) {
+                        if t.verdict == SenderType::NonCompliant {
+                            tracing::debug!(?t, "ST 2110-21: a frame sent beyond the wide model");
+                        }
+                    }
                 }
-            }
-        })?;
+                burst += 1;
+            },
+        )?;
         if let Some(e) = error {
             return Err(e.into());
         }
-        batch.send(&mut queue)?;
+        if !queue.is_empty() {
+            // The packetizer made more packets than it planned for: send them now.
+            let packets = queue.len();
+            let at = crate::time::now_tai_ns();
+            batch.send(&mut queue)?;
+            s.sent(at, packets);
+        }
+        tracing::trace!(
+            bursts = burst,
+            ended_ns_after_epoch = crate::time::now_tai_ns() as i64 - epoch as i64,
+            "frame sent"
+        );
         stats.packets += sent as u64;
-        stats.unreachable = batch.unreachable;
-        stats.unsent = batch.dropped;
+        stats.frames += 1;
+        stats.timing = checker.frames_by_verdict;
         if let Some(c) = &options.counters {
             LiveCounters::set(&c.packets, stats.packets);
-            LiveCounters::set(&c.grains, stats.frames + 1);
-            LiveCounters::set(&c.dropped, stats.dropped);
+            LiveCounters::set(&c.grains, stats.frames);
         }
-        stats.syscalls = batch.syscalls;
-        stats.frames += 1;
+        let _ = empty.send(frame.wire);
     }
     Ok(stats)
 }
@@ -291,7 +458,10 @@ fn video_sdp(def: &FlowDef, geometry: VideoGeometry, options: &SenderOptions) ->
         rate: def.rate,
         packing: options.packing,
         colorimetry: "BT709".into(),
-        sender_type: "2110TPW".into(),
+        sender_type: match options.pacing {
+            Pacing::Wide => "2110TPW".into(),
+            Pacing::Coarse => String::new(),
+        },
     }
     .to_sdp()
 }
@@ -341,6 +511,8 @@ pub struct ReceiveReport {
     /// the model's packet count is learned from the first one).
     pub timing: Option<SenderType>,
     pub frames_timed: u64,
+    /// Frames measured narrow, wide and non-compliant.
+    pub frames_by_verdict: [u64; 3],
 }
 
 /// Measures arrivals against the ST 2110-21 model, learning packets per frame from the
@@ -350,17 +522,29 @@ struct Timing {
     height: u32,
     first_frame: Option<u32>,
     checker: Option<TimingChecker>,
+    base: Option<u64>,
 }
 
 impl Timing {
-    fn packet(&mut self, datagram: &[u8]) {
+    /// One datagram, which arrived at `arrival` (TAI ns, as the kernel stamped it) or,
+    /// if the kernel does not stamp, just before now.
+    fn packet(&mut self, datagram: &[u8], arrival: Option<u64>) {
         let Ok((rtp, _)) = super::rtp::RtpHeader::parse(datagram) else {
             return;
         };
         match &mut self.checker {
             Some(c) => {
-                let now = crate::time::now_tai_ns();
-                c.packet(now as f64, rtp_epoch_ns(rtp.timestamp, now), rtp.marker);
+                let now = arrival.unwrap_or_else(crate::time::now_tai_ns);
+                // Times from a frame boundary, so the checker's f64s keep nanoseconds.
+                let rate = self.rate;
+                let base = *self.base.get_or_insert_with(|| {
+                    index_to_timestamp(rate, crate::time::timestamp_to_index(rate, now))
+                });
+                if let Some(t) = c.packet((now as i64 - base as i64) as f64, rtp.marker) {
+                    if t.verdict == SenderType::NonCompliant {
+                        tracing::debug!(?t, "ST 2110-21: a frame beyond the wide model");
+                    }
+                }
             }
             None => match (&mut self.first_frame, rtp.marker) {
                 // Count from the packet after a marker: that frame is whole.
@@ -406,6 +590,8 @@ pub fn receive_video(
     }
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut receiver = UdpReceiver::new(socket, options.offload);
+    receiver.stamp_arrivals();
+    receiver.gather_for(GATHER);
     let mut assembler = Assembler::new(AssemblerConfig {
         geometry: g,
         payload_type: options.payload_type,
@@ -417,13 +603,14 @@ pub fn receive_video(
         height: options.height,
         first_frame: None,
         checker: None,
+        base: None,
     };
     let mut last: Option<u64> = None;
     let mut committed = 0u64;
     let mut failure: Option<BridgeError> = None;
     while !stop.load(Ordering::Acquire) && (options.frames == 0 || committed < options.frames) {
-        receiver.receive(&mut |datagram| {
-            timing.packet(datagram);
+        receiver.receive_timed(&mut |datagram, arrival| {
+            timing.packet(datagram, arrival);
             assembler.push(datagram, &mut |info, wire| {
                 let budget_spent = options.frames != 0 && committed >= options.frames;
                 if !info.complete || failure.is_some() || budget_spent {
@@ -478,5 +665,9 @@ pub fn receive_video(
         stats: assembler.stats(),
         timing: timing.checker.as_ref().and_then(|c| c.worst),
         frames_timed: timing.checker.as_ref().map_or(0, |c| c.frames),
+        frames_by_verdict: timing
+            .checker
+            .as_ref()
+            .map_or([0; 3], |c| c.frames_by_verdict),
     })
 }

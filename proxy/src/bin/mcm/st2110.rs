@@ -11,7 +11,7 @@ use mcm_core::format::{FlowDef, MediaFormat, PcmFormat, VideoFormat};
 use mcm_core::st2110::anc_bridge::{self, AncReceiverOptions, AncSenderOptions};
 use mcm_core::st2110::audio_bridge::{self, AudioReceiverOptions, AudioSenderOptions};
 use mcm_core::st2110::rfc4175::PackingMode;
-use mcm_core::st2110::video_bridge::{self, ReceiverOptions, SenderOptions};
+use mcm_core::st2110::video_bridge::{self, Pacing, ReceiverOptions, SenderOptions};
 use mcm_core::{Domain, Rational};
 
 #[derive(clap::Args)]
@@ -32,6 +32,10 @@ pub struct SendArgs {
     /// packets, which UDP segmentation offload sends in runs), gpm or bpm.
     #[arg(long, default_value = "single-line")]
     packing: String,
+    /// Pacing: wide (ST 2110-21 wide sender, TP=2110TPW: bursts kept under the network
+    /// model's CMAX) or coarse (32 large bursts per frame: less CPU, no TP claimed).
+    #[arg(long, default_value = "wide")]
+    pacing: String,
     /// Stop after this many frames (0: until the flow ends).
     #[arg(long, default_value_t = 0)]
     frames: u64,
@@ -115,6 +119,11 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
         payload_type: args.payload_type,
         ssrc: rand_ssrc(),
         packing,
+        pacing: match args.pacing.as_str() {
+            "wide" => Pacing::Wide,
+            "coarse" => Pacing::Coarse,
+            other => anyhow::bail!("pacing `{other}`: wide or coarse"),
+        },
         frames: args.frames,
         sdp_file: args.sdp.clone(),
         sdp_written: None,
@@ -187,6 +196,10 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
         "st2110-send: {} frames, {} packets in {} system calls, {} torn, {} dropped, {} port unreachable, {} packets unsent",
         stats.frames, stats.packets, stats.syscalls, stats.torn, stats.dropped, stats.unreachable, stats.unsent
     );
+    let [narrow, wide, off] = stats.timing;
+    println!(
+        "st2110-send: ST 2110-21 pacing as sent: {narrow} frames narrow, {wide} wide, {off} non-compliant"
+    );
     Ok(())
 }
 
@@ -226,10 +239,13 @@ pub fn recv(domain: &Path, args: RecvArgs) -> anyhow::Result<()> {
         s.frames_complete, s.frames_incomplete, s.packets, s.duplicates, s.late, s.malformed, s.wrong_payload_type, s.sender_restarts
     );
     match report.timing {
-        Some(t) => println!(
-            "st2110-recv: ST 2110-21 timing over {} frames: {t:?}",
-            report.frames_timed
-        ),
+        Some(t) => {
+            let [narrow, wide, off] = report.frames_by_verdict;
+            println!(
+                "st2110-recv: ST 2110-21 timing over {} frames: {t:?} ({narrow} frames narrow, {wide} wide, {off} non-compliant)",
+                report.frames_timed
+            )
+        }
         None => println!("st2110-recv: ST 2110-21 timing: no whole frame to learn the model from"),
     }
     Ok(())
