@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use mcm_core::format::{FlowDef, MediaFormat};
 use mcm_core::sdk::{ConnectionConfig, ConnectionType};
+use mcm_core::st2110::anc_bridge::{self, AncReceiverOptions, AncSenderOptions};
 use mcm_core::st2110::audio_bridge::{self, AudioReceiverOptions, AudioSenderOptions};
 use mcm_core::st2110::counters::LiveCounters;
 use mcm_core::st2110::pacing::SenderType;
@@ -51,6 +52,14 @@ pub struct BridgeSnapshot {
     pub sdp: String,
     /// `running`, `ended`, or `failed: <why>`.
     pub state: String,
+}
+
+/// What an ST 2110 bridge carries, by its transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Essence {
+    Video,
+    Audio,
+    Ancillary,
 }
 
 /// Logs a bridge thread's end and records it, so the bridge shows as ended (or failed) and
@@ -105,22 +114,31 @@ impl Bridges {
         let ConnectionType::St2110(st) = &config.connection else {
             return Ok(());
         };
-        let video = match st.transport.as_str() {
-            "st2110-20" => true,
-            "st2110-30" => false,
+        let essence = match st.transport.as_str() {
+            "st2110-20" => Essence::Video,
+            "st2110-30" => Essence::Audio,
+            "st2110-40" => Essence::Ancillary,
             other => {
                 return Err(format!(
-                    "{other} is not bridged yet (st2110-20 video and st2110-30 audio are)"
+                    "{other} is not bridged yet (st2110-20 video, st2110-30 audio and \
+                     st2110-40 ancillary data are)"
                 ))
             }
         };
-        if video {
-            let MediaFormat::Video { format, .. } = def.media else {
-                return Err("st2110-20 needs a video payload".into());
-            };
-            video_bridge::wire_of(format).map_err(|e| e.to_string())?;
-        } else {
-            audio_bridge::audio_format_of(def).map_err(|e| e.to_string())?;
+        match essence {
+            Essence::Video => {
+                let MediaFormat::Video { format, .. } = def.media else {
+                    return Err("st2110-20 needs a video payload".into());
+                };
+                video_bridge::wire_of(format).map_err(|e| e.to_string())?;
+            }
+            Essence::Audio => {
+                audio_bridge::audio_format_of(def).map_err(|e| e.to_string())?;
+            }
+            Essence::Ancillary if def.media != MediaFormat::Ancillary => {
+                return Err("st2110-40 needs an ancillary payload".into());
+            }
+            Essence::Ancillary => {}
         }
         let key = format!(
             "{}/{}:{}",
@@ -165,8 +183,8 @@ impl Bridges {
         };
         let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
         let (flag, live) = (stop.clone(), Some(counters.clone()));
-        match (transmitter, video) {
-            (true, true) => {
+        match (transmitter, essence) {
+            (true, Essence::Video) => {
                 let options = SenderOptions {
                     destination: stream,
                     bind: any,
@@ -187,7 +205,7 @@ impl Bridges {
                     ended(&options.counters, stream, "st2110-20 transmit", result);
                 });
             }
-            (false, true) => {
+            (false, Essence::Video) => {
                 let MediaFormat::Video {
                     format,
                     width,
@@ -216,7 +234,7 @@ impl Bridges {
                     ended(&options.counters, stream, "st2110-20 receive", result);
                 });
             }
-            (true, false) => {
+            (true, Essence::Audio) => {
                 let options = AudioSenderOptions {
                     destination: stream,
                     bind: any,
@@ -233,7 +251,7 @@ impl Bridges {
                     ended(&options.counters, stream, "st2110-30 transmit", result);
                 });
             }
-            (false, false) => {
+            (false, Essence::Audio) => {
                 let options = AudioReceiverOptions {
                     bind,
                     multicast,
@@ -249,6 +267,38 @@ impl Bridges {
                 std::thread::spawn(move || {
                     let result = audio_bridge::receive_audio_on(socket, domain, &options, &flag);
                     ended(&options.counters, stream, "st2110-30 receive", result);
+                });
+            }
+            (true, Essence::Ancillary) => {
+                let options = AncSenderOptions {
+                    destination: stream,
+                    bind: any,
+                    payload_type: st.payload_type,
+                    ssrc: def.id.as_u128() as u32,
+                    reliable: config.reliable,
+                    counters: live,
+                };
+                let flow_id = def.id;
+                std::thread::spawn(move || {
+                    let result = anc_bridge::send_anc(domain, flow_id, &options, &flag);
+                    ended(&options.counters, stream, "st2110-40 transmit", result);
+                });
+            }
+            (false, Essence::Ancillary) => {
+                let options = AncReceiverOptions {
+                    bind,
+                    multicast,
+                    payload_type: Some(st.payload_type),
+                    flow: def.clone(),
+                    reliable: config.reliable,
+                    grains: 0,
+                    counters: live,
+                };
+                // Bound here, so the bridge listens before the connection is answered.
+                let socket = anc_bridge::bind_receiver(&options).map_err(|e| e.to_string())?;
+                std::thread::spawn(move || {
+                    let result = anc_bridge::receive_anc(socket, domain, &options, &flag);
+                    ended(&options.counters, stream, "st2110-40 receive", result);
                 });
             }
         }

@@ -382,6 +382,92 @@ fn cli_bridges_carry_l24_audio() {
     assert_sample_run(&sent, &got, &rx_log);
 }
 
+/// Frame `i`'s ancillary data as an MXL data grain (the RFC 8331 payload from its Length
+/// field on): a CEA-708 caption packet (DID 0x61, SDID 0x01) and an ATC timecode packet
+/// (DID 0x60, SDID 0x60), their words depending on `i`.
+fn anc_grain(i: u64) -> Vec<u8> {
+    use mcm_core::st2110::anc::{self, with_parity, AncField, AncPacket};
+    let packet = |line, did, sdid, words: Vec<u16>| AncPacket {
+        c: false,
+        line,
+        offset: 0xFFF,
+        s: false,
+        stream: 0,
+        did,
+        sdid,
+        udw: words,
+    };
+    let cdp = (0..20u64)
+        .map(|k| with_parity((k * 13 + i) as u8))
+        .collect();
+    let tc = (0..16u64).map(|k| with_parity((k + i * 7) as u8)).collect();
+    let packets = [packet(9, 0x61, 0x01, cdp), packet(10, 0x60, 0x60, tc)];
+    let header = mcm_core::st2110::rtp::RtpHeader {
+        marker: true,
+        payload_type: 100,
+        sequence: 0,
+        timestamp: 0,
+        ssrc: 0,
+    };
+    // The packet less its RTP header and extended sequence number.
+    anc::packetize(header, 0, AncField::Progressive, &packets).unwrap()[14..].to_vec()
+}
+
+/// ST 2110-40 through two proxies: an SDK transmitter with an ancillary payload on proxy
+/// A, an SDK receiver on proxy B, the stream at `ip:port` (B's address). Every grain that
+/// arrives holds the ANC packets of a grain sent, byte for byte, in order.
+fn anc_through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16) {
+    use mcm_core::sdk::Client;
+    const GRAINS: u64 = 50;
+    let client = |p: &Proxy| {
+        Client::new(&format!(
+            r#"{{"apiConnectionString":"Socket={}","apiDefaultTimeoutMicroseconds":2000000}}"#,
+            p.unix.display()
+        ))
+        .unwrap()
+    };
+    let conn = format!(
+        r#"{{"connection":{{"st2110":{{"transport":"st2110-40","ipAddr":"{ip}","port":{port},"payloadType":100}}}},"payload":{{"ancillary":{{"fps":25}}}},"reliable":true}}"#
+    );
+    let (rx_client, tx_client) = (client(pb), client(pa));
+    // The receiver first: proxy B's bridge listens before anything is sent.
+    let mut rx = rx_client.create_rx_connection(&conn).unwrap();
+    let mut tx = tx_client.create_tx_connection(&conn).unwrap();
+    let sent: Vec<Vec<u8>> = (0..GRAINS).map(anc_grain).collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for grain in &sent {
+                let mut buffer = tx.get_buffer(None).unwrap();
+                buffer.payload_mut().unwrap()[..grain.len()].copy_from_slice(grain);
+                buffer.put().unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        // Bounded: each wait ends after 2 s without a grain (the stream is over).
+        while got.len() < GRAINS as usize {
+            let Ok(mut buffer) = rx.get_buffer(Some(std::time::Duration::from_secs(2))) else {
+                break;
+            };
+            let len = sent[0].len();
+            got.push(buffer.payload()[..len].to_vec());
+            buffer.put().unwrap();
+        }
+        assert!(
+            got.len() >= GRAINS as usize * 8 / 10,
+            "received {} of {GRAINS} grains",
+            got.len()
+        );
+        let start = sent
+            .iter()
+            .position(|g| *g == got[0])
+            .expect("the first grain received was sent");
+        assert!(
+            start + got.len() <= sent.len() && got[..] == sent[start..start + got.len()],
+            "grains altered, lost, repeated or out of order (from sent grain {start})"
+        );
+    });
+}
+
 /// Two proxies, each with its own domain (two hosts' worth), on loopback.
 #[test]
 fn elements_with_conn_type_st2110_through_two_proxies() {
@@ -409,6 +495,7 @@ fn two_hosts_over_a_veth_pair() {
     let pb = start_proxy_in(Some(&hosts.b), tb.path(), db.path(), &[]);
     through_two_proxies(&pa, &pb, &hosts.addr_b.to_string(), 20000);
     audio_through_two_proxies(&pa, &pb, &hosts.addr_b.to_string(), 20002);
+    anc_through_two_proxies(&pa, &pb, &hosts.addr_b.to_string(), 20004);
 }
 
 /// Loss, reordering and duplicates injected by a relay between `mcm st2110-send` and

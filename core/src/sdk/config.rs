@@ -203,6 +203,11 @@ pub enum Payload {
         packet_time: String,
         samples_per_packet: u32,
     },
+    /// mcm extension: SMPTE ST 291 ancillary data (captions, timecode), one grain per frame
+    /// in MXL's `video/smpte291` layout (the RFC 8331 payload), for ST 2110-40.
+    Ancillary {
+        fps: f64,
+    },
     Blob,
 }
 
@@ -444,7 +449,7 @@ impl ConnectionConfig {
                 let p = obj(p, "payload")?;
                 if p.len() != 1 {
                     return Err(SdkError::conn_inval(
-                        "`payload` must hold exactly one of video, audio, blob",
+                        "`payload` must hold exactly one of video, audio, ancillary, blob",
                     ));
                 }
                 let (kind, body) = p
@@ -515,6 +520,14 @@ impl ConnectionConfig {
                             samples_per_packet,
                         }
                     }
+                    "ancillary" => Payload::Ancillary {
+                        fps: match body.get("fps") {
+                            None => 60.0,
+                            Some(v) => v.as_f64().filter(|f| *f > 0.0 && *f <= 1000.0).ok_or_else(
+                                || SdkError::conn_inval(format!("fps {v} not in (0, 1000]")),
+                            )?,
+                        },
+                    },
                     "blob" => Payload::Blob,
                     other => {
                         return Err(SdkError::conn_inval(format!(
@@ -604,11 +617,12 @@ impl ConnectionConfig {
         group_flow_id(&self.group())
     }
 
-    /// The grain rate: frames per second as a rational (29.97 -> 30000/1001), packets per
-    /// second for audio, and a nominal 1000/s for blobs (the index is then a sequence number).
+    /// The grain rate: frames per second as a rational (29.97 -> 30000/1001; ancillary
+    /// data too), packets per second for audio, and a nominal 1000/s for blobs (the index
+    /// is then a sequence number).
     pub fn grain_rate(&self) -> Rational {
         match &self.payload {
-            Payload::Video { fps, .. } => fps_to_rational(*fps),
+            Payload::Video { fps, .. } | Payload::Ancillary { fps } => fps_to_rational(*fps),
             Payload::Audio {
                 sample_rate,
                 samples_per_packet,
@@ -650,6 +664,7 @@ impl ConnectionConfig {
                 *channels,
                 *samples_per_packet,
             )?,
+            Payload::Ancillary { .. } => FlowDef::ancillary(id, &label, self.grain_rate())?,
             Payload::Blob => FlowDef::opaque(
                 id,
                 &label,
@@ -735,6 +750,13 @@ mod tests {
         let a = ConnectionConfig::parse(r#"{"connection":{"multipointGroup":{"urn":"a"}},"payload":{"audio":{"channels":2,"sampleRate":96000,"format":"pcm_s16be","packetTime":"125us"}}}"#).unwrap();
         assert_eq!(a.max_payload_size, 12 * 2 * 2);
         assert_eq!(a.grain_rate(), Rational::new(8000, 1));
+        let anc = ConnectionConfig::parse(r#"{"connection":{"st2110":{"transport":"st2110-40","ipAddr":"239.1.1.1","port":9004}},"payload":{"ancillary":{"fps":29.97}}}"#).unwrap();
+        assert_eq!(anc.grain_rate(), Rational::new(30000, 1001));
+        assert_eq!(anc.max_payload_size, crate::format::DATA_GRAIN_SIZE);
+        assert_eq!(
+            anc.flow_def(Uuid::nil()).unwrap().media,
+            crate::format::MediaFormat::Ancillary
+        );
         let b = ConnectionConfig::parse(r#"{"connection":{"multipointGroup":{"urn":"b"}},"payload":{"blob":{}},"maxPayloadSize":2097152,"maxMetadataSize":8192,"options":{"rdma":{"provider":"verbs","numEndpoints":4}}}"#).unwrap();
         assert_eq!(
             (

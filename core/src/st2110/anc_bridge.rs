@@ -161,8 +161,17 @@ pub struct AncReceiverStats {
     pub wrong_payload_type: u64,
 }
 
-/// Receives an ST 2110-40 stream into a new data flow of `domain` until `stop` or the grain
-/// budget; ends the flow's stream on the way out.
+/// The socket an ANC receiver listens on: bound, and joined to its multicast group.
+pub fn bind_receiver(options: &AncReceiverOptions) -> Result<std::net::UdpSocket, BridgeError> {
+    let socket = udp_socket(options.bind)?;
+    if let Some((group, interface)) = options.multicast {
+        socket.join_multicast_v4(&group, &interface)?;
+    }
+    Ok(socket)
+}
+
+/// Receives an ST 2110-40 stream on `socket` (see [`bind_receiver`]) into a new data flow
+/// of `domain` until `stop` or the grain budget; ends the flow's stream on the way out.
 pub fn receive_anc(
     socket: std::net::UdpSocket,
     domain: Domain,

@@ -52,6 +52,12 @@ impl PacingModel {
         self.t_frame_ns * self.r_active / f64::from(self.packets)
     }
 
+    /// Drain time of the network compatibility model's bucket: `T_DRAIN = T_FRAME / N / β`
+    /// with β = 1.1, ns (a little faster than TRS, so a narrow sender never fills it).
+    pub fn tdrain_ns(&self) -> f64 {
+        self.t_frame_ns / f64::from(self.packets) / 1.1
+    }
+
     fn t_frame_s(&self) -> f64 {
         self.t_frame_ns / 1e9
     }
@@ -91,7 +97,7 @@ pub struct FrameTiming {
 #[derive(Debug, Clone)]
 pub struct TimingChecker {
     model: PacingModel,
-    // Network compatibility model: a bucket drained at one packet per TRS.
+    // Network compatibility model: a bucket drained at one packet per T_DRAIN.
     bucket: f64,
     last_arrival: Option<f64>,
     cmax: f64,
@@ -137,7 +143,7 @@ impl TimingChecker {
     pub fn packet(&mut self, arrival_ns: f64, last: bool) -> Option<FrameTiming> {
         let trs = self.model.trs_ns();
         if let Some(prev) = self.last_arrival {
-            self.bucket = (self.bucket - (arrival_ns - prev) / trs).max(0.0);
+            self.bucket = (self.bucket - (arrival_ns - prev) / self.model.tdrain_ns()).max(0.0);
         }
         self.bucket += 1.0;
         self.last_arrival = Some(arrival_ns);
@@ -210,7 +216,8 @@ const CATCH_UP_PACKETS: usize = 4;
 /// packets, one every `burst` × TRS, from a little before the frame's TPR0 (its
 /// transmission epoch plus TROFFSET).
 ///
-/// The sender keeps the model's network compatibility bucket (drained one packet per TRS)
+/// The sender keeps the model's network compatibility bucket (drained one packet per TRS,
+/// more slowly than the model's T_DRAIN: on the safe side)
 /// as it sends: a burst waits until the bucket has room for it under the wide CMAX, so a
 /// burst is never sent on top of a late one, yet a late sender catches up (bursts are
 /// [`CATCH_UP_PACKETS`] under CMAX, so it gains that many TRS per burst). Sans-IO: times
@@ -269,6 +276,16 @@ impl BurstSchedule {
             burst,
             spacing_ns: burst as f64 * model.trs_ns(),
             ..wide
+        }
+    }
+
+    /// This schedule, continuing the network bucket of `previous` (the same stream, its
+    /// format changed): the first burst still waits for the last ones to drain.
+    pub fn carrying_bucket_of(self, previous: &Self) -> Self {
+        Self {
+            bucket: previous.bucket,
+            last_sent_ns: previous.last_sent_ns,
+            ..self
         }
     }
 
@@ -362,6 +379,23 @@ mod tests {
         let mut c = TimingChecker::new(m);
         let late = frame(&mut c, 0.0, n, |i| tro + f64::from(i) * trs * 1.2);
         assert!(late.underrun && late.verdict == SenderType::NonCompliant);
+    }
+
+    /// A frame is timed from the epoch it is sent in, whatever its media time: a frame
+    /// sent a period or three late is narrow if its packets are; one whose packets start
+    /// 2 ms after TPR0 runs the receiver dry.
+    #[test]
+    fn frames_are_timed_from_the_epoch_they_are_sent_in() {
+        let m = model();
+        let (n, trs, tro, t) = (m.packets, m.trs_ns(), m.troffset_ns, m.t_frame_ns);
+        let mut c = TimingChecker::new(m);
+        for period in [0.0, 1.0, 4.0] {
+            let f = frame(&mut c, period * t, n, |i| tro + f64::from(i) * trs);
+            assert_eq!(f.verdict, SenderType::Narrow, "{period}: {f:?}");
+        }
+        let late = frame(&mut c, 5.0 * t, n, |i| tro + 2e6 + f64::from(i) * trs);
+        assert!(late.underrun && late.verdict == SenderType::NonCompliant);
+        assert_eq!(c.frames_by_verdict, [3, 0, 1]);
     }
 
     /// The sender's wide schedule, sent on time or with some bursts late (30 µs every 50th,

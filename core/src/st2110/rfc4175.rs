@@ -411,8 +411,32 @@ struct Slot {
     open: bool,
     timestamp: u32,
     second_field: bool,
+    /// Distinct bytes received (each pgroup counted once, see `covered`).
     received: usize,
+    /// One bit per pgroup of the frame: set once its bytes arrived. Overlapping SRDs in
+    /// different packets (a broken or hostile sender) would otherwise count bytes twice and
+    /// pass a frame with holes as complete.
+    covered: Vec<u64>,
     data: Vec<u8>,
+}
+
+/// Sets bits `start..start + count` of `bits`; returns how many were clear before.
+fn mark(bits: &mut [u64], start: usize, count: usize) -> usize {
+    let mut newly = 0;
+    let (mut at, end) = (start, start + count);
+    while at < end {
+        let (word, bit) = (at / 64, at % 64);
+        let n = (64 - bit).min(end - at);
+        let mask = if n == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << n) - 1) << bit
+        };
+        newly += (mask & !bits[word]).count_ones() as usize;
+        bits[word] |= mask;
+        at += n;
+    }
+    newly
 }
 
 /// Which packets to take.
@@ -456,6 +480,11 @@ impl Assembler {
             timestamp: 0,
             second_field: false,
             received: 0,
+            covered: vec![
+                0;
+                (config.geometry.frame_bytes() / config.geometry.pgroup.bytes)
+                    .div_ceil(64)
+            ],
             data: vec![0; config.geometry.frame_bytes()],
         };
         Self {
@@ -536,7 +565,7 @@ impl Assembler {
             let at = s.line as usize * line_bytes + s.offset as usize / pg.pixels * pg.bytes;
             slot.data[at..at + s.len].copy_from_slice(&payload[data_at..data_at + s.len]);
             data_at += s.len;
-            slot.received += s.len;
+            slot.received += mark(&mut slot.covered, at / pg.bytes, s.len / pg.bytes) * pg.bytes;
         }
         if slot.received >= slot.data.len() {
             self.finish(i, on_frame);
@@ -595,6 +624,7 @@ impl Assembler {
         slot.timestamp = timestamp;
         slot.second_field = second_field;
         slot.received = 0;
+        slot.covered.fill(0);
         Some(i)
     }
 
@@ -798,6 +828,32 @@ mod tests {
         assert_eq!(&pk[0][12..14], &[0x00, 0x01]);
         assert_eq!(&pk[1][2..4], &[0x00, 0x00]);
         assert_eq!(&pk[1][12..14], &[0x00, 0x02]);
+    }
+
+    /// A packet lost and another's data sent again under its sequence number: as many
+    /// bytes arrive as the frame holds, but not all of the frame. Incomplete, not whole.
+    #[test]
+    fn overlapping_srds_never_make_a_frame_with_holes_complete() {
+        let g = VideoGeometry::new(64, 8, Sampling::YCbCr422, 10, false).unwrap();
+        let mut p = Packetizer::new(g, PackingMode::SingleLine, 96, 5, 200).unwrap();
+        let mut pk = packets(&mut p, &frame(&g, 3), 0);
+        assert!(pk.len() > 5);
+        let mut again = pk[2].clone();
+        again[2..4].copy_from_slice(&pk[3][2..4]);
+        again[12..14].copy_from_slice(&pk[3][12..14]);
+        assert_eq!(again.len(), pk[3].len());
+        pk[3] = again;
+        let mut a = Assembler::new(config(g));
+        let mut complete = Vec::new();
+        for d in &pk {
+            a.push(d, &mut |info, _| complete.push(info.complete));
+        }
+        a.flush(&mut |info, _| complete.push(info.complete));
+        assert_eq!(complete, vec![false]);
+        assert_eq!(
+            (a.stats().frames_complete, a.stats().frames_incomplete),
+            (0, 1)
+        );
     }
 
     #[test]

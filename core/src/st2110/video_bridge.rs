@@ -9,7 +9,7 @@
 //! committed as grains; incomplete ones are counted and never committed.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::convert::{uyvp_line_to_v210, v210_line_to_uyvp, v210_stride};
@@ -162,8 +162,8 @@ struct WireFrame {
 /// Two threads: one reads and converts grains, the other (the caller's) paces their
 /// packets, so converting the next frame never delays sending this one. Each frame goes
 /// out in the first frame period (transmission epoch) it can still make after it was
-/// converted, on a [`BurstSchedule`]; a sender that cannot keep up skips grains (counted as
-/// dropped) rather than sending late.
+/// converted, on a [`BurstSchedule`]. A sender that falls more than [`MAX_BEHIND`] grains
+/// behind the writer skips grains (counted as dropped) rather than sending ever later.
 pub fn send_video(
     domain: Domain,
     flow_id: uuid::Uuid,
@@ -174,9 +174,12 @@ pub fn send_video(
     socket.connect(options.destination)?;
     let mut batch = UdpSender::new(socket, options.offload);
     let follower = Follower::new(domain, flow_id, false)?;
-    let drops = follower.drops();
-    let torn = std::sync::atomic::AtomicU64::new(0);
-    let done = AtomicBool::new(false);
+    let shared = Shared {
+        done: AtomicBool::new(false),
+        torn: AtomicU64::new(0),
+        skipped: AtomicU64::new(0),
+        drops: follower.drops(),
+    };
     // One frame converted ahead; spent wire frames go back for reuse.
     let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<WireFrame>(1);
     let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -184,25 +187,57 @@ pub fn send_video(
         let converter = std::thread::Builder::new()
             .name("st2110-20 convert".into())
             .spawn_scoped(scope, || {
-                let result = convert_grains(follower, full_tx, empty_rx, stop, &done, &torn);
-                done.store(true, Ordering::Release);
-                result
+                let _done = DoneOnDrop(&shared.done);
+                convert_grains(follower, full_tx, empty_rx, stop, &shared)
             })?;
-        let sent = send_frames(&mut batch, options, stop, &done, &full_rx, &empty_tx);
-        done.store(true, Ordering::Release);
+        let sent = {
+            // Also when sending panics: the converter must stop for the scope to end.
+            let _done = DoneOnDrop(&shared.done);
+            send_frames(&mut batch, options, stop, &shared, &full_rx, &empty_tx)
+        };
         drop(full_rx);
         let converted = converter
             .join()
             .unwrap_or_else(|_| Err(BridgeError::Unsupported("converter panicked".into())));
         let mut stats = sent?;
         converted?;
-        stats.torn = torn.load(Ordering::Relaxed);
-        stats.dropped = drops.load(Ordering::Relaxed);
+        stats.torn = shared.torn.load(Ordering::Relaxed);
+        stats.dropped = shared.dropped();
         stats.unreachable = batch.unreachable;
         stats.unsent = batch.dropped;
         stats.syscalls = batch.syscalls;
         Ok(stats)
     })
+}
+
+/// Grains a video sender may fall behind the writer before it skips to newer ones: the
+/// latency a stalled sender can build up (one more frame waits converted, one is sent).
+pub const MAX_BEHIND: u64 = 2;
+
+/// What the converting and sending threads share.
+struct Shared {
+    /// Either side is finished: the other stops too.
+    done: AtomicBool,
+    torn: AtomicU64,
+    /// Grains the converter skipped to catch up with the writer.
+    skipped: AtomicU64,
+    /// Grains the follower lost (overwritten before they were read).
+    drops: std::sync::Arc<AtomicU64>,
+}
+
+impl Shared {
+    fn dropped(&self) -> u64 {
+        self.drops.load(Ordering::Relaxed) + self.skipped.load(Ordering::Relaxed)
+    }
+}
+
+/// Sets its flag when dropped, on return or panic alike.
+struct DoneOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for DoneOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// Reads grains as they come and converts each to wire pgroups, until the flow ends or
@@ -212,18 +247,22 @@ fn convert_grains(
     full: std::sync::mpsc::SyncSender<WireFrame>,
     empty: std::sync::mpsc::Receiver<Vec<u8>>,
     stop: &AtomicBool,
-    done: &AtomicBool,
-    torn: &std::sync::atomic::AtomicU64,
+    shared: &Shared,
 ) -> Result<(), BridgeError> {
     let flow_id = follower.flow_id();
     let mut spare: Option<Vec<u8>> = None;
-    while !stop.load(Ordering::Acquire) && !done.load(Ordering::Acquire) {
+    while !stop.load(Ordering::Acquire) && !shared.done.load(Ordering::Acquire) {
         let grain = match follower.next_grain(Duration::from_millis(100)) {
             Ok(g) => g,
             Err(FollowError::Timeout(_)) => continue,
             Err(FollowError::Closed) => break,
             Err(FollowError::Failed(e)) => return Err(e.into()),
         };
+        if grain.reader().head_index() > grain.index() + MAX_BEHIND {
+            // The sender fell behind (missed transmission epochs): catch up with the writer.
+            shared.skipped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let def = grain
             .reader()
             .flow_def()
@@ -261,7 +300,7 @@ fn convert_grains(
             &mut wire,
         );
         if !grain.is_intact() {
-            torn.fetch_add(1, Ordering::Relaxed);
+            shared.torn.fetch_add(1, Ordering::Relaxed);
             spare = Some(wire);
             continue;
         }
@@ -295,7 +334,7 @@ fn send_frames(
     batch: &mut UdpSender,
     options: &SenderOptions,
     stop: &AtomicBool,
-    done: &AtomicBool,
+    shared: &Shared,
     full: &std::sync::mpsc::Receiver<WireFrame>,
     empty: &std::sync::mpsc::Sender<Vec<u8>>,
 ) -> Result<SenderStats, BridgeError> {
@@ -309,7 +348,9 @@ fn send_frames(
         let waited = std::time::Instant::now();
         let frame = match full.recv_timeout(Duration::from_millis(100)) {
             Ok(f) => f,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !done.load(Ordering::Acquire) => {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                if !shared.done.load(Ordering::Acquire) =>
+            {
                 continue
             }
             Err(_) => break,
@@ -340,10 +381,11 @@ fn send_frames(
                 Pacing::Wide => BurstSchedule::wide(&model),
                 Pacing::Coarse => BurstSchedule::coarse(&model),
             };
-            // Keep the network bucket of a stream going on in the same shape.
-            if schedule.is_none_or(|s| s.burst != next.burst) {
-                schedule = Some(next);
-            }
+            // The new format's schedule, with the network bucket the stream left.
+            schedule = Some(match schedule {
+                Some(old) => next.carrying_bucket_of(&old),
+                None => next,
+            });
             own = None;
             pacer = Some(Pacer {
                 def: frame.def.clone(),
@@ -364,7 +406,12 @@ fn send_frames(
                 .saturating_add_signed(-s.first_offset_ns())
                 .saturating_add(p.model.t_frame_ns as u64 / 2),
         );
-        let epoch_index = p.last_epoch.map_or(epoch_index, |l| epoch_index.max(l + 1));
+        // After the last frame's epoch; unless the clock stepped back (that epoch is then
+        // well ahead of now), when the schedule starts over from now.
+        let epoch_index = match p.last_epoch {
+            Some(l) if l <= epoch_index + 2 => epoch_index.max(l + 1),
+            _ => epoch_index,
+        };
         p.last_epoch = Some(epoch_index);
         let epoch = index_to_timestamp(rate, epoch_index);
         tracing::trace!(
@@ -380,6 +427,7 @@ fn send_frames(
         );
         let (base, checker) = own.get_or_insert_with(|| (epoch, TimingChecker::new(p.model)));
         let total = p.packets.max(1);
+        let longest_sleep = 2 * p.model.t_frame_ns as u64;
         let mut sent = 0usize;
         let mut burst = 0usize;
         let mut error = None;
@@ -398,7 +446,10 @@ fn send_frames(
                     return;
                 }
                 let packets = queue.len();
-                crate::time::sleep_until_tai(s.due_ns(epoch, burst, packets));
+                // Never a sleep of more than two frames: a clock stepped back mid-frame
+                // would otherwise hold the sender (and `stop`) for as long as the step.
+                let due = s.due_ns(epoch, burst, packets);
+                crate::time::sleep_until_tai(due.min(crate::time::now_tai_ns() + longest_sleep));
                 if let Err(e) = batch.send(&mut queue) {
                     error = Some(e);
                     return;
@@ -423,11 +474,15 @@ fn send_frames(
             return Err(e.into());
         }
         if !queue.is_empty() {
-            // The packetizer made more packets than it planned for: send them now.
+            // Fewer packets than planned (the count is exact, so this should not happen):
+            // send the rest now, and close the frame for the pacing check.
             let packets = queue.len();
-            let at = crate::time::now_tai_ns();
             batch.send(&mut queue)?;
+            let at = crate::time::now_tai_ns();
             s.sent(at, packets);
+            for i in 0..packets {
+                checker.packet((at as i64 - *base as i64) as f64, i + 1 == packets);
+            }
         }
         tracing::trace!(
             bursts = burst,
@@ -440,6 +495,7 @@ fn send_frames(
         if let Some(c) = &options.counters {
             LiveCounters::set(&c.packets, stats.packets);
             LiveCounters::set(&c.grains, stats.frames);
+            LiveCounters::set(&c.dropped, shared.dropped());
         }
         let _ = empty.send(frame.wire);
     }
@@ -590,8 +646,11 @@ pub fn receive_video(
     }
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut receiver = UdpReceiver::new(socket, options.offload);
-    receiver.stamp_arrivals();
-    receiver.gather_for(GATHER);
+    // Batched reads need the kernel's arrival times, or the timing check would see each
+    // batch arrive at once.
+    if receiver.stamp_arrivals() {
+        receiver.gather_for(GATHER);
+    }
     let mut assembler = Assembler::new(AssemblerConfig {
         geometry: g,
         payload_type: options.payload_type,

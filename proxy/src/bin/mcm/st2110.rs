@@ -299,10 +299,7 @@ fn recv_data(domain: &Path, args: &RecvArgs, rate: Rational) -> anyhow::Result<(
                 grains: args.frames,
                 counters: None,
             };
-            let socket = mcm_core::st2110::udp::udp_socket(args.bind)?;
-            if let Some((g, i)) = multicast {
-                socket.join_multicast_v4(&g, &i)?;
-            }
+            let socket = anc_bridge::bind_receiver(&options)?;
             println!("st2110-recv: listening on {}", args.bind);
             let s = anc_bridge::receive_anc(socket, Domain::create(domain)?, &options, &stop)?;
             println!(
