@@ -212,7 +212,7 @@ pub fn send_video(
 
 /// Grains a video sender may fall behind the writer before it skips to newer ones: the
 /// latency a stalled sender can build up (one more frame waits converted, one is sent).
-pub const MAX_BEHIND: u64 = 2;
+pub const MAX_BEHIND: u64 = 4;
 
 /// What the converting and sending threads share.
 struct Shared {
@@ -261,6 +261,11 @@ fn convert_grains(
         if grain.reader().head_index() > grain.index() + MAX_BEHIND {
             // The sender fell behind (missed transmission epochs): catch up with the writer.
             shared.skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                grain = grain.index(),
+                head = grain.reader().head_index(),
+                "st2110-20 sender behind the writer: grain skipped"
+            );
             continue;
         }
         let def = grain
