@@ -323,11 +323,38 @@ pub fn sdk_payload(kind: &Kind) -> Result<serde_json::Value, String> {
     match kind {
         Kind::Raw { info, .. } => sdk_video_payload(info),
         Kind::Pcm { .. } => sdk_audio_payload(kind),
-        Kind::Opaque => Err(
-            "through the proxy only raw video and PCM audio are carried yet; use domain and flow-id"
-                .into(),
-        ),
+        Kind::Opaque => Err("other caps travel as compressed frames (sdk_connection)".into()),
     }
+}
+
+/// `connection` (the element's connection JSON) completed with the payload of `caps`
+/// (`kind`): raw video, PCM, or, for any other caps, mcm's compressed payload (one frame
+/// per grain of at most `max_grain` bytes, named by the caps' media type, at the caps'
+/// framerate; ST 2110-22 on the network).
+pub fn sdk_connection(
+    connection: &serde_json::Value,
+    kind: &Kind,
+    caps: &gst::CapsRef,
+    max_grain: u32,
+) -> Result<serde_json::Value, String> {
+    let mut json = connection.clone();
+    json["payload"] = match kind {
+        Kind::Opaque => {
+            let s = caps.structure(0).ok_or("empty caps")?;
+            let fps = s
+                .get::<gst::Fraction>("framerate")
+                .ok()
+                .filter(|f| f.numer() > 0 && f.denom() > 0)
+                .ok_or("compressed frames through the proxy need a framerate in their caps")?;
+            json["maxPayloadSize"] = max_grain.into();
+            json!({ "compressed": {
+                "mediaType": s.name().as_str(),
+                "fps": f64::from(fps.numer()) / f64::from(fps.denom()),
+            }})
+        }
+        _ => sdk_payload(kind)?,
+    };
+    Ok(json)
 }
 
 /// What a stream's caps make of it.

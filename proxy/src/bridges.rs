@@ -15,6 +15,9 @@ use mcm_core::format::{FlowDef, MediaFormat};
 use mcm_core::sdk::{ConnectionConfig, ConnectionType};
 use mcm_core::st2110::anc_bridge::{self, AncReceiverOptions, AncSenderOptions};
 use mcm_core::st2110::audio_bridge::{self, AudioReceiverOptions, AudioSenderOptions};
+use mcm_core::st2110::compressed_bridge::{
+    self, CompressedReceiverOptions, CompressedSenderOptions,
+};
 use mcm_core::st2110::counters::LiveCounters;
 use mcm_core::st2110::pacing::SenderType;
 use mcm_core::st2110::rfc4175::PackingMode;
@@ -59,6 +62,7 @@ pub struct BridgeSnapshot {
 enum Essence {
     Video,
     Audio,
+    Compressed,
     Ancillary,
 }
 
@@ -117,11 +121,11 @@ impl Bridges {
         let essence = match st.transport.as_str() {
             "st2110-20" => Essence::Video,
             "st2110-30" => Essence::Audio,
+            "st2110-22" => Essence::Compressed,
             "st2110-40" => Essence::Ancillary,
             other => {
                 return Err(format!(
-                    "{other} is not bridged yet (st2110-20 video, st2110-30 audio and \
-                     st2110-40 ancillary data are)"
+                    "transport `{other}`: st2110-20, st2110-22, st2110-30 or st2110-40"
                 ))
             }
         };
@@ -139,6 +143,10 @@ impl Bridges {
                 return Err("st2110-40 needs an ancillary payload".into());
             }
             Essence::Ancillary => {}
+            Essence::Compressed if !matches!(def.media, MediaFormat::Opaque { .. }) => {
+                return Err("st2110-22 needs a compressed payload".into());
+            }
+            Essence::Compressed => {}
         }
         let key = format!(
             "{}/{}:{}",
@@ -282,6 +290,41 @@ impl Bridges {
                 std::thread::spawn(move || {
                     let result = anc_bridge::send_anc(domain, flow_id, &options, &flag);
                     ended(&options.counters, stream, "st2110-40 transmit", result);
+                });
+            }
+            (true, Essence::Compressed) => {
+                let options = CompressedSenderOptions {
+                    destination: stream,
+                    bind: any,
+                    payload_type: st.payload_type,
+                    ssrc: def.id.as_u128() as u32,
+                    reliable: config.reliable,
+                    counters: live,
+                };
+                let flow_id = def.id;
+                std::thread::spawn(move || {
+                    let result =
+                        compressed_bridge::send_compressed(domain, flow_id, &options, &flag);
+                    ended(&options.counters, stream, "st2110-22 transmit", result);
+                });
+            }
+            (false, Essence::Compressed) => {
+                let options = CompressedReceiverOptions {
+                    bind,
+                    multicast,
+                    payload_type: Some(st.payload_type),
+                    flow: def.clone(),
+                    reliable: config.reliable,
+                    frames: 0,
+                    counters: live,
+                };
+                // Bound here, so the bridge listens before the connection is answered.
+                let socket =
+                    compressed_bridge::bind_receiver(&options).map_err(|e| e.to_string())?;
+                std::thread::spawn(move || {
+                    let result =
+                        compressed_bridge::receive_compressed(socket, domain, &options, &flag);
+                    ended(&options.counters, stream, "st2110-22 receive", result);
                 });
             }
             (false, Essence::Ancillary) => {

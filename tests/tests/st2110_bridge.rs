@@ -382,6 +382,42 @@ fn cli_bridges_carry_l24_audio() {
     assert_sample_run(&sent, &got, &rx_log);
 }
 
+/// JPEG frames from `jpegenc` through `mcmsink conn-type=st2110 transport=st2110-22` on
+/// proxy A (mcm's compressed payload, RFC 9134 on the network) and out of proxy B's receive
+/// bridge into `mcmsrc`: the frames received are a run of the frames sent, byte for byte.
+fn compressed_through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16) {
+    let caps = "image/jpeg,width=320,height=240,framerate=25/1";
+    let st = format!("conn-type=st2110 ip-addr={ip} port={port} transport=st2110-22");
+    let rx = gst_launch_via(
+        "gst jpeg receiver (proxy B)",
+        &format!("mcmsrc {st} caps={caps} sender-timeout=2000 sender-timeout-eos=true ! checksumsink hash=sha1"),
+        &pb.unix,
+        true,
+    );
+    let tx = gst_launch_via(
+        "gst jpeg sender (proxy A)",
+        &format!("videotestsrc is-live=true num-buffers=50 pattern=ball ! video/x-raw,width=320,height=240,framerate=25/1 ! jpegenc ! tee name=t ! queue ! mcmsink {st} t. ! queue ! checksumsink hash=sha1"),
+        &pa.unix,
+        false,
+    );
+    let tx_log = finish_ok(tx);
+    let rx_log = finish_ok(rx);
+    let (sent, got) = (checksums(&tx_log), checksums(&rx_log));
+    assert!(
+        got.len() >= 35,
+        "received {} of 50 JPEG frames: {rx_log:?}",
+        got.len()
+    );
+    let start = sent
+        .iter()
+        .position(|h| *h == got[0])
+        .expect("the first frame received was sent");
+    assert!(
+        start + got.len() <= sent.len() && got[..] == sent[start..start + got.len()],
+        "JPEG frames altered, lost or out of order (from sent frame {start})"
+    );
+}
+
 /// Frame `i`'s ancillary data as an MXL data grain (the RFC 8331 payload from its Length
 /// field on): a CEA-708 caption packet (DID 0x61, SDID 0x01) and an ATC timecode packet
 /// (DID 0x60, SDID 0x60), their words depending on `i`.
@@ -496,6 +532,7 @@ fn two_hosts_over_a_veth_pair() {
     through_two_proxies(&pa, &pb, &hosts.addr_b.to_string(), 20000);
     audio_through_two_proxies(&pa, &pb, &hosts.addr_b.to_string(), 20002);
     anc_through_two_proxies(&pa, &pb, &hosts.addr_b.to_string(), 20004);
+    compressed_through_two_proxies(&pa, &pb, &hosts.addr_b.to_string(), 20006);
 }
 
 /// Loss, reordering and duplicates injected by a relay between `mcm st2110-send` and

@@ -203,6 +203,13 @@ pub enum Payload {
         packet_time: String,
         samples_per_packet: u32,
     },
+    /// mcm extension: compressed frames (JPEG XS, H.264 access units, JPEG...), one per
+    /// grain of at most `maxPayloadSize` bytes, `media_type` naming them (a MIME type or
+    /// GStreamer caps name), for ST 2110-22 or a multipoint group.
+    Compressed {
+        media_type: String,
+        fps: f64,
+    },
     /// mcm extension: SMPTE ST 291 ancillary data (captions, timecode), one grain per frame
     /// in MXL's `video/smpte291` layout (the RFC 8331 payload), for ST 2110-40.
     Ancillary {
@@ -449,7 +456,7 @@ impl ConnectionConfig {
                 let p = obj(p, "payload")?;
                 if p.len() != 1 {
                     return Err(SdkError::conn_inval(
-                        "`payload` must hold exactly one of video, audio, ancillary, blob",
+                        "`payload` must hold exactly one of video, audio, compressed, ancillary, blob",
                     ));
                 }
                 let (kind, body) = p
@@ -520,6 +527,17 @@ impl ConnectionConfig {
                             samples_per_packet,
                         }
                     }
+                    "compressed" => Payload::Compressed {
+                        media_type: string(body, "mediaType", "")?.to_owned(),
+                        fps: match body.get("fps") {
+                            None => {
+                                return Err(SdkError::conn_inval("compressed payloads need fps"))
+                            }
+                            Some(v) => v.as_f64().filter(|f| *f > 0.0 && *f <= 1000.0).ok_or_else(
+                                || SdkError::conn_inval(format!("fps {v} not in (0, 1000]")),
+                            )?,
+                        },
+                    },
                     "ancillary" => Payload::Ancillary {
                         fps: match body.get("fps") {
                             None => 60.0,
@@ -582,10 +600,12 @@ impl ConnectionConfig {
             json: json.to_owned(),
         };
         let computed = match &config.payload {
-            Payload::Blob if max_payload == 0 => {
-                return Err(SdkError::conn_inval("blob payloads need maxPayloadSize"));
+            Payload::Blob | Payload::Compressed { .. } if max_payload == 0 => {
+                return Err(SdkError::conn_inval(
+                    "blob and compressed payloads need maxPayloadSize",
+                ));
             }
-            Payload::Blob => max_payload,
+            Payload::Blob | Payload::Compressed { .. } => max_payload,
             _ => {
                 config
                     .flow_def(Uuid::nil())
@@ -622,7 +642,9 @@ impl ConnectionConfig {
     /// is then a sequence number).
     pub fn grain_rate(&self) -> Rational {
         match &self.payload {
-            Payload::Video { fps, .. } | Payload::Ancillary { fps } => fps_to_rational(*fps),
+            Payload::Video { fps, .. }
+            | Payload::Compressed { fps, .. }
+            | Payload::Ancillary { fps } => fps_to_rational(*fps),
             Payload::Audio {
                 sample_rate,
                 samples_per_packet,
@@ -665,6 +687,13 @@ impl ConnectionConfig {
                 *samples_per_packet,
             )?,
             Payload::Ancillary { .. } => FlowDef::ancillary(id, &label, self.grain_rate())?,
+            Payload::Compressed { media_type, .. } => FlowDef::opaque(
+                id,
+                &label,
+                media_type,
+                self.grain_rate(),
+                self.max_payload_size.max(1),
+            )?,
             Payload::Blob => FlowDef::opaque(
                 id,
                 &label,
@@ -757,6 +786,17 @@ mod tests {
             anc.flow_def(Uuid::nil()).unwrap().media,
             crate::format::MediaFormat::Ancillary
         );
+        let jpeg = ConnectionConfig::parse(r#"{"connection":{"st2110":{"transport":"st2110-22","ipAddr":"10.0.0.2","port":9006}},"payload":{"compressed":{"mediaType":"image/jpeg","fps":25}},"maxPayloadSize":1048576}"#).unwrap();
+        assert_eq!(jpeg.grain_rate(), Rational::new(25, 1));
+        assert_eq!(jpeg.max_payload_size, 1 << 20);
+        assert!(matches!(
+            jpeg.flow_def(Uuid::nil()).unwrap().media,
+            crate::format::MediaFormat::Opaque {
+                max_grain_size: 1048576,
+                ..
+            }
+        ));
+        assert!(ConnectionConfig::parse(r#"{"connection":{"multipointGroup":{"urn":"j"}},"payload":{"compressed":{"mediaType":"image/jpeg","fps":25}}}"#).is_err());
         let b = ConnectionConfig::parse(r#"{"connection":{"multipointGroup":{"urn":"b"}},"payload":{"blob":{}},"maxPayloadSize":2097152,"maxMetadataSize":8192,"options":{"rdma":{"provider":"verbs","numEndpoints":4}}}"#).unwrap();
         assert_eq!(
             (

@@ -389,9 +389,12 @@ impl<'a> Buffer<'a> {
 }
 
 impl Payload {
-    /// True for raw video and audio (fixed-size buffers), false for blobs and ancillary
-    /// data (whose grains say how much of them is used).
+    /// True for raw video and audio (fixed-size buffers), false for blobs, compressed
+    /// frames and ancillary data (whose grains say how much of them is used).
     pub fn is_fixed_size(&self) -> bool {
-        !matches!(self, Payload::Blob | Payload::Ancillary { .. })
+        !matches!(
+            self,
+            Payload::Blob | Payload::Compressed { .. } | Payload::Ancillary { .. }
+        )
     }
 }

@@ -6,6 +6,7 @@ pub mod anc;
 pub mod anc_bridge;
 pub mod audio;
 pub mod audio_bridge;
+pub mod compressed_bridge;
 pub mod convert;
 mod convert_simd;
 pub mod counters;

@@ -35,6 +35,8 @@ pub enum BridgeError {
     Video(#[from] super::rfc4175::Rfc4175Error),
     #[error(transparent)]
     Audio(#[from] super::audio::AudioError),
+    #[error(transparent)]
+    Compressed(#[from] super::rfc9134::Rfc9134Error),
     #[error("{0}")]
     Unsupported(String),
 }

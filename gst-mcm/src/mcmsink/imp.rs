@@ -202,9 +202,9 @@ impl McmSink {
                     settings.conn.max_grain_size,
                 )
                 .map_err(negotiation)?;
-                let mut json = connection.clone();
-                json["payload"] =
-                    common::sdk_payload(&kind).map_err(|e| negotiation(format!("{caps}: {e}")))?;
+                let json =
+                    common::sdk_connection(connection, &kind, caps, settings.conn.max_grain_size)
+                        .map_err(|e| negotiation(format!("{caps}: {e}")))?;
                 let client = started
                     .client
                     .as_ref()

@@ -720,9 +720,11 @@ impl BaseSrcImpl for McmSrc {
                 .map_err(|e| {
                     gst::error_msg!(gst::ResourceError::Settings, ["caps {}: {}", caps, e])
                 })?;
-                connection["payload"] = common::sdk_payload(&kind).map_err(|e| {
-                    gst::error_msg!(gst::ResourceError::Settings, ["caps {}: {}", caps, e])
-                })?;
+                connection =
+                    common::sdk_connection(&connection, &kind, &caps, settings.conn.max_grain_size)
+                        .map_err(|e| {
+                            gst::error_msg!(gst::ResourceError::Settings, ["caps {}: {}", caps, e])
+                        })?;
                 let client = Client::new(&client_json).map_err(|e| {
                     gst::error_msg!(gst::ResourceError::OpenRead, ["media proxy: {}", e])
                 })?;

@@ -1,0 +1,228 @@
+//! The I/O around the ST 2110-22 core: a flow of compressed frames (an opaque flow, one
+//! frame per grain: a JPEG XS codestream, an H.264 access unit, a JPEG) sent as RFC 9134
+//! over UDP, and a stream received into such a flow.
+//!
+//! A frame's packets go out together, in runs the kernel segments (UDP offload): a
+//! compressed frame is tens to hundreds of packets, not paced across the frame period yet.
+//! The receiver hands only whole frames to the flow; incomplete ones are counted.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::counters::LiveCounters;
+use super::rfc9134::{Assembler, AssemblerStats, Packetizer, Picture};
+use super::udp::{udp_socket, PacketQueue, UdpReceiver, UdpSender};
+use super::video_bridge::{rtp_time, BridgeError};
+use crate::flow::{Domain, FlowError, FollowError, Follower, WriterOptions};
+use crate::format::{FlowDef, MediaFormat};
+
+/// Largest RTP packet a compressed-video sender emits (headers included).
+const MAX_PACKET: usize = 1400;
+
+/// Packets handed to the kernel per call (at most).
+const BATCH: usize = 64;
+
+/// What a compressed-video sender sends.
+#[derive(Debug, Clone)]
+pub struct CompressedSenderOptions {
+    pub destination: SocketAddr,
+    pub bind: SocketAddr,
+    pub payload_type: u8,
+    pub ssrc: u32,
+    /// Hold the flow's writer back until each grain is sent (file work); live otherwise.
+    pub reliable: bool,
+    pub counters: Option<Arc<LiveCounters>>,
+}
+
+/// Counters of a compressed-video sender.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompressedSenderStats {
+    pub frames: u64,
+    pub packets: u64,
+    /// Empty grains (nothing to send).
+    pub empty: u64,
+    pub torn: u64,
+    pub dropped: u64,
+}
+
+/// Sends opaque flow `flow_id` of `domain` as ST 2110-22 (RFC 9134 codestream packets)
+/// until the flow ends or `stop`.
+pub fn send_compressed(
+    domain: Domain,
+    flow_id: uuid::Uuid,
+    options: &CompressedSenderOptions,
+    stop: &AtomicBool,
+) -> Result<CompressedSenderStats, BridgeError> {
+    let mut follower = Follower::new(domain, flow_id, options.reliable)?;
+    let socket = udp_socket(options.bind)?;
+    socket.connect(options.destination)?;
+    let mut sender = UdpSender::new(socket, true);
+    let mut packetizer = Packetizer::new(options.payload_type, options.ssrc, MAX_PACKET)?;
+    packetizer.set_sequence(options.ssrc.rotate_left(5) as u16);
+    let mut stats = CompressedSenderStats::default();
+    let mut frame = Vec::new();
+    let mut packets: Vec<u8> = Vec::new();
+    let mut ends: Vec<usize> = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        let grain = match follower.next_grain(Duration::from_millis(100)) {
+            Ok(g) => g,
+            Err(FollowError::Timeout(_)) => continue,
+            Err(FollowError::Closed) => break,
+            Err(FollowError::Failed(e)) => return Err(e.into()),
+        };
+        let def = grain
+            .reader()
+            .flow_def()
+            .ok_or_else(|| BridgeError::Unsupported("flow without a description".into()))?;
+        if !matches!(def.media, MediaFormat::Opaque { .. }) {
+            return Err(BridgeError::Unsupported(format!(
+                "flow {flow_id} does not hold compressed frames (an opaque flow)"
+            )));
+        }
+        let rate = def.index_rate();
+        let index = grain.index();
+        frame.clear();
+        frame.extend_from_slice(grain.payload());
+        if !grain.is_intact() {
+            stats.torn += 1;
+            continue;
+        }
+        drop(grain);
+        if frame.is_empty() {
+            stats.empty += 1;
+            continue;
+        }
+        packets.clear();
+        ends.clear();
+        let count = packetizer.packetize(
+            &frame,
+            rtp_time(rate, index),
+            Picture::Progressive,
+            &mut |p| {
+                packets.extend_from_slice(p);
+                ends.push(packets.len());
+            },
+        )?;
+        for (k, batch) in ends.chunks(BATCH).enumerate() {
+            let mut queue = PacketQueue::default();
+            let mut start = if k == 0 { 0 } else { ends[k * BATCH - 1] };
+            for &end in batch {
+                queue.push(&packets[start..end], &[]);
+                start = end;
+            }
+            sender.send(&mut queue)?;
+        }
+        stats.frames += 1;
+        stats.packets += count as u64;
+        stats.dropped = follower.drops().load(Ordering::Relaxed);
+        if let Some(c) = &options.counters {
+            LiveCounters::set(&c.packets, stats.packets);
+            LiveCounters::set(&c.grains, stats.frames);
+            LiveCounters::set(&c.dropped, stats.dropped);
+        }
+    }
+    Ok(stats)
+}
+
+/// What a compressed-video receiver expects and where it writes.
+#[derive(Debug, Clone)]
+pub struct CompressedReceiverOptions {
+    pub bind: SocketAddr,
+    pub multicast: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+    pub payload_type: Option<u8>,
+    /// The flow written: an opaque description (its grain rate and largest grain).
+    pub flow: FlowDef,
+    pub reliable: bool,
+    /// End the flow's stream and return after this many frames (0: never).
+    pub frames: u64,
+    pub counters: Option<Arc<LiveCounters>>,
+}
+
+/// The socket a compressed-video receiver listens on: bound, and joined to its group.
+pub fn bind_receiver(
+    options: &CompressedReceiverOptions,
+) -> Result<std::net::UdpSocket, BridgeError> {
+    let socket = udp_socket(options.bind)?;
+    if let Some((group, interface)) = options.multicast {
+        socket.join_multicast_v4(&group, &interface)?;
+    }
+    Ok(socket)
+}
+
+/// Receives an ST 2110-22 stream on `socket` (see [`bind_receiver`]) into a new opaque
+/// flow of `domain`, one whole frame per grain, until `stop` or the frame budget; ends the
+/// flow's stream on the way out.
+pub fn receive_compressed(
+    socket: std::net::UdpSocket,
+    domain: Domain,
+    options: &CompressedReceiverOptions,
+    stop: &AtomicBool,
+) -> Result<AssemblerStats, BridgeError> {
+    let MediaFormat::Opaque { max_grain_size, .. } = options.flow.media else {
+        return Err(BridgeError::Unsupported(
+            "an ST 2110-22 receiver writes an opaque flow".into(),
+        ));
+    };
+    let writer_options = WriterOptions {
+        back_pressure: options.reliable.then_some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let mut writer = domain.create_grain_writer(&options.flow, &writer_options)?;
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut receiver = UdpReceiver::new(socket, true);
+    let mut assembler = Assembler::new(options.payload_type, max_grain_size as usize);
+    let rate = writer.grain_rate();
+    let mut last: Option<u64> = None;
+    let mut committed = 0u64;
+    let mut failure: Option<FlowError> = None;
+    while !stop.load(Ordering::Acquire) && (options.frames == 0 || committed < options.frames) {
+        receiver.receive(&mut |packet| {
+            assembler.push(packet, &mut |_, frame| {
+                let budget_spent = options.frames != 0 && committed >= options.frames;
+                if failure.is_some() || budget_spent {
+                    return;
+                }
+                let index = match last {
+                    Some(l) if options.reliable => l + 1,
+                    l => l.map_or(0, |l| l + 1).max(crate::time::current_index(rate)),
+                };
+                let result = loop {
+                    match writer.open_grain(index) {
+                        Ok(mut grain) => {
+                            // The assembler keeps frames within the grain size.
+                            let len = frame.len().min(grain.payload().len());
+                            grain.payload()[..len].copy_from_slice(&frame[..len]);
+                            break grain.commit_len(len);
+                        }
+                        Err(FlowError::BackPressureTimeout { .. })
+                            if !stop.load(Ordering::Acquire) =>
+                        {
+                            continue
+                        }
+                        Err(e) => break Err(e),
+                    }
+                };
+                match result {
+                    Ok(()) => {
+                        last = Some(index);
+                        committed += 1;
+                    }
+                    Err(e) => failure = Some(e),
+                }
+            });
+        })?;
+        if let Some(e) = failure.take() {
+            return Err(e.into());
+        }
+        if let Some(c) = &options.counters {
+            let s = assembler.stats();
+            LiveCounters::set(&c.packets, s.packets);
+            LiveCounters::set(&c.grains, committed);
+            LiveCounters::set(&c.incomplete, s.frames_incomplete);
+        }
+    }
+    let _ = writer.end_of_stream();
+    Ok(assembler.stats())
+}
