@@ -590,6 +590,19 @@ pub fn caps_from_def(def: &FlowDef) -> Option<gst::Caps> {
                 .to_caps()
                 .ok()
         }
+        // Compressed frames written by another program (an ST 2110-22 receiver, an SDK
+        // client): their media type, at the grain rate.
+        MediaFormat::Opaque { media_type, .. } if media_type.contains('/') => {
+            let fps = gst::Fraction::new(
+                i32::try_from(def.rate.numerator).ok()?,
+                i32::try_from(def.rate.denominator).ok()?,
+            );
+            Some(
+                gst::Caps::builder(media_type.as_str())
+                    .field("framerate", fps)
+                    .build(),
+            )
+        }
         _ => None,
     }
 }

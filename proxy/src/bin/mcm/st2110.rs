@@ -10,6 +10,9 @@ use anyhow::Context;
 use mcm_core::format::{FlowDef, MediaFormat, PcmFormat, VideoFormat};
 use mcm_core::st2110::anc_bridge::{self, AncReceiverOptions, AncSenderOptions};
 use mcm_core::st2110::audio_bridge::{self, AudioReceiverOptions, AudioSenderOptions};
+use mcm_core::st2110::compressed_bridge::{
+    self, CompressedReceiverOptions, CompressedSenderOptions,
+};
 use mcm_core::st2110::rfc4175::PackingMode;
 use mcm_core::st2110::video_bridge::{self, Pacing, ReceiverOptions, SenderOptions};
 use mcm_core::{Domain, Rational};
@@ -75,9 +78,17 @@ pub struct RecvArgs {
     /// Flow pixel format: v210, UYVP or UYVY.
     #[arg(long, default_value = "v210")]
     format: String,
-    /// What the stream carries: video (ST 2110-20), audio (-30) or anc (-40).
+    /// What the stream carries: video (ST 2110-20), audio (-30), anc (-40) or compressed
+    /// (-22: RFC 9134 frames, into an opaque flow).
     #[arg(long, default_value = "video")]
     media: String,
+    /// Compressed: the frames' media type, written in the flow description (e.g.
+    /// image/jpeg, video/x-h264, image/x-jxsc).
+    #[arg(long, default_value = "application/octet-stream")]
+    media_type: String,
+    /// Compressed: the largest frame, in bytes (larger ones are counted and dropped).
+    #[arg(long, default_value_t = 4 << 20)]
+    max_frame_size: u32,
     /// Audio: channels.
     #[arg(long, default_value_t = 2)]
     channels: u32,
@@ -141,8 +152,9 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
         });
     }
     let stop = stop_flag()?;
-    // The flow's media picks the bridge: ST 2110-30 for PCM, -40 for ancillary data, -20
-    // for video (waiting for the flow to appear, as the bridges do).
+    // The flow's media picks the bridge: ST 2110-30 for PCM, -40 for ancillary data, -22
+    // for compressed frames (opaque flows), -20 for video (waiting for the flow to appear,
+    // as the bridges do).
     let media = loop {
         match Domain::open(domain)?.flow_def(args.flow_id) {
             Ok(text) => break FlowDef::parse(&text)?.media,
@@ -186,6 +198,27 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
             println!(
                 "st2110-send: ST 2110-40, {} packets, {} malformed grains, {} torn, {} dropped",
                 s.packets, s.malformed, s.torn, s.dropped
+            );
+            return Ok(());
+        }
+        MediaFormat::Opaque { .. } => {
+            let options = CompressedSenderOptions {
+                destination: args.dest,
+                bind: args.bind,
+                payload_type: args.payload_type,
+                ssrc: rand_ssrc(),
+                reliable: false,
+                counters: None,
+            };
+            let s = compressed_bridge::send_compressed(
+                Domain::open(domain)?,
+                args.flow_id,
+                &options,
+                &stop,
+            )?;
+            println!(
+                "st2110-send: ST 2110-22, {} frames, {} packets, {} torn, {} dropped",
+                s.frames, s.packets, s.torn, s.dropped
             );
             return Ok(());
         }
@@ -307,7 +340,36 @@ fn recv_data(domain: &Path, args: &RecvArgs, rate: Rational) -> anyhow::Result<(
                 s.packets, s.grains, s.malformed, s.wrong_payload_type
             );
         }
-        other => anyhow::bail!("media `{other}`: video, audio or anc"),
+        "compressed" => {
+            let options = CompressedReceiverOptions {
+                bind: args.bind,
+                multicast,
+                payload_type: args.payload_type,
+                flow: FlowDef::opaque(
+                    args.flow_id,
+                    "st2110-22 receiver",
+                    &args.media_type,
+                    rate,
+                    args.max_frame_size,
+                )?,
+                reliable: args.reliable,
+                frames: args.frames,
+                counters: None,
+            };
+            let socket = compressed_bridge::bind_receiver(&options)?;
+            println!("st2110-recv: listening on {}", args.bind);
+            let s = compressed_bridge::receive_compressed(
+                socket,
+                Domain::create(domain)?,
+                &options,
+                &stop,
+            )?;
+            println!(
+                "st2110-recv: ST 2110-22, {} frames complete, {} incomplete, {} packets, {} duplicates, {} late, {} malformed, {} wrong payload type",
+                s.frames_complete, s.frames_incomplete, s.packets, s.duplicates, s.late, s.malformed, s.wrong_payload_type
+            );
+        }
+        other => anyhow::bail!("media `{other}`: video, audio, anc or compressed"),
     }
     Ok(())
 }
