@@ -2,9 +2,10 @@
 //! frame per grain: a JPEG XS codestream, an H.264 access unit, a JPEG) sent as RFC 9134
 //! over UDP, and a stream received into such a flow.
 //!
-//! A frame's packets go out together, in runs the kernel segments (UDP offload): a
-//! compressed frame is tens to hundreds of packets, not paced across the frame period yet.
-//! The receiver hands only whole frames to the flow; incomplete ones are counted.
+//! Each frame's packets are paced as ST 2110-21 wide asks (the frame's own packet count
+//! gives the model: compressed frames vary in size), in the first transmission epoch the
+//! frame can make, as the ST 2110-20 sender does. The receiver hands only whole frames to
+//! the flow; incomplete ones are counted.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,17 +13,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::counters::LiveCounters;
+use super::pacing::{BurstSchedule, PacingModel};
 use super::rfc9134::{Assembler, AssemblerStats, Packetizer, Picture};
 use super::udp::{udp_socket, PacketQueue, UdpReceiver, UdpSender};
 use super::video_bridge::{rtp_time, BridgeError};
 use crate::flow::{Domain, FlowError, FollowError, Follower, WriterOptions};
 use crate::format::{FlowDef, MediaFormat};
+use crate::time::index_to_timestamp;
 
 /// Largest RTP packet a compressed-video sender emits (headers included).
 const MAX_PACKET: usize = 1400;
 
-/// Packets handed to the kernel per call (at most).
-const BATCH: usize = 64;
+/// Lines the ST 2110-21 model takes TROFFSET from: a compressed frame does not say.
+const PACING_LINES: u32 = 1080;
 
 /// What a compressed-video sender sends.
 #[derive(Debug, Clone)]
@@ -62,6 +65,9 @@ pub fn send_compressed(
     let mut packetizer = Packetizer::new(options.payload_type, options.ssrc, MAX_PACKET)?;
     packetizer.set_sequence(options.ssrc.rotate_left(5) as u16);
     let mut stats = CompressedSenderStats::default();
+    let mut schedule: Option<BurstSchedule> = None;
+    let mut last_epoch: Option<u64> = None;
+    crate::time::pacing_thread();
     let mut frame = Vec::new();
     let mut packets: Vec<u8> = Vec::new();
     let mut ends: Vec<usize> = Vec::new();
@@ -105,14 +111,34 @@ pub fn send_compressed(
                 ends.push(packets.len());
             },
         )?;
-        for (k, batch) in ends.chunks(BATCH).enumerate() {
+        // This frame's model and schedule, continuing the network bucket of the last one.
+        let model = PacingModel::progressive(rate, count as u32, PACING_LINES);
+        let next = BurstSchedule::wide(&model);
+        let s = schedule.insert(match schedule {
+            Some(old) => next.carrying_bucket_of(&old),
+            None => next,
+        });
+        let epoch_index = s.transmission_epoch(
+            rate,
+            crate::time::now_tai_ns(),
+            model.t_frame_ns,
+            last_epoch,
+        );
+        last_epoch = Some(epoch_index);
+        let epoch = index_to_timestamp(rate, epoch_index);
+        let longest_sleep = 2 * model.t_frame_ns as u64;
+        for (k, burst) in ends.chunks(s.burst).enumerate() {
             let mut queue = PacketQueue::default();
-            let mut start = if k == 0 { 0 } else { ends[k * BATCH - 1] };
-            for &end in batch {
+            let mut start = if k == 0 { 0 } else { ends[k * s.burst - 1] };
+            for &end in burst {
                 queue.push(&packets[start..end], &[]);
                 start = end;
             }
+            // Never more than two frames' sleep: a clock step back must not hold `stop`.
+            let due = s.due_ns(epoch, k, burst.len());
+            crate::time::sleep_until_tai(due.min(crate::time::now_tai_ns() + longest_sleep));
             sender.send(&mut queue)?;
+            s.sent(crate::time::now_tai_ns(), burst.len());
         }
         stats.frames += 1;
         stats.packets += count as u64;

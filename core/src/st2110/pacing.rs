@@ -300,6 +300,31 @@ impl BurstSchedule {
         (self.lead_ns / 2.0) as u64
     }
 
+    /// The transmission epoch (a grain index at `rate`, whose period is `t_frame_ns`) of a
+    /// frame ready at `now_ns`: the first whose schedule it can still make (its first burst
+    /// at most the start slack ago), after `last`, the epoch of the frame before. A `last`
+    /// well ahead of now (the clock stepped back) is forgotten: the schedule starts over.
+    pub fn transmission_epoch(
+        &self,
+        rate: Rational,
+        now_ns: u64,
+        t_frame_ns: f64,
+        last: Option<u64>,
+    ) -> u64 {
+        let earliest = now_ns.saturating_sub(self.start_slack_ns());
+        // Rounding to nearest from half a period on: the first boundary at or after.
+        let epoch = crate::time::timestamp_to_index(
+            rate,
+            earliest
+                .saturating_add_signed(-self.first_offset_ns())
+                .saturating_add(t_frame_ns as u64 / 2),
+        );
+        match last {
+            Some(l) if l <= epoch + 2 => epoch.max(l + 1),
+            _ => epoch,
+        }
+    }
+
     /// When burst `k` (of `packets` packets) of the frame whose transmission epoch is
     /// `epoch_ns` is due: its nominal time, or later if the bursts already sent leave the
     /// network compatibility bucket too full for it.
@@ -379,6 +404,26 @@ mod tests {
         let mut c = TimingChecker::new(m);
         let late = frame(&mut c, 0.0, n, |i| tro + f64::from(i) * trs * 1.2);
         assert!(late.underrun && late.verdict == SenderType::NonCompliant);
+    }
+
+    /// A frame ready just before its epoch's first burst (or up to the start slack after)
+    /// goes in that epoch; later, in the next; never in or before the last one's; and a
+    /// last epoch far ahead (the clock stepped back) is forgotten.
+    #[test]
+    fn transmission_epochs() {
+        let rate = Rational::new(60000, 1001);
+        let m = PacingModel::progressive(rate, 4320, 1080);
+        let s = BurstSchedule::wide(&m);
+        let e = 107_612_550_800u64;
+        let first =
+            crate::time::index_to_timestamp(rate, e).saturating_add_signed(s.first_offset_ns());
+        let epoch = |now, last| s.transmission_epoch(rate, now, m.t_frame_ns, last);
+        assert_eq!(epoch(first - 1_000, None), e);
+        assert_eq!(epoch(first + s.start_slack_ns() - 1_000, None), e);
+        assert_eq!(epoch(first + s.start_slack_ns() + 1_000, None), e + 1);
+        assert_eq!(epoch(first - 1_000, Some(e)), e + 1);
+        assert_eq!(epoch(first - 1_000, Some(e + 1)), e + 2);
+        assert_eq!(epoch(first - 1_000, Some(e + 100)), e);
     }
 
     /// A frame is timed from the epoch it is sent in, whatever its media time: a frame

@@ -405,20 +405,12 @@ fn send_frames(
         let p = pacer.as_mut().expect("set above");
         let s = schedule.as_mut().expect("set with the pacer");
         let rate = p.def.index_rate();
-        // The first epoch whose schedule this frame can still make, after the last one's.
-        let earliest = crate::time::now_tai_ns().saturating_sub(s.start_slack_ns());
-        let epoch_index = crate::time::timestamp_to_index(
+        let epoch_index = s.transmission_epoch(
             rate,
-            earliest
-                .saturating_add_signed(-s.first_offset_ns())
-                .saturating_add(p.model.t_frame_ns as u64 / 2),
+            crate::time::now_tai_ns(),
+            p.model.t_frame_ns,
+            p.last_epoch,
         );
-        // After the last frame's epoch; unless the clock stepped back (that epoch is then
-        // well ahead of now), when the schedule starts over from now.
-        let epoch_index = match p.last_epoch {
-            Some(l) if l <= epoch_index + 2 => epoch_index.max(l + 1),
-            _ => epoch_index,
-        };
         p.last_epoch = Some(epoch_index);
         let epoch = index_to_timestamp(rate, epoch_index);
         tracing::trace!(
