@@ -163,11 +163,10 @@ pub struct AncReceiverStats {
 
 /// The socket an ANC receiver listens on: bound, and joined to its multicast group.
 pub fn bind_receiver(options: &AncReceiverOptions) -> Result<std::net::UdpSocket, BridgeError> {
-    let socket = udp_socket(options.bind)?;
-    if let Some((group, interface)) = options.multicast {
-        socket.join_multicast_v4(&group, &interface)?;
-    }
-    Ok(socket)
+    Ok(super::udp::receiving_socket(
+        options.bind,
+        options.multicast,
+    )?)
 }
 
 /// Receives an ST 2110-40 stream on `socket` (see [`bind_receiver`]) into a new data flow

@@ -192,11 +192,10 @@ pub fn receive_audio(
 
 /// The receiving socket of `options`: bound, multicast group joined.
 pub fn bind_receiver(options: &AudioReceiverOptions) -> Result<std::net::UdpSocket, BridgeError> {
-    let socket = udp_socket(options.bind)?;
-    if let Some((group, interface)) = options.multicast {
-        socket.join_multicast_v4(&group, &interface)?;
-    }
-    Ok(socket)
+    Ok(super::udp::receiving_socket(
+        options.bind,
+        options.multicast,
+    )?)
 }
 
 /// As [`receive_audio`], on a socket already bound (so a caller knows it listens).

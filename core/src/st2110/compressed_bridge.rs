@@ -170,11 +170,10 @@ pub struct CompressedReceiverOptions {
 pub fn bind_receiver(
     options: &CompressedReceiverOptions,
 ) -> Result<std::net::UdpSocket, BridgeError> {
-    let socket = udp_socket(options.bind)?;
-    if let Some((group, interface)) = options.multicast {
-        socket.join_multicast_v4(&group, &interface)?;
-    }
-    Ok(socket)
+    Ok(super::udp::receiving_socket(
+        options.bind,
+        options.multicast,
+    )?)
 }
 
 /// Receives an ST 2110-22 stream on `socket` (see [`bind_receiver`]) into a new opaque

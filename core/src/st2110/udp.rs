@@ -44,6 +44,19 @@ const RECV_BUFFERS: usize = 8;
 /// Bytes per receive buffer: a whole coalesced (GRO) train fits.
 const RECV_BUFFER_BYTES: usize = 65_536;
 
+/// A receiving socket: [`udp_socket`] on `bind`, joined to `multicast` (IPv4 group and
+/// interface) if given.
+pub fn receiving_socket(
+    bind: SocketAddr,
+    multicast: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+) -> io::Result<UdpSocket> {
+    let socket = udp_socket(bind)?;
+    if let Some((group, interface)) = multicast {
+        socket.join_multicast_v4(&group, &interface)?;
+    }
+    Ok(socket)
+}
+
 /// A UDP socket bound to `bind` with large buffers; warns when the kernel gives less than
 /// asked.
 pub fn udp_socket(bind: SocketAddr) -> io::Result<UdpSocket> {

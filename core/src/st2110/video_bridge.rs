@@ -639,10 +639,7 @@ pub fn receive_video(
         ..Default::default()
     };
     let mut writer = domain.create_grain_writer(&def, &writer_options)?;
-    let socket = udp_socket(options.bind)?;
-    if let Some((group, interface)) = options.multicast {
-        socket.join_multicast_v4(&group, &interface)?;
-    }
+    let socket = super::udp::receiving_socket(options.bind, options.multicast)?;
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut receiver = UdpReceiver::new(socket, options.offload);
     // Batched reads need the kernel's arrival times, or the timing check would see each
