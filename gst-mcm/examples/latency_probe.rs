@@ -4,7 +4,8 @@
 //! monotonic clock (the first 8 bytes of the frame, little-endian ns) just before the sink
 //! takes it; `latency_probe recv "<pipeline ending in a sink named sink>" <skip>` reads the
 //! stamp as each buffer reaches its sink and prints `latency_us p50 p99 count` at the end.
-//! The monotonic clock is one clock for every process on the host.
+//! The monotonic clock is one clock for every process on the host. With `MCM_LATENCY_ALL` set,
+//! `recv` also prints every sample (µs, in arrival order) to stderr.
 
 use gst::prelude::*;
 
@@ -118,6 +119,9 @@ fn run() -> Result<(), String> {
             Vec::new()
         };
         let mut s = s;
+        if std::env::var_os("MCM_LATENCY_ALL").is_some() {
+            eprintln!("{:?}", s.iter().map(|v| v / 1000).collect::<Vec<_>>());
+        }
         s.sort_unstable();
         let pct = |p: usize| {
             s.get((s.len() * p / 100).min(s.len().saturating_sub(1)))

@@ -16,6 +16,9 @@ use super::VALID_SLICES_ALL;
 /// Poll period while waiting for a flow to appear (there is no notification for that).
 const FLOW_APPEAR_POLL: Duration = Duration::from_millis(5);
 
+/// Longest interval between commits that busy-polling learns as the stream's rhythm.
+const MAX_GRAIN_INTERVAL_NS: u64 = 10_000_000_000;
+
 /// Why [`Follower::next_grain`] returned no grain.
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
@@ -43,8 +46,8 @@ pub struct Follower {
     drops: Arc<AtomicU64>,
     /// Busy-poll this long either side of the next grain's predicted arrival (0: never).
     spin: Duration,
-    /// When the last grain arrived, and the typical interval between grains.
-    arrivals: Option<(Instant, Option<Duration>)>,
+    /// When the writer last committed (TAI ns), and the typical interval between commits.
+    commits: Option<(u64, Option<u64>)>,
 }
 
 impl Follower {
@@ -65,7 +68,7 @@ impl Follower {
             received: 0,
             drops: Arc::default(),
             spin: Duration::ZERO,
-            arrivals: None,
+            commits: None,
         })
     }
 
@@ -206,33 +209,49 @@ impl Follower {
         // lapped us before the caller reads it is reported then, like a timeout.
         self.next = Some(index.saturating_add(1));
         self.received += 1;
-        self.note_arrival(Instant::now());
+        if let Some(r) = &self.reader {
+            self.note_commit(r.last_write_time());
+        }
         Ok(index)
     }
 
+    /// When the writer's next commit is due: its last plus the usual interval (the
+    /// writer's own times, not this receiver's wake-ups, which are late by however long
+    /// the scheduler took); `None` when there is no rhythm to go by.
     fn predicted(&self) -> Option<Instant> {
-        let (last, Some(interval)) = self.arrivals? else {
+        let (last, Some(interval)) = self.commits? else {
             return None;
         };
-        last.checked_add(interval)
+        let due = last.saturating_add(interval);
+        let now_tai = crate::time::now_tai_ns();
+        let now = Instant::now();
+        match due.checked_sub(now_tai) {
+            Some(ahead) => now.checked_add(Duration::from_nanos(ahead)),
+            // Overdue by less than a grain: any moment now. By more: the writer paused.
+            None if now_tai - due < interval => Some(now),
+            None => None,
+        }
     }
 
-    /// Tracks the usual interval between grains (a moving average that ignores bursts and
-    /// gaps, so a pause does not throw the prediction off for long).
-    fn note_arrival(&mut self, now: Instant) {
-        let interval = match self.arrivals {
-            Some((last, None)) => Some(now - last),
+    /// Tracks the usual interval between commits (a moving average that ignores bursts and
+    /// gaps, so a pause does not throw the prediction off for long). The times come from
+    /// shared memory: anything but a plausible grain rhythm is not learned.
+    fn note_commit(&mut self, at: u64) {
+        self.commits = Some(match self.commits {
+            None => (at, None),
+            Some((last, _)) if at <= last => return,
+            Some((last, _)) if at - last > MAX_GRAIN_INTERVAL_NS => (at, None),
+            Some((last, None)) => (at, Some(at - last)),
             Some((last, Some(avg))) => {
-                let seen = now - last;
-                Some(if seen > avg / 4 && seen < avg * 4 {
+                let seen = at - last;
+                let avg = if seen > avg / 4 && seen < avg.saturating_mul(4) {
                     (avg * 7 + seen) / 8
                 } else {
                     avg
-                })
+                };
+                (at, Some(avg))
             }
-            None => None,
-        };
-        self.arrivals = Some((now, interval));
+        });
     }
 
     /// Waits for grain `index` until `deadline`: on the futex, but busy-polling within
@@ -265,5 +284,58 @@ impl Follower {
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         r.wait_grain(index, VALID_SLICES_ALL, remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn follower() -> (tempfile::TempDir, Follower) {
+        let dir = tempfile::tempdir().unwrap();
+        let domain = Domain::open(dir.path()).unwrap();
+        let f = Follower::new(domain, Uuid::new_v4(), false).unwrap();
+        (dir, f)
+    }
+
+    #[test]
+    fn the_next_commit_is_predicted_from_the_writers_own_times() {
+        let (_dir, mut f) = follower();
+        let now = crate::time::now_tai_ns();
+        // Commits every 20 ms, the last 5 ms ago: the next is due in about 15 ms,
+        // however late this receiver woke for the earlier ones.
+        for k in (0..6u64).rev() {
+            f.note_commit(now - 5_000_000 - k * 20_000_000);
+        }
+        let ahead = f.predicted().unwrap() - Instant::now();
+        assert!(
+            ahead > Duration::from_millis(13) && ahead < Duration::from_millis(16),
+            "{ahead:?}"
+        );
+        // A commit seen twice (a backlog read later) changes nothing.
+        f.note_commit(now - 5_000_000);
+        assert_eq!(f.commits, Some((now - 5_000_000, Some(20_000_000))));
+        // A burst, then a pause, are not learned as the rhythm.
+        f.note_commit(now - 4_000_000);
+        f.note_commit(now + 100_000_000);
+        assert_eq!(f.commits, Some((now + 100_000_000, Some(20_000_000))));
+    }
+
+    #[test]
+    fn garbage_commit_times_from_shared_memory_never_panic() {
+        let (_dir, mut f) = follower();
+        for at in [0, 1, u64::MAX / 2, u64::MAX - 2, u64::MAX - 1, u64::MAX, 7] {
+            f.note_commit(at);
+            // Due in some far future, or unknown: never a spin now.
+            assert!(f
+                .predicted()
+                .is_none_or(|p| p > Instant::now() + Duration::from_secs(3600)));
+        }
+        // Far-apart times are a pause, not a rhythm.
+        f.note_commit(u64::MAX);
+        let (_dir, mut g) = follower();
+        g.note_commit(1_000);
+        g.note_commit(1_000 + 2 * MAX_GRAIN_INTERVAL_NS);
+        assert_eq!(g.commits, Some((1_000 + 2 * MAX_GRAIN_INTERVAL_NS, None)));
     }
 }

@@ -194,6 +194,15 @@ impl GrainReader {
             .head_index
             .load(Ordering::Acquire)
     }
+    /// When the writer last committed (TAI ns, `lastWriteTime` in the flow header).
+    pub fn last_write_time(&self) -> u64 {
+        self.core
+            .header()
+            .info
+            .runtime
+            .last_write_time
+            .load(Ordering::Relaxed)
+    }
     /// Index after the last grain, once the writer ended the stream.
     pub fn end_of_stream(&self) -> Option<u64> {
         self.core.end_of_stream()
