@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -42,22 +43,68 @@ def reap(proc, must_succeed=True):
     return usage.ru_utime + usage.ru_stime, time.monotonic()
 
 
-def run_pair(receiver, sender, sender_first_socket=None):
-    """Runs both sides; shmsrc can only connect once shmsink has made its socket."""
+class Watchdog:
+    """Kills processes still running after `seconds` (a shmsink/shmsrc pair sometimes never
+    ends); `fired` tells the run to be discarded."""
+
+    def __init__(self, seconds):
+        self.procs, self.fired = [], False
+        self.timer = threading.Timer(seconds, self._fire)
+        self.timer.start()
+
+    def _fire(self):
+        self.fired = True
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+
+    def watch(self, proc):
+        self.procs.append(proc)
+        return proc
+
+    def cancel(self):
+        self.timer.cancel()
+
+
+def run_pair(receiver, sender, sender_first_socket=None, timeout=120):
+    """Runs both sides; shmsrc can only connect once shmsink has made its socket. None if
+    the pair had to be killed."""
+    dog = Watchdog(timeout)
+    try:
+        cpu, wall = run_pair_watched(receiver, sender, sender_first_socket, dog)
+    finally:
+        dog.cancel()
+    return None if dog.fired else (cpu, wall)
+
+
+def run_pair_watched(receiver, sender, sender_first_socket, dog):
+    def watched(pipeline):
+        return dog.watch(launch(pipeline))
+
     start = time.monotonic()
     if sender_first_socket:
-        tx = launch(sender)
-        while not os.path.exists(sender_first_socket):
+        tx = watched(sender)
+        while not os.path.exists(sender_first_socket) and not dog.fired:
             time.sleep(0.01)  # bench harness only: wait for shmsink's socket file
-        rx = launch(receiver)
+        rx = watched(receiver)
     else:
-        rx = launch(receiver)
+        rx = watched(receiver)
         time.sleep(0.5)  # bench harness only: a reliable mcmsrc registers as it starts
         start = time.monotonic()
-        tx = launch(sender)
-    rx_cpu, end = reap(rx)
-    # shmsink has no end of stream: it errors out when shmsrc leaves after num-buffers.
-    tx_cpu, _ = reap(tx, must_succeed=not sender_first_socket)
+        tx = watched(sender)
+    rx_cpu, end = reap(rx, must_succeed=False)
+    # shmsink has no end of stream: it errors out when shmsrc leaves after num-buffers,
+    # or lingers; its CPU counts either way.
+    linger = threading.Timer(5, tx.kill) if sender_first_socket else None
+    if linger:
+        linger.start()
+    tx_cpu, _ = reap(tx, must_succeed=False)
+    if linger:
+        linger.cancel()
+    if not dog.fired and rx.returncode != 0:
+        sys.exit(f"receiver failed: {rx.stderr.read().decode()}")
+    if not dog.fired and tx.returncode != 0 and not sender_first_socket:
+        sys.exit(f"sender failed: {tx.stderr.read().decode()}")
     return tx_cpu + rx_cpu, end - start
 
 
@@ -102,7 +149,9 @@ def main():
         results = {}
 
         def best(name, run):
-            runs = [run() for _ in range(args.runs)]
+            runs = [r for r in (run() for _ in range(args.runs)) if r is not None]
+            if not runs:
+                sys.exit(f"{name}: every run hung and was killed")
             results[name] = min(runs)  # (cpu, wall): least CPU
 
         def mcm(receiver_options):
@@ -134,7 +183,7 @@ def main():
         with tempfile.TemporaryDirectory(dir=shm_dir) as domain:
             at = f"domain={domain} flow-id={uuid.uuid4()} reliable=true"
             lat["mcm, mcmsrc zero-copy"] = latency(
-                f"mcmsrc {at} zero-copy=true busy-poll=200 ! fakesink name=sink sync=false",
+                f"mcmsrc {at} zero-copy=true ! fakesink name=sink sync=false",
                 f"{live} ! mcmsink name=sink {at}")
         sock = os.path.join(tempfile.gettempdir(), f"shm-bench-{uuid.uuid4().hex}")
         lat["shmsink -> shmsrc"] = latency(
