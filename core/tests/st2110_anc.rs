@@ -79,6 +79,8 @@ fn captions_and_timecode_cross_st2110_40_exact() {
     let socket = mcm_core::st2110::udp::udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
     let port = socket.local_addr().unwrap().port();
     let stop = AtomicBool::new(false);
+    let sdp_dir = tempfile::tempdir().unwrap();
+    let sdp_path = sdp_dir.path().join("anc.sdp");
     std::thread::scope(|s| {
         let receiver_options = AncReceiverOptions {
             bind: format!("127.0.0.1:{port}").parse().unwrap(),
@@ -134,6 +136,7 @@ fn captions_and_timecode_cross_st2110_40_exact() {
             ssrc: 0x2110_0040,
             reliable: true,
             counters: None,
+            sdp_file: Some(sdp_path.clone()),
         };
         // The sender's reliable follower exists before the first grain: it gets them all.
         let follower = Follower::new(Domain::open(a.path()).unwrap(), sent_def.id, true).unwrap();
@@ -154,6 +157,19 @@ fn captions_and_timecode_cross_st2110_40_exact() {
         writer.end_of_stream().unwrap();
         let sent = sender.join().unwrap().unwrap();
         assert_eq!((sent.packets, sent.malformed), (GRAINS, 0));
+        // The sender published its stream's SDP: RFC 8331 at the receiver's port.
+        let sdp = std::fs::read_to_string(&sdp_path).unwrap();
+        let media = &mcm_core::st2110::sdp::parse(&sdp).unwrap()[0];
+        assert_eq!(
+            (
+                media.encoding.as_str(),
+                media.clock_rate,
+                media.port,
+                media.payload_type
+            ),
+            ("smpte291", 90000, port, 100),
+            "{sdp}"
+        );
         let stats = receiver.join().unwrap().unwrap();
         assert_eq!((stats.grains, stats.malformed), (GRAINS, 2), "{stats:?}");
         let got = reader.join().unwrap();

@@ -285,6 +285,7 @@ impl Bridges {
                     ssrc: def.id.as_u128() as u32,
                     reliable: config.reliable,
                     counters: live,
+                    sdp_file: None,
                 };
                 let flow_id = def.id;
                 std::thread::spawn(move || {
@@ -300,6 +301,7 @@ impl Bridges {
                     ssrc: def.id.as_u128() as u32,
                     reliable: config.reliable,
                     counters: live,
+                    sdp_file: None,
                 };
                 let flow_id = def.id;
                 std::thread::spawn(move || {

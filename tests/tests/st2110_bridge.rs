@@ -534,10 +534,15 @@ fn cli_bridges_carry_jpeg_frames_as_st2110_22() {
             b.path().display()
         ),
     );
+    let sdp_dir = tempfile::tempdir().unwrap();
+    let sdp = sdp_dir.path().join("jpeg.sdp");
     let send = mcm(
         "st2110-send compressed",
         a.path(),
-        format!("st2110-send --flow-id {f1} --dest 127.0.0.1:{port}"),
+        format!(
+            "st2110-send --flow-id {f1} --dest 127.0.0.1:{port} --sdp {}",
+            sdp.display()
+        ),
     );
     let tx = gst_launch(
         "gst jpeg sender",
@@ -556,6 +561,39 @@ fn cli_bridges_carry_jpeg_frames_as_st2110_22() {
             .iter()
             .any(|l| l.starts_with("st2110-send: ST 2110-22,")),
         "{send_log:?}"
+    );
+    // The sender's own check of its send times: most frames within the wide model (small
+    // frames, a burst or two each, can even be narrow).
+    let verdicts: Vec<usize> = send_log
+        .iter()
+        .find_map(|l| l.strip_prefix("st2110-send: ST 2110-21 pacing as sent: "))
+        .map(|rest| rest.split(' ').filter_map(|w| w.parse().ok()).collect())
+        .unwrap_or_default();
+    let [narrow, wide, off] = verdicts[..] else {
+        panic!("no pacing verdicts: {send_log:?}")
+    };
+    assert!(
+        narrow + wide >= frames * 8 / 10 && narrow + wide + off >= frames,
+        "{send_log:?}"
+    );
+    // Its SDP: mcm's compressed framing, the flow's media type, picture size and rate.
+    let text = std::fs::read_to_string(&sdp).unwrap();
+    let media = &mcm_core::st2110::sdp::parse(&text).unwrap()[0];
+    assert_eq!(
+        (media.encoding.as_str(), media.port),
+        ("x-mcm-compressed", port),
+        "{text}"
+    );
+    assert_eq!(
+        ["mediatype", "width", "height", "exactframerate", "TP"].map(|k| media.param(k)),
+        [
+            Some("image/jpeg"),
+            Some("320"),
+            Some("240"),
+            Some("25"),
+            Some("2110TPW")
+        ],
+        "{text}"
     );
     assert!(
         recv_log.iter().any(|l| l.starts_with(&format!(

@@ -40,6 +40,8 @@ pub struct AncSenderOptions {
     /// Hold the flow's writer back until each grain is sent (file work); live otherwise.
     pub reliable: bool,
     pub counters: Option<Arc<LiveCounters>>,
+    /// Where to write the stream's SDP.
+    pub sdp_file: Option<std::path::PathBuf>,
 }
 
 /// Counters of an ANC sender.
@@ -77,6 +79,7 @@ pub fn send_anc_from(
     let mut stats = AncSenderStats::default();
     let mut sequence = options.ssrc.rotate_left(11);
     let mut data = Vec::new();
+    let mut described = false;
     while !stop.load(Ordering::Acquire) {
         let grain = match follower.next_grain(Duration::from_millis(100)) {
             Ok(g) => g,
@@ -92,6 +95,23 @@ pub fn send_anc_from(
             return Err(BridgeError::Unsupported(format!(
                 "flow {flow_id} is not ancillary data (video/smpte291)"
             )));
+        }
+        if !described {
+            let sdp = super::sdp::AncSdp {
+                session_name: def.label.clone(),
+                source: super::sdp::source_of(options.bind),
+                destination: options.destination.ip().to_string(),
+                port: options.destination.port(),
+                payload_type: options.payload_type,
+            }
+            .to_sdp();
+            if let Some(path) = &options.sdp_file {
+                super::sdp::write_file(path, &sdp)?;
+            }
+            if let Some(c) = &options.counters {
+                c.set_sdp(sdp);
+            }
+            described = true;
         }
         let rate = def.index_rate();
         let index = grain.index();

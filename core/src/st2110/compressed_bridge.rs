@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::counters::LiveCounters;
-use super::pacing::{BurstSchedule, PacingModel};
+use super::pacing::{BurstSchedule, PacingModel, SenderType, TimingChecker};
 use super::rfc9134::{Assembler, AssemblerStats, Packetizer, Picture};
+use super::sdp::CompressedSdp;
 use super::udp::{udp_socket, PacketQueue, UdpReceiver, UdpSender};
 use super::video_bridge::{rtp_time, BridgeError};
 use crate::flow::{Domain, FlowError, FollowError, Follower, WriterOptions};
@@ -37,6 +38,8 @@ pub struct CompressedSenderOptions {
     /// Hold the flow's writer back until each grain is sent (file work); live otherwise.
     pub reliable: bool,
     pub counters: Option<Arc<LiveCounters>>,
+    /// Where to write the stream's SDP (rewritten if the flow's description changes).
+    pub sdp_file: Option<std::path::PathBuf>,
 }
 
 /// Counters of a compressed-video sender.
@@ -48,6 +51,37 @@ pub struct CompressedSenderStats {
     pub empty: u64,
     pub torn: u64,
     pub dropped: u64,
+    /// Frames whose packets went out narrow, wide and non-compliant, by the sender's own
+    /// ST 2110-21 check of its send times against each frame's model.
+    pub timing: [u64; 3],
+}
+
+/// The SDP of the stream `options` send for opaque flow `def` (media type `media_type`).
+fn compressed_sdp(def: &FlowDef, media_type: &str, options: &CompressedSenderOptions) -> String {
+    CompressedSdp {
+        session_name: def.label.clone(),
+        source: super::sdp::source_of(options.bind),
+        destination: options.destination.ip().to_string(),
+        port: options.destination.port(),
+        payload_type: options.payload_type,
+        media_type: media_type.to_owned(),
+        rate: def.rate,
+        size: picture_size(def),
+    }
+    .to_sdp()
+}
+
+/// Width and height of an opaque flow's pictures, from the caps string a GStreamer
+/// element stored with it (`width=(int)1920`), if any.
+fn picture_size(def: &FlowDef) -> Option<(u32, u32)> {
+    let caps = def.json.get("urn:x-mcm:caps")?.as_str()?;
+    let field = |name: &str| -> Option<u32> {
+        let rest = caps.split(&format!("{name}=")).nth(1)?;
+        let rest = rest.strip_prefix("(int)").unwrap_or(rest);
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    Some((field("width")?, field("height")?))
 }
 
 /// Sends opaque flow `flow_id` of `domain` as ST 2110-22 (RFC 9134 codestream packets)
@@ -71,6 +105,8 @@ pub fn send_compressed(
     let mut frame = Vec::new();
     let mut packets: Vec<u8> = Vec::new();
     let mut ends: Vec<usize> = Vec::new();
+    let mut described: Option<serde_json::Value> = None;
+    let mut worst: Option<SenderType> = None;
     while !stop.load(Ordering::Acquire) {
         let grain = match follower.next_grain(Duration::from_millis(100)) {
             Ok(g) => g,
@@ -82,10 +118,20 @@ pub fn send_compressed(
             .reader()
             .flow_def()
             .ok_or_else(|| BridgeError::Unsupported("flow without a description".into()))?;
-        if !matches!(def.media, MediaFormat::Opaque { .. }) {
+        let MediaFormat::Opaque { media_type, .. } = &def.media else {
             return Err(BridgeError::Unsupported(format!(
                 "flow {flow_id} does not hold compressed frames (an opaque flow)"
             )));
+        };
+        if described.as_ref() != Some(&def.json) {
+            let sdp = compressed_sdp(def, media_type, options);
+            if let Some(path) = &options.sdp_file {
+                super::sdp::write_file(path, &sdp)?;
+            }
+            if let Some(c) = &options.counters {
+                c.set_sdp(sdp);
+            }
+            described = Some(def.json.clone());
         }
         let rate = def.index_rate();
         let index = grain.index();
@@ -127,6 +173,9 @@ pub fn send_compressed(
         last_epoch = Some(epoch_index);
         let epoch = index_to_timestamp(rate, epoch_index);
         let longest_sleep = 2 * model.t_frame_ns as u64;
+        // The sender's own check of this frame's send times, from its epoch.
+        let mut checker = TimingChecker::new(model);
+        let mut verdict = None;
         for (k, burst) in ends.chunks(s.burst).enumerate() {
             let mut queue = PacketQueue::default();
             let mut start = if k == 0 { 0 } else { ends[k * s.burst - 1] };
@@ -138,7 +187,19 @@ pub fn send_compressed(
             let due = s.due_ns(epoch, k, burst.len());
             crate::time::sleep_until_tai(due.min(crate::time::now_tai_ns() + longest_sleep));
             sender.send(&mut queue)?;
-            s.sent(crate::time::now_tai_ns(), burst.len());
+            let at = crate::time::now_tai_ns();
+            s.sent(at, burst.len());
+            let last_burst = (k + 1) * s.burst >= ends.len();
+            for i in 0..burst.len() {
+                let t = (at as i64 - epoch as i64) as f64;
+                if let Some(t) = checker.packet(t, last_burst && i + 1 == burst.len()) {
+                    verdict = Some(t.verdict);
+                }
+            }
+        }
+        if let Some(v) = verdict {
+            stats.timing[v as usize] += 1;
+            worst = worst.max(Some(v));
         }
         stats.frames += 1;
         stats.packets += count as u64;
@@ -147,6 +208,7 @@ pub fn send_compressed(
             LiveCounters::set(&c.packets, stats.packets);
             LiveCounters::set(&c.grains, stats.frames);
             LiveCounters::set(&c.dropped, stats.dropped);
+            c.set_timing(worst);
         }
     }
     Ok(stats)

@@ -319,23 +319,6 @@ impl Assembler {
     }
 }
 
-/// The SDP media section of an ST 2110-22 JPEG XS stream (RFC 9134 §7).
-pub fn jxsv_sdp_media(
-    port: u16,
-    payload_type: u8,
-    destination: &str,
-    width: u32,
-    height: u32,
-    exact_frame_rate: &str,
-) -> String {
-    format!(
-        "m=video {port} RTP/AVP {payload_type}\r\n\
-         c=IN IP4 {destination}\r\n\
-         a=rtpmap:{payload_type} jxsv/90000\r\n\
-         a=fmtp:{payload_type} packetmode=0; transmode=1; width={width}; height={height}; exactframerate={exact_frame_rate}; SSN=ST2110-22:2019; TP=2110TPW\r\n"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,13 +407,6 @@ mod tests {
         let (frames, stats) = assemble(&pkts);
         assert_eq!(frames, vec![frame]);
         assert_eq!((stats.late, stats.frames_incomplete), (1, 0));
-    }
-
-    #[test]
-    fn jxsv_sdp_names_the_encoding() {
-        let m = jxsv_sdp_media(20000, 112, "239.1.1.1/64", 1920, 1080, "60000/1001");
-        assert!(m.contains("a=rtpmap:112 jxsv/90000\r\n"));
-        assert!(m.contains("packetmode=0; transmode=1; width=1920; height=1080"));
     }
 
     proptest! {

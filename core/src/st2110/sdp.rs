@@ -43,12 +43,7 @@ impl VideoSdp {
     /// The SDP text (CRLF line ends).
     pub fn to_sdp(&self) -> String {
         let g = &self.geometry;
-        let r = self.rate.reduced();
-        let rate = if r.denominator == 1 {
-            r.numerator.to_string()
-        } else {
-            format!("{}/{}", r.numerator, r.denominator)
-        };
+        let rate = exact_frame_rate(self.rate);
         let mut s = session_and_media(
             &self.session_name,
             &self.source,
@@ -82,6 +77,105 @@ impl VideoSdp {
         ));
         line("a=mediaclk:direct=0".into());
         line("a=ts-refclk:localmac=00-00-00-00-00-00".into());
+        s
+    }
+}
+
+/// Writes an SDP file whole: to a temporary name first, then renamed over `path`, so a
+/// reader (FFmpeg, a watcher) never sees half of one.
+pub fn write_file(path: &std::path::Path, sdp: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("sdp.tmp");
+    std::fs::write(&tmp, sdp)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `exactframerate` as ST 2110 writes it: `25`, `30000/1001`.
+fn exact_frame_rate(rate: Rational) -> String {
+    let r = rate.reduced();
+    if r.denominator == 1 {
+        r.numerator.to_string()
+    } else {
+        format!("{}/{}", r.numerator, r.denominator)
+    }
+}
+
+/// An ST 2110-40 stream's SDP: RFC 8331 `smpte291/90000`, ST 2110-10 clocking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AncSdp {
+    pub session_name: String,
+    pub source: String,
+    pub destination: String,
+    pub port: u16,
+    pub payload_type: u8,
+}
+
+impl AncSdp {
+    /// The SDP text (CRLF line ends).
+    pub fn to_sdp(&self) -> String {
+        let mut s = session_and_media(
+            &self.session_name,
+            &self.source,
+            &self.destination,
+            "video",
+            self.port,
+            self.payload_type,
+        );
+        s.push_str(&format!(
+            "a=rtpmap:{} smpte291/90000\r\na=mediaclk:direct=0\r\na=ts-refclk:localmac=00-00-00-00-00-00\r\n",
+            self.payload_type
+        ));
+        s
+    }
+}
+
+/// An ST 2110-22 stream's SDP. JPEG XS is RFC 9134's `jxsv/90000`; other compressed frames
+/// (JPEG, H.264 access units), which mcm carries in the same framing, are
+/// `x-mcm-compressed/90000` with their media type in `mediatype`. Paced wide (`TP=2110TPW`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressedSdp {
+    pub session_name: String,
+    pub source: String,
+    pub destination: String,
+    pub port: u16,
+    pub payload_type: u8,
+    /// The flow's media type, e.g. `image/x-jxsc`, `image/jpeg`, `video/x-h264`.
+    pub media_type: String,
+    pub rate: Rational,
+    /// Picture size in pixels, where the flow gives it.
+    pub size: Option<(u32, u32)>,
+}
+
+/// Media type of a JPEG XS codestream flow (GStreamer's caps name).
+pub const JPEG_XS_MEDIA_TYPE: &str = "image/x-jxsc";
+
+impl CompressedSdp {
+    /// The SDP text (CRLF line ends).
+    pub fn to_sdp(&self) -> String {
+        let pt = self.payload_type;
+        let mut s = session_and_media(
+            &self.session_name,
+            &self.source,
+            &self.destination,
+            "video",
+            self.port,
+            pt,
+        );
+        let size = self
+            .size
+            .map(|(w, h)| format!("width={w}; height={h}; "))
+            .unwrap_or_default();
+        let rate = exact_frame_rate(self.rate);
+        if self.media_type == JPEG_XS_MEDIA_TYPE {
+            s.push_str(&format!(
+                "a=rtpmap:{pt} jxsv/90000\r\na=fmtp:{pt} packetmode=0; transmode=1; {size}exactframerate={rate}; SSN=ST2110-22:2019; TP=2110TPW\r\n"
+            ));
+        } else {
+            s.push_str(&format!(
+                "a=rtpmap:{pt} x-mcm-compressed/90000\r\na=fmtp:{pt} mediatype={}; {size}exactframerate={rate}; TP=2110TPW\r\n",
+                self.media_type
+            ));
+        }
+        s.push_str("a=mediaclk:direct=0\r\na=ts-refclk:localmac=00-00-00-00-00-00\r\n");
         s
     }
 }
@@ -377,6 +471,55 @@ mod tests {
         assert_eq!(m.address.as_deref(), Some("239.100.9.10"));
         assert_eq!(m.video_geometry().unwrap(), g);
         assert_eq!(m.frame_rate(), Some(Rational::new(60000, 1001)));
+    }
+
+    #[test]
+    fn compressed_and_ancillary_sdps_parse_back() {
+        let jxs = CompressedSdp {
+            session_name: "mcm jxs".into(),
+            source: "192.168.1.10".into(),
+            destination: "239.1.1.1".into(),
+            port: 20000,
+            payload_type: 112,
+            media_type: JPEG_XS_MEDIA_TYPE.into(),
+            rate: Rational::new(60000, 1001),
+            size: Some((1920, 1080)),
+        };
+        let text = jxs.to_sdp();
+        assert!(text.contains("a=fmtp:112 packetmode=0; transmode=1; width=1920; height=1080; exactframerate=60000/1001; SSN=ST2110-22:2019; TP=2110TPW\r\n"), "{text}");
+        let m = &parse(&text).unwrap()[0];
+        assert_eq!(
+            (m.port, m.payload_type, m.encoding.as_str(), m.clock_rate),
+            (20000, 112, "jxsv", 90000)
+        );
+        assert_eq!(m.frame_rate(), Some(Rational::new(60000, 1001)));
+        assert_eq!(m.param("width"), Some("1920"));
+
+        let jpeg = CompressedSdp {
+            media_type: "image/jpeg".into(),
+            rate: Rational::new(25, 1),
+            size: None,
+            destination: "10.0.0.2".into(),
+            ..jxs
+        };
+        let m = &parse(&jpeg.to_sdp()).unwrap()[0];
+        assert_eq!(m.encoding, "x-mcm-compressed");
+        assert_eq!(m.param("mediatype"), Some("image/jpeg"));
+        assert_eq!(m.param("TP"), Some("2110TPW"));
+        assert_eq!(m.frame_rate(), Some(Rational::new(25, 1)));
+
+        let anc = AncSdp {
+            session_name: "mcm cc".into(),
+            source: "10.0.0.1".into(),
+            destination: "10.0.0.2".into(),
+            port: 20100,
+            payload_type: 100,
+        };
+        let m = &parse(&anc.to_sdp()).unwrap()[0];
+        assert_eq!(
+            (m.port, m.payload_type, m.encoding.as_str(), m.clock_rate),
+            (20100, 100, "smpte291", 90000)
+        );
     }
 
     proptest::proptest! {

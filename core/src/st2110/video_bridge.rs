@@ -495,6 +495,7 @@ fn send_frames(
             LiveCounters::set(&c.packets, stats.packets);
             LiveCounters::set(&c.grains, stats.frames);
             LiveCounters::set(&c.dropped, shared.dropped());
+            c.set_timing(checker.worst);
         }
         let _ = empty.send(frame.wire);
     }
@@ -526,9 +527,7 @@ fn write_sdp(
     sdp: &str,
     options: &SenderOptions,
 ) -> Result<(), BridgeError> {
-    let tmp = path.with_extension("sdp.tmp");
-    std::fs::write(&tmp, sdp)?;
-    std::fs::rename(&tmp, path)?;
+    super::sdp::write_file(path, sdp)?;
     if let Some(tx) = &options.sdp_written {
         let _ = tx.send(sdp.to_owned());
     }

@@ -193,6 +193,7 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
                 ssrc: rand_ssrc(),
                 reliable: false,
                 counters: None,
+                sdp_file: args.sdp.clone(),
             };
             let s = anc_bridge::send_anc(Domain::open(domain)?, args.flow_id, &options, &stop)?;
             println!(
@@ -209,6 +210,7 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
                 ssrc: rand_ssrc(),
                 reliable: false,
                 counters: None,
+                sdp_file: args.sdp.clone(),
             };
             let s = compressed_bridge::send_compressed(
                 Domain::open(domain)?,
@@ -219,6 +221,10 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
             println!(
                 "st2110-send: ST 2110-22, {} frames, {} packets, {} torn, {} dropped",
                 s.frames, s.packets, s.torn, s.dropped
+            );
+            let [narrow, wide, off] = s.timing;
+            println!(
+                "st2110-send: ST 2110-21 pacing as sent: {narrow} frames narrow, {wide} wide, {off} non-compliant"
             );
             return Ok(());
         }
