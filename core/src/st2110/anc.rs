@@ -50,24 +50,31 @@ pub fn with_parity(v: u8) -> u16 {
     u16::from(v) | (p << 8) | ((p ^ 1) << 9)
 }
 
-fn parity_ok(w: u16) -> bool {
+pub(crate) fn parity_ok(w: u16) -> bool {
     w == with_parity(w as u8)
 }
 
 /// The checksum word: 9-bit sum of DID .. last UDW, b9 = !b8.
-fn checksum(words: &[u16]) -> u16 {
+pub(crate) fn checksum(words: &[u16]) -> u16 {
     let sum = words.iter().fold(0u16, |s, w| s.wrapping_add(w & 0x1FF)) & 0x1FF;
     sum | ((!sum >> 8 & 1) << 9)
 }
 
-struct BitWriter {
-    out: Vec<u8>,
+pub(crate) struct BitWriter {
+    pub(crate) out: Vec<u8>,
     acc: u64,
     bits: u32,
 }
 
 impl BitWriter {
-    fn put(&mut self, value: u32, n: u32) {
+    pub(crate) fn new() -> Self {
+        Self {
+            out: Vec::new(),
+            acc: 0,
+            bits: 0,
+        }
+    }
+    pub(crate) fn put(&mut self, value: u32, n: u32) {
         self.acc = (self.acc << n) | u64::from(value & ((1 << n) - 1));
         self.bits += n;
         while self.bits >= 8 {
@@ -79,15 +86,20 @@ impl BitWriter {
         let pad = (32 - (self.out.len() * 8 + self.bits as usize) % 32) % 32;
         self.put(0, pad as u32);
     }
+    /// Pads with `1` bits to the next byte (ST 2038's word alignment).
+    pub(crate) fn align8_with_ones(&mut self) {
+        let pad = (8 - self.bits % 8) % 8;
+        self.put(u32::MAX, pad);
+    }
 }
 
-struct BitReader<'a> {
-    data: &'a [u8],
-    pos: usize,
+pub(crate) struct BitReader<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) pos: usize,
 }
 
 impl BitReader<'_> {
-    fn get(&mut self, n: usize) -> Result<u32, AncError> {
+    pub(crate) fn get(&mut self, n: usize) -> Result<u32, AncError> {
         let mut v = 0u32;
         for _ in 0..n {
             let byte = *self.data.get(self.pos / 8).ok_or(AncError::Truncated)?;
@@ -116,11 +128,17 @@ pub fn packetize(
     field: AncField,
     packets: &[AncPacket],
 ) -> Result<Vec<u8>, AncError> {
-    let mut w = BitWriter {
-        out: Vec::new(),
-        acc: 0,
-        bits: 0,
-    };
+    let mut out = vec![0u8; RTP_HEADER_LEN];
+    header.write((&mut out[..RTP_HEADER_LEN]).try_into().expect("12 bytes"));
+    out.extend_from_slice(&extended_sequence.to_be_bytes());
+    out.extend_from_slice(&payload(field, packets)?);
+    Ok(out)
+}
+
+/// The RFC 8331 payload from its Length field on (Length, ANC_Count, F, the ANC packets):
+/// what an MXL `video/smpte291` data grain holds.
+pub fn payload(field: AncField, packets: &[AncPacket]) -> Result<Vec<u8>, AncError> {
+    let mut w = BitWriter::new();
     for p in packets {
         if p.udw.len() > 255 {
             return Err(AncError::TooLong(p.udw.len()));
@@ -143,11 +161,11 @@ pub fn packetize(
         w.align32();
     }
     let body = w.out;
-    let mut out = vec![0u8; RTP_HEADER_LEN];
-    header.write((&mut out[..RTP_HEADER_LEN]).try_into().expect("12 bytes"));
-    out.extend_from_slice(&extended_sequence.to_be_bytes());
-    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
-    out.push(packets.len() as u8);
+    let length = u16::try_from(body.len()).map_err(|_| AncError::TooLong(packets.len()))?;
+    let count = u8::try_from(packets.len()).map_err(|_| AncError::TooLong(packets.len()))?;
+    let mut out = Vec::with_capacity(6 + body.len());
+    out.extend_from_slice(&length.to_be_bytes());
+    out.push(count);
     let f: u8 = match field {
         AncField::Progressive => 0,
         AncField::First => 2,
@@ -162,15 +180,23 @@ pub fn packetize(
 /// parity and checksums verified.
 pub fn parse(packet: &[u8]) -> Result<(RtpHeader, AncField, Vec<AncPacket>), AncError> {
     let (rtp, payload) = RtpHeader::parse(packet)?;
-    let h = payload.get(..8).ok_or(AncError::Truncated)?;
-    let length = usize::from(u16::from_be_bytes([h[2], h[3]]));
-    let count = h[4];
-    let field = match h[5] >> 6 {
+    // After the extended sequence number: the payload from its Length field.
+    let (field, packets) = parse_payload(payload.get(2..).ok_or(AncError::Truncated)?)?;
+    Ok((rtp, field, packets))
+}
+
+/// Parses an RFC 8331 payload from its Length field on (an MXL data grain), with parity
+/// and checksums verified.
+pub fn parse_payload(payload: &[u8]) -> Result<(AncField, Vec<AncPacket>), AncError> {
+    let h = payload.get(..6).ok_or(AncError::Truncated)?;
+    let length = usize::from(u16::from_be_bytes([h[0], h[1]]));
+    let count = h[2];
+    let field = match h[3] >> 6 {
         2 => AncField::First,
         3 => AncField::Second,
         _ => AncField::Progressive,
     };
-    let body = payload.get(8..8 + length).ok_or(AncError::Truncated)?;
+    let body = payload.get(6..6 + length).ok_or(AncError::Truncated)?;
     let mut r = BitReader { data: body, pos: 0 };
     let mut packets = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
@@ -208,7 +234,7 @@ pub fn parse(packet: &[u8]) -> Result<(RtpHeader, AncField, Vec<AncPacket>), Anc
             udw: words.split_off(3),
         });
     }
-    Ok((rtp, field, packets))
+    Ok((field, packets))
 }
 
 #[cfg(test)]

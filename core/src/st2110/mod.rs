@@ -15,5 +15,6 @@ pub mod rfc4175;
 pub mod rfc9134;
 pub mod rtp;
 pub mod sdp;
+pub mod st2038;
 pub mod udp;
 pub mod video_bridge;
