@@ -18,6 +18,24 @@ pub static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 /// Flow JSON key holding the exact caps of an opaque stream, so `mcmsrc` reproduces them.
 pub const CAPS_KEY: &str = "urn:x-mcm:caps";
+/// GStreamer's caps for SMPTE ST 2038 ancillary data packets.
+pub const ST2038_CAPS: &str = "meta/x-st-2038";
+
+/// A flow grain (RFC 8331 payload from its Length field) as ST 2038 bytes.
+pub fn grain_to_st2038(grain: &[u8]) -> Result<Vec<u8>, String> {
+    use mcm_core::st2110::{anc, st2038};
+    let (_, packets) = anc::parse_payload(grain).map_err(|e| format!("ancillary grain: {e}"))?;
+    let mut out = Vec::new();
+    st2038::write(&packets, &mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// ST 2038 bytes (one buffer: a frame's ANC packets) as a flow grain's RFC 8331 payload.
+pub fn st2038_to_grain(data: &[u8]) -> Result<Vec<u8>, String> {
+    use mcm_core::st2110::{anc, st2038};
+    let packets = st2038::parse(data).map_err(|e| format!("ST 2038 buffer: {e}"))?;
+    anc::payload(anc::AncField::Progressive, &packets).map_err(|e| e.to_string())
+}
 /// Bytes of per-grain metadata the elements use for buffer timing.
 pub const TIMING_SIZE: u32 = 32;
 
@@ -323,8 +341,20 @@ pub fn sdk_payload(kind: &Kind) -> Result<serde_json::Value, String> {
     match kind {
         Kind::Raw { info, .. } => sdk_video_payload(info),
         Kind::Pcm { .. } => sdk_audio_payload(kind),
-        Kind::Opaque => Err("other caps travel as compressed frames (sdk_connection)".into()),
+        Kind::Anc | Kind::Opaque => {
+            Err("this payload needs the caps' framerate (sdk_connection)".into())
+        }
     }
+}
+
+/// The framerate of `caps`, required for payloads whose grains are frames.
+fn caps_framerate(caps: &gst::CapsRef, what: &str) -> Result<gst::Fraction, String> {
+    caps.structure(0)
+        .ok_or("empty caps")?
+        .get::<gst::Fraction>("framerate")
+        .ok()
+        .filter(|f| f.numer() > 0 && f.denom() > 0)
+        .ok_or_else(|| format!("{what} need a framerate in their caps"))
 }
 
 /// `connection` (the element's connection JSON) completed with the payload of `caps`
@@ -339,13 +369,13 @@ pub fn sdk_connection(
 ) -> Result<serde_json::Value, String> {
     let mut json = connection.clone();
     json["payload"] = match kind {
+        Kind::Anc => {
+            let fps = caps_framerate(caps, "ancillary data (ST 2038) through the proxy")?;
+            json!({ "ancillary": { "fps": f64::from(fps.numer()) / f64::from(fps.denom()) } })
+        }
         Kind::Opaque => {
             let s = caps.structure(0).ok_or("empty caps")?;
-            let fps = s
-                .get::<gst::Fraction>("framerate")
-                .ok()
-                .filter(|f| f.numer() > 0 && f.denom() > 0)
-                .ok_or("compressed frames through the proxy need a framerate in their caps")?;
+            let fps = caps_framerate(caps, "compressed frames through the proxy")?;
             json["maxPayloadSize"] = max_grain.into();
             json!({ "compressed": {
                 "mediaType": s.name().as_str(),
@@ -379,6 +409,10 @@ pub enum Kind {
         samples_per_grain: usize,
         little_endian: bool,
     },
+    /// SMPTE ST 2038 ancillary data (`meta/x-st-2038`), one buffer per frame: an MXL
+    /// `video/smpte291` flow whose grains hold the RFC 8331 payload (ST 2110-40 on the
+    /// network), converted on the way in and out.
+    Anc,
     /// Anything else, one buffer per grain, caps in the flow description.
     Opaque,
 }
@@ -496,6 +530,17 @@ pub fn flow_def_from_caps(
                 },
             )
         }
+        None if s.name() == ST2038_CAPS => {
+            let fps = caps_framerate(caps, "ST 2038 ancillary data (one buffer per frame)")?;
+            let rate = Rational::new(fps.numer().into(), fps.denom().into());
+            let def = FlowDef::ancillary(id, label, rate).map_err(|e| e.to_string())?;
+            let mut json = def.json;
+            json[CAPS_KEY] = caps.to_string().into();
+            (
+                FlowDef::from_json(json).map_err(|e| e.to_string())?,
+                Kind::Anc,
+            )
+        }
         None if s.name() == "audio/x-raw" && pcm_from_caps(caps, id, label)?.is_some() => {
             let (def, kind) = pcm_from_caps(caps, id, label)?.ok_or("PCM caps")?;
             let mut json = def.json;
@@ -589,6 +634,20 @@ pub fn caps_from_def(def: &FlowDef) -> Option<gst::Caps> {
                 .ok()?
                 .to_caps()
                 .ok()
+        }
+        // Ancillary data written by another program (an ST 2110-40 receiver, an SDK
+        // client, MXL): ST 2038 packets, a frame's worth per buffer, at the grain rate.
+        MediaFormat::Ancillary => {
+            let fps = gst::Fraction::new(
+                i32::try_from(def.rate.numerator).ok()?,
+                i32::try_from(def.rate.denominator).ok()?,
+            );
+            Some(
+                gst::Caps::builder(ST2038_CAPS)
+                    .field("alignment", "frame")
+                    .field("framerate", fps)
+                    .build(),
+            )
         }
         // Compressed frames written by another program (an ST 2110-22 receiver, an SDK
         // client): their media type, at the grain rate.

@@ -302,6 +302,129 @@ fn opaque_caps_and_buffer_timing_travel_exactly() {
     );
 }
 
+/// Frame `i`'s ancillary packets: a caption packet and a timecode packet.
+fn anc_packets(i: u64) -> Vec<mcm_core::st2110::anc::AncPacket> {
+    use mcm_core::st2110::anc::{with_parity, AncPacket};
+    let packet = |c, line, did, sdid, n: u64| AncPacket {
+        c,
+        line,
+        offset: 0,
+        s: false,
+        stream: 0,
+        did,
+        sdid,
+        udw: (0..n).map(|k| with_parity((k * 7 + i) as u8)).collect(),
+    };
+    vec![
+        packet(false, 9, 0x61, 0x01, 20 + i),
+        packet(true, 10, 0x60, 0x60, 16),
+    ]
+}
+
+/// ST 2038 ancillary data (`meta/x-st-2038`) into an MXL `video/smpte291` flow and back:
+/// each grain holds the frame's packets as RFC 8331 (what the ST 2110-40 bridge sends),
+/// `mcmsrc` gives the same ST 2038 bytes and caps, and a damaged buffer is an error.
+#[test]
+fn st2038_ancillary_data_travels_as_an_rfc8331_flow() {
+    use mcm_core::st2110::{anc, st2038};
+    init();
+    let dir = domain();
+    let id = Uuid::new_v4();
+    let at = format!("domain={} flow-id={id} reliable=true", dir.path().display());
+    let caps = "meta/x-st-2038, alignment=(string)frame, framerate=(fraction)30000/1001";
+    let mut tx = gst_check::Harness::new_parse(&format!("mcmsink {at}"));
+    tx.set_src_caps_str(caps);
+    let mut rx = gst_check::Harness::new_parse(&format!("mcmsrc {at}"));
+    rx.play();
+    tx.play();
+    let d = Domain::open(dir.path()).unwrap();
+    for i in 0..5u64 {
+        let mut bytes = Vec::new();
+        st2038::write(&anc_packets(i), &mut bytes).unwrap();
+        assert_eq!(
+            tx.push(gst::Buffer::from_mut_slice(bytes.clone())),
+            Ok(gst::FlowSuccess::Ok)
+        );
+        let b = rx.pull().unwrap();
+        assert_eq!(
+            b.map_readable().unwrap().as_slice(),
+            &bytes[..],
+            "frame {i}"
+        );
+        if i == 0 {
+            // The flow is ancillary data (MXL), its grain the RFC 8331 payload.
+            let text = d.flow_def(id).unwrap();
+            assert!(text.contains("video/smpte291"), "{text}");
+            let r = d.open_grain_reader(id, &ReaderOptions::default()).unwrap();
+            let g = r.get_grain(r.head_index(), Duration::ZERO).unwrap();
+            let (_, packets) = anc::parse_payload(g.payload()).unwrap();
+            assert_eq!(packets, anc_packets(0));
+        }
+    }
+    let got: gst::Caps = rx.sinkpad().unwrap().current_caps().unwrap();
+    assert_eq!(got, caps.parse::<gst::Caps>().unwrap());
+    let mut bad = Vec::new();
+    st2038::write(&anc_packets(9), &mut bad).unwrap();
+    bad[12] ^= 0x04;
+    assert_eq!(
+        tx.push(gst::Buffer::from_mut_slice(bad)),
+        Err(gst::FlowError::Error)
+    );
+}
+
+/// An ancillary flow written without caps (as the ST 2110-40 receiver or an SDK client
+/// writes one): `mcmsrc` offers it as `meta/x-st-2038` at the grain rate, each grain's
+/// RFC 8331 packets as ST 2038.
+#[test]
+fn mcmsrc_reads_an_ancillary_flow_as_st2038() {
+    use mcm_core::st2110::{anc, st2038};
+    init();
+    let dir = domain();
+    let d = Domain::open(dir.path()).unwrap();
+    let def = FlowDef::ancillary(Uuid::new_v4(), "anc", Rational::new(25, 1)).unwrap();
+    let mut w = d
+        .create_grain_writer(
+            &def,
+            &WriterOptions {
+                back_pressure: Some(Duration::from_secs(2)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut h = gst_check::Harness::new_parse(&format!(
+        "mcmsrc domain={} flow-id={} reliable=true",
+        dir.path().display(),
+        def.id
+    ));
+    h.play();
+    let writer = std::thread::spawn(move || {
+        for i in 0..4u64 {
+            let payload = anc::payload(anc::AncField::Progressive, &anc_packets(i)).unwrap();
+            let mut g = w.open_grain(1000 + i).unwrap();
+            g.payload()[..payload.len()].copy_from_slice(&payload);
+            g.commit().unwrap();
+        }
+        let _ = w.end_of_stream();
+        w
+    });
+    for i in 0..4u64 {
+        let mut want = Vec::new();
+        st2038::write(&anc_packets(i), &mut want).unwrap();
+        let buf = h.pull().unwrap();
+        assert_eq!(
+            buf.map_readable().unwrap().as_slice(),
+            &want[..],
+            "grain {i}"
+        );
+    }
+    let caps = h.sinkpad().unwrap().current_caps().unwrap();
+    assert_eq!(
+        caps.to_string(),
+        "meta/x-st-2038, alignment=(string)frame, framerate=(fraction)25/1"
+    );
+    drop(writer.join().unwrap());
+}
+
 /// `mcmsink` offers grains of its flow as upstream's buffers: `videotestsrc` draws every
 /// frame straight into shared memory, the sink commits it in place (no copy counted), and a
 /// reliable `mcmsrc` reads every frame byte for byte.

@@ -595,6 +595,11 @@ impl BaseSinkImpl for McmSink {
                         common::frame_to_grain(&frame, planes, field, payload).map_err(fail)?;
                         Ok(planes.iter().map(|(r, n)| r * n).sum())
                     }
+                    Kind::Anc => {
+                        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                        let grain = common::st2038_to_grain(&map).map_err(fail)?;
+                        copy_unit(&grain, payload).map_err(fail)
+                    }
                     _ => {
                         let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
                         copy_unit(&map, payload).map_err(fail)

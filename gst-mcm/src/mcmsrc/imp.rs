@@ -312,6 +312,8 @@ fn wrappable(kind: &Kind) -> bool {
         // A field is half a frame: never the buffer itself.
         Kind::Raw { .. } => false,
         Kind::Pcm { little_endian, .. } => !little_endian,
+        // Converted to ST 2038 on the way out.
+        Kind::Anc => false,
         Kind::Opaque => true,
     }
 }
@@ -323,7 +325,7 @@ fn wrap_buffer(kind: &Kind, held: HeldGrain) -> gst::Buffer {
         Kind::Raw { info, .. } => frame_duration(info),
         Kind::Pcm { rate, frame, .. } => gst::ClockTime::SECOND
             .mul_div_floor((held.payload().len() / frame) as u64, u64::from(*rate)),
-        Kind::Opaque => None,
+        Kind::Anc | Kind::Opaque => None,
     };
     let mut buffer = gst::Buffer::from_slice(held);
     if let Some(b) = buffer.get_mut() {
@@ -395,6 +397,9 @@ fn make_buffer(
             }
             Ok(buffer)
         }
+        Kind::Anc => Ok(gst::Buffer::from_mut_slice(common::grain_to_st2038(
+            payload,
+        )?)),
         Kind::Opaque => Ok(gst::Buffer::from_mut_slice(payload.to_vec())),
     }
 }
