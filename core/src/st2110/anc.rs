@@ -50,12 +50,12 @@ pub fn with_parity(v: u8) -> u16 {
     u16::from(v) | (p << 8) | ((p ^ 1) << 9)
 }
 
-pub(crate) fn parity_ok(w: u16) -> bool {
+fn parity_ok(w: u16) -> bool {
     w == with_parity(w as u8)
 }
 
 /// The checksum word: 9-bit sum of DID .. last UDW, b9 = !b8.
-pub(crate) fn checksum(words: &[u16]) -> u16 {
+fn checksum(words: &[u16]) -> u16 {
     let sum = words.iter().fold(0u16, |s, w| s.wrapping_add(w & 0x1FF)) & 0x1FF;
     sum | ((!sum >> 8 & 1) << 9)
 }
@@ -113,6 +113,44 @@ impl BitReader<'_> {
     }
 }
 
+/// DID, SDID and Data_Count with parity, the user data words and the checksum: the
+/// 10-bit words RFC 8331 and ST 2038 share.
+pub(crate) fn put_words(w: &mut BitWriter, p: &AncPacket) {
+    let mut words = vec![
+        with_parity(p.did),
+        with_parity(p.sdid),
+        with_parity(p.udw.len() as u8),
+    ];
+    words.extend(p.udw.iter().map(|u| u & 0x3FF));
+    let sum = checksum(&words);
+    for word in words.iter().chain(std::iter::once(&sum)) {
+        w.put(u32::from(*word), 10);
+    }
+}
+
+/// Reads what [`put_words`] writes: DID, SDID and the user data words, with parity and
+/// the checksum verified.
+pub(crate) fn get_words(r: &mut BitReader<'_>) -> Result<(u8, u8, Vec<u16>), AncError> {
+    let did = r.get(10)? as u16;
+    let sdid = r.get(10)? as u16;
+    let dc = r.get(10)? as u16;
+    for (name, w) in [("DID", did), ("SDID", sdid), ("Data_Count", dc)] {
+        if !parity_ok(w) {
+            return Err(AncError::Parity(name));
+        }
+    }
+    let mut words = vec![did, sdid, dc];
+    for _ in 0..(dc & 0xFF) {
+        words.push(r.get(10)? as u16);
+    }
+    let got = r.get(10)? as u16;
+    let want = checksum(&words);
+    if got != want {
+        return Err(AncError::Checksum { got, want });
+    }
+    Ok((did as u8, sdid as u8, words.split_off(3)))
+}
+
 /// Field bits of the payload header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AncField {
@@ -148,16 +186,7 @@ pub fn payload(field: AncField, packets: &[AncPacket]) -> Result<Vec<u8>, AncErr
         w.put(u32::from(p.offset), 12);
         w.put(u32::from(p.s), 1);
         w.put(u32::from(p.stream), 7);
-        let mut words = vec![
-            with_parity(p.did),
-            with_parity(p.sdid),
-            with_parity(p.udw.len() as u8),
-        ];
-        words.extend(p.udw.iter().map(|u| u & 0x3FF));
-        let sum = checksum(&words);
-        for word in words.iter().chain(std::iter::once(&sum)) {
-            w.put(u32::from(*word), 10);
-        }
+        put_words(&mut w, p);
         w.align32();
     }
     let body = w.out;
@@ -205,23 +234,7 @@ pub fn parse_payload(payload: &[u8]) -> Result<(AncField, Vec<AncPacket>), AncEr
         let offset = r.get(12)? as u16;
         let s = r.get(1)? == 1;
         let stream = r.get(7)? as u8;
-        let did = r.get(10)? as u16;
-        let sdid = r.get(10)? as u16;
-        let dc = r.get(10)? as u16;
-        for (name, w) in [("DID", did), ("SDID", sdid), ("Data_Count", dc)] {
-            if !parity_ok(w) {
-                return Err(AncError::Parity(name));
-            }
-        }
-        let mut words = vec![did, sdid, dc];
-        for _ in 0..(dc & 0xFF) {
-            words.push(r.get(10)? as u16);
-        }
-        let got = r.get(10)? as u16;
-        let want = checksum(&words);
-        if got != want {
-            return Err(AncError::Checksum { got, want });
-        }
+        let (did, sdid, udw) = get_words(&mut r)?;
         r.align32();
         packets.push(AncPacket {
             c,
@@ -229,9 +242,9 @@ pub fn parse_payload(payload: &[u8]) -> Result<(AncField, Vec<AncPacket>), AncEr
             offset,
             s,
             stream,
-            did: did as u8,
-            sdid: sdid as u8,
-            udw: words.split_off(3),
+            did,
+            sdid,
+            udw,
         });
     }
     Ok((field, packets))

@@ -8,7 +8,7 @@
 //! the next byte. Packets follow one another; `0xFF` bytes after the last are stuffing.
 //! ST 2038 has no data stream number: packets read from it are stream 0 (`S` clear).
 
-use super::anc::{checksum, parity_ok, with_parity, AncError, AncPacket, BitReader, BitWriter};
+use super::anc::{get_words, put_words, AncError, AncPacket, BitReader, BitWriter};
 
 /// The ST 2038 bytes of `packets`, appended to `out`. The RFC 8331 stream number does not
 /// exist in ST 2038 and is dropped.
@@ -22,16 +22,7 @@ pub fn write(packets: &[AncPacket], out: &mut Vec<u8>) -> Result<(), AncError> {
         w.put(u32::from(p.c), 1);
         w.put(u32::from(p.line), 11);
         w.put(u32::from(p.offset), 12);
-        let mut words = vec![
-            with_parity(p.did),
-            with_parity(p.sdid),
-            with_parity(p.udw.len() as u8),
-        ];
-        words.extend(p.udw.iter().map(|u| u & 0x3FF));
-        let sum = checksum(&words);
-        for word in words.iter().chain(std::iter::once(&sum)) {
-            w.put(u32::from(*word), 10);
-        }
+        put_words(&mut w, p);
         w.align8_with_ones();
     }
     out.extend_from_slice(&w.out);
@@ -51,23 +42,7 @@ pub fn parse(data: &[u8]) -> Result<Vec<AncPacket>, AncError> {
         let c = r.get(1)? == 1;
         let line = r.get(11)? as u16;
         let offset = r.get(12)? as u16;
-        let did = r.get(10)? as u16;
-        let sdid = r.get(10)? as u16;
-        let dc = r.get(10)? as u16;
-        for (name, w) in [("DID", did), ("SDID", sdid), ("data_count", dc)] {
-            if !parity_ok(w) {
-                return Err(AncError::Parity(name));
-            }
-        }
-        let mut words = vec![did, sdid, dc];
-        for _ in 0..(dc & 0xFF) {
-            words.push(r.get(10)? as u16);
-        }
-        let got = r.get(10)? as u16;
-        let want = checksum(&words);
-        if got != want {
-            return Err(AncError::Checksum { got, want });
-        }
+        let (did, sdid, udw) = get_words(&mut r)?;
         r.pos = r.pos.div_ceil(8) * 8;
         packets.push(AncPacket {
             c,
@@ -75,9 +50,9 @@ pub fn parse(data: &[u8]) -> Result<Vec<AncPacket>, AncError> {
             offset,
             s: false,
             stream: 0,
-            did: did as u8,
-            sdid: sdid as u8,
-            udw: words.split_off(3),
+            did,
+            sdid,
+            udw,
         });
     }
     Ok(packets)
@@ -85,6 +60,7 @@ pub fn parse(data: &[u8]) -> Result<Vec<AncPacket>, AncError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::anc::with_parity;
     use super::*;
     use proptest::prelude::*;
 
