@@ -75,8 +75,7 @@ impl VideoSdp {
             },
             if g.interlaced { "; interlace" } else { "" },
         ));
-        line("a=mediaclk:direct=0".into());
-        line("a=ts-refclk:localmac=00-00-00-00-00-00".into());
+        s.push_str(CLOCKING);
         s
     }
 }
@@ -88,6 +87,10 @@ pub fn write_file(path: &std::path::Path, sdp: &str) -> std::io::Result<()> {
     std::fs::write(&tmp, sdp)?;
     std::fs::rename(&tmp, path)
 }
+
+/// ST 2110-10 clocking of every stream mcm sends: RTP time from the media clock directly,
+/// the reference clock named by a local MAC (no PTP grandmaster to name).
+const CLOCKING: &str = "a=mediaclk:direct=0\r\na=ts-refclk:localmac=00-00-00-00-00-00\r\n";
 
 /// `exactframerate` as ST 2110 writes it: `25`, `30000/1001`.
 fn exact_frame_rate(rate: Rational) -> String {
@@ -121,7 +124,7 @@ impl AncSdp {
             self.payload_type,
         );
         s.push_str(&format!(
-            "a=rtpmap:{} smpte291/90000\r\na=mediaclk:direct=0\r\na=ts-refclk:localmac=00-00-00-00-00-00\r\n",
+            "a=rtpmap:{} smpte291/90000\r\n{CLOCKING}",
             self.payload_type
         ));
         s
@@ -175,7 +178,7 @@ impl CompressedSdp {
                 self.media_type
             ));
         }
-        s.push_str("a=mediaclk:direct=0\r\na=ts-refclk:localmac=00-00-00-00-00-00\r\n");
+        s.push_str(CLOCKING);
         s
     }
 }
@@ -253,8 +256,7 @@ impl AudioSdp {
             f.channels
         ));
         line(format!("a=ptime:{ptime}"));
-        line("a=mediaclk:direct=0".into());
-        line("a=ts-refclk:localmac=00-00-00-00-00-00".into());
+        s.push_str(CLOCKING);
         s
     }
 }
