@@ -19,6 +19,9 @@ pub const MAX_GRAIN_SIZE_KEY: &str = "urn:x-mcm:max_grain_size";
 /// mcm extension key: samples per channel in one PCM grain (the packet time).
 pub const SAMPLES_PER_GRAIN_KEY: &str = "urn:x-mcm:samples_per_grain";
 
+/// mcm extension key: the GStreamer caps string an element stores with a flow it writes,
+/// so a reader element reproduces the exact caps (and a bridge can read the picture size).
+pub const CAPS_KEY: &str = "urn:x-mcm:caps";
 /// mcm extension key: bytes of per-grain metadata stored after the payload.
 pub const MAX_METADATA_SIZE_KEY: &str = "urn:x-mcm:max_metadata_size";
 /// Largest per-grain metadata area (1 MiB).

@@ -16,8 +16,7 @@ pub static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new("mcm", gst::DebugColorFlags::empty(), Some("mcm elements"))
 });
 
-/// Flow JSON key holding the exact caps of an opaque stream, so `mcmsrc` reproduces them.
-pub const CAPS_KEY: &str = "urn:x-mcm:caps";
+pub use mcm_core::format::CAPS_KEY;
 /// GStreamer's caps for SMPTE ST 2038 ancillary data packets.
 pub const ST2038_CAPS: &str = "meta/x-st-2038";
 

@@ -74,7 +74,7 @@ fn compressed_sdp(def: &FlowDef, media_type: &str, options: &CompressedSenderOpt
 /// Width and height of an opaque flow's pictures, from the caps string a GStreamer
 /// element stored with it (`width=(int)1920`), if any.
 fn picture_size(def: &FlowDef) -> Option<(u32, u32)> {
-    let caps = def.json.get("urn:x-mcm:caps")?.as_str()?;
+    let caps = def.json.get(crate::format::CAPS_KEY)?.as_str()?;
     let field = |name: &str| -> Option<u32> {
         let rest = caps.split(&format!("{name}=")).nth(1)?;
         let rest = rest.strip_prefix("(int)").unwrap_or(rest);
