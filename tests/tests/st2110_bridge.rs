@@ -238,7 +238,13 @@ fn ffmpeg_receives_mcm_st2110_from_its_sdp_file() {
 /// `mcmsink conn-type=st2110` on proxy A, `mcmsrc conn-type=st2110` on proxy B, stream at
 /// `ip:port` (B's address): the receiver gets a run of the sender's frames, bit-exact.
 fn through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16) {
-    let caps = "video/x-raw,format=v210,width=384,height=216,framerate=25/1";
+    video_through_two_proxies(pa, pb, ip, port, "v210");
+}
+
+/// As [`through_two_proxies`], 384x216 video in pixel format `format` (its flows bridged
+/// as the ST 2110-20 pgroups `video_bridge::wire_of` gives).
+fn video_through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16, format: &str) {
+    let caps = format!("video/x-raw,format={format},width=384,height=216,framerate=25/1");
     let st = format!("conn-type=st2110 ip-addr={ip} port={port} transport=st2110-20");
     // The receiver first: proxy B starts its receive bridge. When the stream stops (RTP has
     // no end of stream) the receiver ends after 2 s of silence.
@@ -259,10 +265,10 @@ fn through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16) {
     let (sent, got) = (checksums(&tx_log), checksums(&rx_log));
     assert!(
         got.len() >= 40,
-        "received {} of 60 frames: {rx_log:?}",
+        "{format}: received {} of 60 frames: {rx_log:?}",
         got.len()
     );
-    assert_in_order(&sent, &got, &format!("{rx_log:?}"));
+    assert_in_order(&sent, &got, &format!("{format}: {rx_log:?}"));
 }
 
 /// `audiotestsrc` noise (S24BE stereo at 48 kHz) through `mcmsink conn-type=st2110
@@ -627,6 +633,15 @@ fn elements_with_conn_type_st2110_through_two_proxies() {
         .unwrap()
         .port();
     through_two_proxies(&pa, &pb, "127.0.0.1", port);
+    // Planar flows: 8-bit 4:2:0 pgroups (two lines each) for I420 and NV12, 10-bit 4:2:2
+    // for I422_10LE; converted from the planes by proxy A and back by proxy B.
+    for format in ["I420", "NV12", "I422_10LE"] {
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .unwrap()
+            .port();
+        video_through_two_proxies(&pa, &pb, "127.0.0.1", port, format);
+    }
 }
 
 /// Two hosts emulated with network namespaces and a veth pair made by the test: proxy A in

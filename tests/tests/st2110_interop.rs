@@ -1,14 +1,17 @@
 //! mcm's ST 2110-20 packetizer and assembler against GStreamer's RFC 4175 elements, over
 //! UDP on loopback: mcm -> `rtpvrawdepay` and `rtpvrawpay` -> mcm, UYVY (8-bit) and UYVP
-//! (10-bit 4:2:2, the wire pgroup itself). Frames compared by MD5.
+//! (10-bit 4:2:2, the wire pgroup itself), and I420 (8-bit 4:2:0 pgroups, which span two
+//! lines, converted to and from the planes as the bridges do). Frames compared by MD5.
 
 use std::net::UdpSocket;
 use std::time::Duration;
 
+use mcm_core::format::VideoFormat;
 use mcm_core::st2110::audio::{AudioDepacketizer, AudioFormat, AudioPacketizer, PcmEncoding};
 use mcm_core::st2110::rfc4175::{
     Assembler, AssemblerConfig, Packetizer, PackingMode, Sampling, VideoGeometry,
 };
+use mcm_core::st2110::video_bridge::wire_to_grain;
 use mcm_tests::{gst_launch, gst_launch_started};
 use md5::{Digest, Md5};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -61,19 +64,28 @@ fn receiving_socket() -> (UdpSocket, u16) {
     (socket, port)
 }
 
-fn geometry(depth: u8) -> VideoGeometry {
-    VideoGeometry::new(W, H, Sampling::YCbCr422, depth, false).unwrap()
+/// A wire frame as the flow (and GStreamer) lays it out.
+fn picture(flow: VideoFormat, wire: &[u8]) -> Vec<u8> {
+    // UYVY and UYVP are the pgroups; I420 is 1.5 bytes a pixel.
+    let size = match flow {
+        VideoFormat::I420 => (W * H * 3 / 2) as usize,
+        _ => wire.len(),
+    };
+    let mut out = vec![0u8; size];
+    wire_to_grain(flow, W as usize, H as usize, wire, &mut out);
+    out
 }
 
-fn mcm_to_rtpvrawdepay(depth: u8, format: &str) {
+fn mcm_to_rtpvrawdepay(sampling: Sampling, depth: u8, format: &str, flow: VideoFormat) {
     let port = free_port();
     let rx = gst_launch_started(
         "gst receiver",
         &format!(
-            "udpsrc address=127.0.0.1 port={port} caps=application/x-rtp,media=(string)video,clock-rate=(int)90000,encoding-name=(string)RAW,sampling=(string)YCbCr-4:2:2,depth=(string){depth},width=(string){W},height=(string){H},payload=(int)96 ! rtpvrawdepay ! video/x-raw,format={format} ! checksumsink hash=md5 sync=false"
+            "udpsrc address=127.0.0.1 port={port} caps=application/x-rtp,media=(string)video,clock-rate=(int)90000,encoding-name=(string)RAW,sampling=(string){},depth=(string){depth},width=(string){W},height=(string){H},payload=(int)96 ! rtpvrawdepay ! video/x-raw,format={format} ! checksumsink hash=md5 sync=false",
+            sampling.name()
         ),
     );
-    let g = geometry(depth);
+    let g = VideoGeometry::new(W, H, sampling, depth, false).unwrap();
     let mut p = Packetizer::new(g, PackingMode::General, 96, 0x5110_2110, 1400).unwrap();
     p.set_sequence(0xFFFF_FFF8); // the ESN and the 16-bit number wrap during the test
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -83,7 +95,7 @@ fn mcm_to_rtpvrawdepay(depth: u8, format: &str) {
         let frame: Vec<u8> = (0..g.frame_bytes())
             .map(|i| ((i * 7 + n * 13) % 251) as u8)
             .collect();
-        sent.push(md5_hex(&frame));
+        sent.push(md5_hex(&picture(flow, &frame)));
         p.packetize(&frame, (n * 3600) as u32, false, &mut |pkt| {
             socket.send_to(pkt, ("127.0.0.1", port)).unwrap();
         })
@@ -97,7 +109,7 @@ fn mcm_to_rtpvrawdepay(depth: u8, format: &str) {
     assert_eq!(got, sent, "{format}: frames differ");
 }
 
-fn rtpvrawpay_to_mcm(depth: u8, format: &str) {
+fn rtpvrawpay_to_mcm(sampling: Sampling, depth: u8, format: &str, flow: VideoFormat) {
     let (socket, port) = receiving_socket();
     let tx = gst_launch(
         "gst sender",
@@ -106,7 +118,7 @@ fn rtpvrawpay_to_mcm(depth: u8, format: &str) {
         ),
     );
     let mut a = Assembler::new(AssemblerConfig {
-        geometry: geometry(depth),
+        geometry: VideoGeometry::new(W, H, sampling, depth, false).unwrap(),
         payload_type: Some(96),
         ssrc: None,
     });
@@ -120,7 +132,7 @@ fn rtpvrawpay_to_mcm(depth: u8, format: &str) {
                 quiet = 0;
                 a.push(&buf[..n], &mut |info, data| {
                     if info.complete {
-                        got.push(md5_hex(data));
+                        got.push(md5_hex(&picture(flow, data)));
                     }
                 });
             }
@@ -139,22 +151,32 @@ fn rtpvrawpay_to_mcm(depth: u8, format: &str) {
 
 #[test]
 fn mcm_sends_uyvy_to_rtpvrawdepay() {
-    mcm_to_rtpvrawdepay(8, "UYVY");
+    mcm_to_rtpvrawdepay(Sampling::YCbCr422, 8, "UYVY", VideoFormat::Uyvy);
 }
 
 #[test]
 fn mcm_sends_10_bit_pgroups_to_rtpvrawdepay() {
-    mcm_to_rtpvrawdepay(10, "UYVP");
+    mcm_to_rtpvrawdepay(Sampling::YCbCr422, 10, "UYVP", VideoFormat::Uyvp);
+}
+
+#[test]
+fn mcm_sends_i420_as_4_2_0_pgroups_to_rtpvrawdepay() {
+    mcm_to_rtpvrawdepay(Sampling::YCbCr420, 8, "I420", VideoFormat::I420);
 }
 
 #[test]
 fn rtpvrawpay_uyvy_reaches_mcm() {
-    rtpvrawpay_to_mcm(8, "UYVY");
+    rtpvrawpay_to_mcm(Sampling::YCbCr422, 8, "UYVY", VideoFormat::Uyvy);
 }
 
 #[test]
 fn rtpvrawpay_10_bit_pgroups_reach_mcm() {
-    rtpvrawpay_to_mcm(10, "UYVP");
+    rtpvrawpay_to_mcm(Sampling::YCbCr422, 10, "UYVP", VideoFormat::Uyvp);
+}
+
+#[test]
+fn rtpvrawpay_i420_reaches_mcm_as_4_2_0_pgroups() {
+    rtpvrawpay_to_mcm(Sampling::YCbCr420, 8, "I420", VideoFormat::I420);
 }
 
 fn l24() -> AudioFormat {

@@ -144,6 +144,57 @@ pub fn i422_10le_line_to_uyvp(y: &[u8], u: &[u8], v: &[u8], width: usize, dst: &
     }
 }
 
+/// One row of YCbCr-4:2:0 8-bit pgroups (RFC 4175 §4.3: Y'00 Y'01 Y'10 Y'11 Cb00 Cr00, 6
+/// bytes per 2x2 pixels) from two luma lines and one line of each chroma plane (I420), or
+/// of interleaved Cb Cr (NV12: `v` is `None` and `u` holds the pairs).
+pub fn planar420_to_pg420(
+    y0: &[u8],
+    y1: &[u8],
+    u: &[u8],
+    v: Option<&[u8]>,
+    width: usize,
+    dst: &mut [u8],
+) {
+    for (p, d) in dst[..width / 2 * 6].chunks_exact_mut(6).enumerate() {
+        let (cb, cr) = match v {
+            Some(v) => (u[p], v[p]),
+            None => (u[2 * p], u[2 * p + 1]),
+        };
+        d.copy_from_slice(&[y0[2 * p], y0[2 * p + 1], y1[2 * p], y1[2 * p + 1], cb, cr]);
+    }
+}
+
+/// The reverse of [`planar420_to_pg420`].
+pub fn pg420_to_planar420(
+    src: &[u8],
+    width: usize,
+    y0: &mut [u8],
+    y1: &mut [u8],
+    u: &mut [u8],
+    mut v: Option<&mut [u8]>,
+) {
+    for (p, s) in src[..width / 2 * 6].chunks_exact(6).enumerate() {
+        y0[2 * p..2 * p + 2].copy_from_slice(&s[0..2]);
+        y1[2 * p..2 * p + 2].copy_from_slice(&s[2..4]);
+        match v.as_deref_mut() {
+            Some(v) => {
+                u[p] = s[4];
+                v[p] = s[5];
+            }
+            None => u[2 * p..2 * p + 2].copy_from_slice(&s[4..6]),
+        }
+    }
+}
+
+/// YUY2 (Y0 Cb Y1 Cr) to and from UYVY (Cb Y0 Cr Y1), the 8-bit 4:2:2 pgroup: swapping
+/// each byte pair is its own inverse.
+pub fn swap_yuy2_uyvy(src: &[u8], dst: &mut [u8]) {
+    for (d, s) in dst.chunks_exact_mut(2).zip(src.chunks_exact(2)) {
+        d[0] = s[1];
+        d[1] = s[0];
+    }
+}
+
 /// A whole v210 frame (`height` lines of [`v210_stride`]) into pgroup lines.
 pub fn v210_frame_to_uyvp(src: &[u8], width: usize, height: usize, dst: &mut [u8]) {
     let (s, d) = (v210_stride(width), uyvp_line_bytes(width));
@@ -172,6 +223,27 @@ pub fn uyvp_frame_to_v210(src: &[u8], width: usize, height: usize, dst: &mut [u8
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_4_2_0_pgroup_takes_two_luma_pairs_and_one_chroma_pair() {
+        let (y0, y1, u, v) = ([1, 2, 3, 4], [5, 6, 7, 8], [9, 10], [11, 12]);
+        let mut row = [0u8; 12];
+        planar420_to_pg420(&y0, &y1, &u, Some(&v), 4, &mut row);
+        assert_eq!(row, [1, 2, 5, 6, 9, 11, 3, 4, 7, 8, 10, 12]);
+        let uv = [9, 11, 10, 12];
+        let mut nv12_row = [0u8; 12];
+        planar420_to_pg420(&y0, &y1, &uv, None, 4, &mut nv12_row);
+        assert_eq!(nv12_row, row);
+        let (mut a, mut b, mut c, mut d) = ([0u8; 4], [0u8; 4], [0u8; 2], [0u8; 2]);
+        pg420_to_planar420(&row, 4, &mut a, &mut b, &mut c, Some(&mut d));
+        assert_eq!((a, b, c, d), (y0, y1, u, v));
+        let mut uv_back = [0u8; 4];
+        pg420_to_planar420(&row, 4, &mut a, &mut b, &mut uv_back, None);
+        assert_eq!(uv_back, uv);
+        let mut uyvy = [0u8; 4];
+        swap_yuy2_uyvy(&[16, 128, 17, 129], &mut uyvy);
+        assert_eq!(uyvy, [128, 16, 129, 17]);
+    }
 
     #[test]
     fn a_known_pgroup() {

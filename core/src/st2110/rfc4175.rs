@@ -34,6 +34,9 @@ pub enum Rfc4175Error {
 pub enum Sampling {
     YCbCr422,
     YCbCr444,
+    /// Pgroups span two lines (RFC 4175 §4.3: Y'00 Y'01 Y'10 Y'11 Cb00 Cr00 at 8 bits); SRD
+    /// line numbers are those of the upper line, always even.
+    YCbCr420,
     Rgb,
 }
 
@@ -43,36 +46,52 @@ impl Sampling {
         match self {
             Sampling::YCbCr422 => "YCbCr-4:2:2",
             Sampling::YCbCr444 => "YCbCr-4:4:4",
+            Sampling::YCbCr420 => "YCbCr-4:2:0",
             Sampling::Rgb => "RGB",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Sampling::YCbCr422, Sampling::YCbCr444, Sampling::Rgb]
-            .into_iter()
-            .find(|x| x.name().eq_ignore_ascii_case(s.trim()))
+        [
+            Sampling::YCbCr422,
+            Sampling::YCbCr444,
+            Sampling::YCbCr420,
+            Sampling::Rgb,
+        ]
+        .into_iter()
+        .find(|x| x.name().eq_ignore_ascii_case(s.trim()))
     }
 }
 
-/// A pixel group: the smallest run of pixels that ends on an octet boundary.
+/// A pixel group: the smallest block of pixels that ends on an octet boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pgroup {
     pub bytes: usize,
+    /// Pixels along a line (the SRD offset counts these).
     pub pixels: usize,
+    /// Picture lines it spans: 2 for 4:2:0, else 1.
+    pub lines: usize,
 }
 
-/// Pgroup sizes of RFC 4175 §4.4 / ST 2110-20 §6.2 for the samplings carried here.
+/// Pgroup sizes of RFC 4175 §4.4 / ST 2110-20 §6.2 for the samplings carried here (4:2:0:
+/// 6 bytes for 2x2 pixels at 8 bits, 15 for 4x2 at 10 bits).
 pub fn pgroup(sampling: Sampling, depth: u8) -> Option<Pgroup> {
-    let (bytes, pixels) = match (sampling, depth) {
-        (Sampling::YCbCr422, 8) => (4, 2),
-        (Sampling::YCbCr422, 10) => (5, 2),
-        (Sampling::YCbCr422, 12) => (6, 2),
-        (Sampling::YCbCr444 | Sampling::Rgb, 8) => (3, 1),
-        (Sampling::YCbCr444 | Sampling::Rgb, 10) => (15, 4),
-        (Sampling::YCbCr444 | Sampling::Rgb, 12) => (9, 2),
+    let (bytes, pixels, lines) = match (sampling, depth) {
+        (Sampling::YCbCr422, 8) => (4, 2, 1),
+        (Sampling::YCbCr422, 10) => (5, 2, 1),
+        (Sampling::YCbCr422, 12) => (6, 2, 1),
+        (Sampling::YCbCr420, 8) => (6, 2, 2),
+        (Sampling::YCbCr420, 10) => (15, 4, 2),
+        (Sampling::YCbCr444 | Sampling::Rgb, 8) => (3, 1, 1),
+        (Sampling::YCbCr444 | Sampling::Rgb, 10) => (15, 4, 1),
+        (Sampling::YCbCr444 | Sampling::Rgb, 12) => (9, 2, 1),
         _ => return None,
     };
-    Some(Pgroup { bytes, pixels })
+    Some(Pgroup {
+        bytes,
+        pixels,
+        lines,
+    })
 }
 
 /// The picture a stream carries.
@@ -114,6 +133,14 @@ impl VideoGeometry {
                 "interlaced height {height} is odd"
             )));
         }
+        let field_lines = if interlaced { height / 2 } else { height };
+        if !(field_lines as usize).is_multiple_of(pg.lines) {
+            return Err(Rfc4175Error::Geometry(format!(
+                "{field_lines} lines per {} is not a multiple of the pgroup's {} lines",
+                if interlaced { "field" } else { "frame" },
+                pg.lines
+            )));
+        }
         Ok(Self {
             width,
             height,
@@ -128,18 +155,20 @@ impl VideoGeometry {
         self.pgroup
     }
 
-    /// Bytes of one line on the wire.
+    /// Bytes of one row of pgroups on the wire (one line, or two for 4:2:0).
     pub fn line_bytes(&self) -> usize {
         self.width as usize / self.pgroup.pixels * self.pgroup.bytes
     }
 
-    /// Lines in one RTP frame: the frame, or one field.
+    /// Rows of pgroups in one RTP frame (the frame, or one field): its lines, halved for
+    /// 4:2:0. SRD line numbers are rows times the pgroup's lines.
     pub fn lines(&self) -> u32 {
-        if self.interlaced {
+        let lines = if self.interlaced {
             self.height / 2
         } else {
             self.height
-        }
+        };
+        lines / self.pgroup.lines as u32
     }
 
     /// Bytes of one RTP frame (frame or field), lines tightly packed.
@@ -357,7 +386,7 @@ impl Packetizer {
             self.buf
                 .extend_from_slice(&((self.sequence >> 16) as u16).to_be_bytes());
             for (i, &(at, len)) in segments.iter().enumerate() {
-                let line = (at / line_bytes) as u16;
+                let line = (at / line_bytes * pg.lines) as u16;
                 let offset = ((at % line_bytes) / pg.bytes * pg.pixels) as u16;
                 let more = i + 1 < segments.len();
                 self.buf.extend_from_slice(&(len as u16).to_be_bytes());
@@ -562,7 +591,7 @@ impl Assembler {
         let slot = &mut self.slots[i];
         let mut data_at = segments.data_start;
         for s in segments.list.iter().take(segments.count) {
-            let at = s.line as usize * line_bytes + s.offset as usize / pg.pixels * pg.bytes;
+            let at = s.row as usize * line_bytes + s.offset as usize / pg.pixels * pg.bytes;
             slot.data[at..at + s.len].copy_from_slice(&payload[data_at..data_at + s.len]);
             data_at += s.len;
             slot.received += mark(&mut slot.covered, at / pg.bytes, s.len / pg.bytes) * pg.bytes;
@@ -673,7 +702,8 @@ impl Assembler {
             if out.count == MAX_SRDS
                 || (out.count > 0 && field != out.second_field)
                 || (field && !g.interlaced)
-                || u32::from(line) >= g.lines()
+                || !usize::from(line).is_multiple_of(pg.lines)
+                || u32::from(line) / pg.lines as u32 >= g.lines()
                 || len == 0
                 || len % pg.bytes != 0
                 || offset % pg.pixels != 0
@@ -684,7 +714,7 @@ impl Assembler {
             out.second_field = field;
             out.list[out.count] = Srd {
                 len,
-                line,
+                row: line / pg.lines as u16,
                 offset: offset as u16,
             };
             out.count += 1;
@@ -704,7 +734,8 @@ const MAX_SRDS: usize = 64;
 #[derive(Debug, Clone, Copy, Default)]
 struct Srd {
     len: usize,
-    line: u16,
+    /// Row of pgroups: the line number over the pgroup's lines.
+    row: u16,
     offset: u16,
 }
 
@@ -789,12 +820,36 @@ mod tests {
     }
 
     #[test]
+    fn a_4_2_0_row_spans_two_lines_and_srds_name_the_upper_one() {
+        let g = VideoGeometry::new(8, 4, Sampling::YCbCr420, 8, false).unwrap();
+        // 4 pgroups of 6 bytes a row, 2 rows.
+        assert_eq!((g.line_bytes(), g.lines(), g.frame_bytes()), (24, 2, 48));
+        assert!(VideoGeometry::new(8, 3, Sampling::YCbCr420, 8, false).is_err());
+        assert!(VideoGeometry::new(8, 6, Sampling::YCbCr420, 8, true).is_err());
+        let mut p = Packetizer::new(g, PackingMode::SingleLine, 96, 7, 100).unwrap();
+        let pk = packets(&mut p, &frame(&g, 1), 0);
+        let srd_lines: Vec<u16> = pk
+            .iter()
+            .map(|b| u16::from_be_bytes([b[16], b[17]]))
+            .collect();
+        assert_eq!(srd_lines, [0, 2]);
+        // An odd line number is no 4:2:0 row: the packet is malformed.
+        let mut a = Assembler::new(config(g));
+        let mut odd = pk[1].clone();
+        odd[17] = 1;
+        assemble(&mut a, &[odd]);
+        assert_eq!(a.stats().malformed, 1);
+    }
+
+    #[test]
     fn every_mode_round_trips_and_the_esn_carries_the_high_half() {
         for (w, h, s, d) in [
             (64, 8, Sampling::YCbCr422, 8),
             (1920, 4, Sampling::YCbCr422, 10),
             (64, 8, Sampling::Rgb, 10),
             (30, 5, Sampling::YCbCr444, 12),
+            (64, 8, Sampling::YCbCr420, 8),
+            (1920, 6, Sampling::YCbCr420, 10),
         ] {
             let g = VideoGeometry::new(w, h, s, d, false).unwrap();
             for mode in [

@@ -12,7 +12,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::convert::{uyvp_line_to_v210, v210_line_to_uyvp, v210_stride};
+use super::convert::{
+    i422_10le_line_to_uyvp, pg420_to_planar420, planar420_to_pg420, swap_yuy2_uyvy,
+    uyvp_line_to_i422_10le, uyvp_line_to_v210, v210_line_to_uyvp, v210_stride,
+};
 use super::counters::LiveCounters;
 use super::pacing::{BurstSchedule, PacingModel, SenderType, TimingChecker};
 use super::rfc4175::{
@@ -45,16 +48,41 @@ pub enum BridgeError {
 /// bridged yet.
 pub fn wire_of(format: VideoFormat) -> Result<(Sampling, u8), BridgeError> {
     match format {
-        VideoFormat::V210 | VideoFormat::Uyvp => Ok((Sampling::YCbCr422, 10)),
-        VideoFormat::Uyvy => Ok((Sampling::YCbCr422, 8)),
+        VideoFormat::V210 | VideoFormat::Uyvp | VideoFormat::I422_10le => {
+            Ok((Sampling::YCbCr422, 10))
+        }
+        VideoFormat::Uyvy | VideoFormat::Yuy2 => Ok((Sampling::YCbCr422, 8)),
+        VideoFormat::I420 | VideoFormat::Nv12 => Ok((Sampling::YCbCr420, 8)),
         other => Err(BridgeError::Unsupported(format!(
-            "{} flows are not sent as ST 2110-20 yet (v210, UYVP, UYVY are)",
+            "{} flows are not sent as ST 2110-20 yet (v210, UYVP, I422_10LE, UYVY, YUY2, I420, NV12 are)",
             other.name()
         ))),
     }
 }
 
-fn grain_to_wire(format: VideoFormat, width: usize, lines: usize, grain: &[u8], wire: &mut [u8]) {
+/// The planes of a grain of `lines` lines: (byte offset, bytes per row) each.
+fn plane_layout(format: VideoFormat, width: usize, lines: usize) -> Vec<(usize, usize)> {
+    let mut at = 0;
+    format
+        .planes(width as u32, lines as u32)
+        .into_iter()
+        .map(|(row, rows)| {
+            let plane = (at, row);
+            at += row * rows;
+            plane
+        })
+        .collect()
+}
+
+/// A grain of `lines` lines (a frame, or a field) into tightly packed wire pgroups.
+pub fn grain_to_wire(
+    format: VideoFormat,
+    width: usize,
+    lines: usize,
+    grain: &[u8],
+    wire: &mut [u8],
+) {
+    let p = plane_layout(format, width, lines);
     match format {
         VideoFormat::V210 => {
             let (s, d) = (v210_stride(width), width / 2 * 5);
@@ -66,12 +94,54 @@ fn grain_to_wire(format: VideoFormat, width: usize, lines: usize, grain: &[u8], 
                 );
             }
         }
+        VideoFormat::I422_10le => {
+            let d = width / 2 * 5;
+            let (y, u, v) = (&grain[p[0].0..], &grain[p[1].0..], &grain[p[2].0..]);
+            let (ys, cs) = (p[0].1, p[1].1);
+            for l in 0..lines {
+                i422_10le_line_to_uyvp(
+                    &y[l * ys..(l + 1) * ys],
+                    &u[l * cs..(l + 1) * cs],
+                    &v[l * cs..(l + 1) * cs],
+                    width,
+                    &mut wire[l * d..(l + 1) * d],
+                );
+            }
+        }
+        VideoFormat::I420 | VideoFormat::Nv12 => {
+            let d = width / 2 * 6;
+            let (ys, cs) = (p[0].1, p[1].1);
+            for r in 0..lines / 2 {
+                let y = &grain[p[0].0 + 2 * r * ys..];
+                let u = &grain[p[1].0 + r * cs..p[1].0 + (r + 1) * cs];
+                let v = p
+                    .get(2)
+                    .map(|&(at, _)| &grain[at + r * cs..at + (r + 1) * cs]);
+                planar420_to_pg420(
+                    &y[..ys],
+                    &y[ys..2 * ys],
+                    u,
+                    v,
+                    width,
+                    &mut wire[r * d..(r + 1) * d],
+                );
+            }
+        }
+        VideoFormat::Yuy2 => swap_yuy2_uyvy(&grain[..wire.len()], wire),
         // UYVY and UYVP lines are the wire pgroups already.
         _ => wire.copy_from_slice(&grain[..wire.len()]),
     }
 }
 
-fn wire_to_grain(format: VideoFormat, width: usize, lines: usize, wire: &[u8], grain: &mut [u8]) {
+/// Wire pgroups of `lines` lines into a grain: the reverse of [`grain_to_wire`].
+pub fn wire_to_grain(
+    format: VideoFormat,
+    width: usize,
+    lines: usize,
+    wire: &[u8],
+    grain: &mut [u8],
+) {
+    let p = plane_layout(format, width, lines);
     match format {
         VideoFormat::V210 => {
             let (s, d) = (width / 2 * 5, v210_stride(width));
@@ -83,6 +153,45 @@ fn wire_to_grain(format: VideoFormat, width: usize, lines: usize, wire: &[u8], g
                 );
             }
         }
+        VideoFormat::I422_10le => {
+            let s = width / 2 * 5;
+            let (ys, cs) = (p[0].1, p[1].1);
+            let (y, rest) = grain.split_at_mut(p[1].0);
+            let (u, v) = rest.split_at_mut(p[2].0 - p[1].0);
+            for l in 0..lines {
+                uyvp_line_to_i422_10le(
+                    &wire[l * s..(l + 1) * s],
+                    width,
+                    &mut y[l * ys..(l + 1) * ys],
+                    &mut u[l * cs..(l + 1) * cs],
+                    &mut v[l * cs..(l + 1) * cs],
+                );
+            }
+        }
+        VideoFormat::I420 | VideoFormat::Nv12 => {
+            let s = width / 2 * 6;
+            let (ys, cs) = (p[0].1, p[1].1);
+            let (y, rest) = grain.split_at_mut(p[1].0);
+            let (u, mut v) = match p.get(2) {
+                Some(&(at, _)) => {
+                    let (u, v) = rest.split_at_mut(at - p[1].0);
+                    (u, Some(v))
+                }
+                None => (rest, None),
+            };
+            for r in 0..lines / 2 {
+                let (y0, y1) = y[2 * r * ys..(2 * r + 2) * ys].split_at_mut(ys);
+                pg420_to_planar420(
+                    &wire[r * s..(r + 1) * s],
+                    width,
+                    y0,
+                    y1,
+                    &mut u[r * cs..(r + 1) * cs],
+                    v.as_deref_mut().map(|v| &mut v[r * cs..(r + 1) * cs]),
+                );
+            }
+        }
+        VideoFormat::Yuy2 => swap_yuy2_uyvy(wire, &mut grain[..wire.len()]),
         _ => grain[..wire.len()].copy_from_slice(wire),
     }
 }
@@ -724,4 +833,57 @@ pub fn receive_video(
             .as_ref()
             .map_or([0; 3], |c| c.frames_by_verdict),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::Rational;
+    use uuid::Uuid;
+
+    /// Every bridged format takes any wire frame back to the same bytes, through a grain
+    /// of the flow's own size.
+    #[test]
+    fn wire_to_grain_and_back_is_exact_for_every_bridged_format() {
+        let (w, h) = (36u32, 6u32);
+        for format in [
+            VideoFormat::V210,
+            VideoFormat::Uyvp,
+            VideoFormat::I422_10le,
+            VideoFormat::Uyvy,
+            VideoFormat::Yuy2,
+            VideoFormat::I420,
+            VideoFormat::Nv12,
+        ] {
+            let (sampling, depth) = wire_of(format).unwrap();
+            let g = VideoGeometry::new(w, h, sampling, depth, false).unwrap();
+            let def = FlowDef::video(
+                Uuid::nil(),
+                "t",
+                format,
+                w,
+                h,
+                Rational::new(25, 1),
+                InterlaceMode::Progressive,
+            )
+            .unwrap();
+            let size = def.grain_geometry().unwrap().grain_size as usize;
+            let wire: Vec<u8> = (0..g.frame_bytes()).map(|i| (i * 37 % 251) as u8).collect();
+            let mut grain = vec![0u8; size];
+            wire_to_grain(format, w as usize, h as usize, &wire, &mut grain);
+            let mut back = vec![0u8; wire.len()];
+            grain_to_wire(format, w as usize, h as usize, &grain, &mut back);
+            assert!(back == wire, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn an_i420_grain_goes_out_as_4_2_0_pgroups() {
+        let (w, h) = (4usize, 2usize);
+        // Y plane 4x2, then U 2x1, then V 2x1.
+        let grain = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+        let mut wire = [0u8; 12];
+        grain_to_wire(VideoFormat::I420, w, h, &grain, &mut wire);
+        assert_eq!(wire, [1, 2, 5, 6, 9, 11, 3, 4, 7, 8, 10, 12]);
+    }
 }
