@@ -204,7 +204,7 @@ impl InterlaceMode {
             Self::InterlacedBff => "interlaced_bff",
         }
     }
-    fn is_interlaced(self) -> bool {
+    pub fn is_interlaced(self) -> bool {
         self != Self::Progressive
     }
 }

@@ -306,9 +306,15 @@ fn interlace_of(info: &gst_video::VideoInfo) -> Result<InterlaceMode, String> {
 /// The MCM connection JSON `payload` of raw video caps.
 pub fn sdk_video_payload(info: &gst_video::VideoInfo) -> Result<serde_json::Value, String> {
     let rate = rate_of(info)?;
+    let interlace = match interlace_of(info)? {
+        InterlaceMode::Progressive => "progressive",
+        InterlaceMode::InterlacedTff => "tff",
+        InterlaceMode::InterlacedBff => "bff",
+    };
     Ok(json!({ "video": {
         "width": info.width(), "height": info.height(),
         "fps": rate.as_f64(), "pixelFormat": info.format().to_str().as_str(),
+        "interlace": interlace,
     }}))
 }
 

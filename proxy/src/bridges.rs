@@ -218,7 +218,7 @@ impl Bridges {
                     format,
                     width,
                     height,
-                    ..
+                    interlace,
                 } = def.media
                 else {
                     return Err("st2110-20 needs a video payload".into());
@@ -231,6 +231,7 @@ impl Bridges {
                     height,
                     rate: def.rate,
                     format,
+                    interlace,
                     flow_id: def.id,
                     reliable: config.reliable,
                     frames: 0,

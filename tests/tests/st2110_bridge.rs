@@ -114,6 +114,65 @@ fn v210_frames_cross_st2110_20_bit_exact() {
     assert_in_order(&sent, &got, &format!("{send_log:?} {recv_log:?}"));
 }
 
+/// Interlaced UYVY (both fields in each buffer) into an MXL flow of fields, sent as ST
+/// 2110-20 fields (F bit on the second), received into a flow of fields (`--interlace
+/// tff`) and read back as interleaved frames: the sender's frames, in order, bit-exact.
+#[test]
+fn interlaced_frames_cross_st2110_20_as_fields() {
+    let (a, b) = (mcm_tests::temp_domain(), mcm_tests::temp_domain());
+    let (f1, f2) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap()
+        .port();
+    let frames = 20;
+    let caps =
+        "video/x-raw,format=UYVY,interlace-mode=interleaved,width=384,height=216,framerate=25/1";
+    let mut recv = mcm(
+        "st2110-recv",
+        b.path(),
+        format!("st2110-recv --flow-id {f2} --bind 127.0.0.1:{port} --width 384 --height 216 --rate 25 --format UYVY --interlace tff --reliable --frames {}", 2 * frames),
+    );
+    recv.wait_for(|l| l.starts_with("st2110-recv: listening"));
+    let rx = gst_launch_started(
+        "gst receiver",
+        &format!(
+            "mcmsrc domain={} flow-id={f2} reliable=true ! {caps} ! checksumsink hash=sha1",
+            b.path().display()
+        ),
+    );
+    let send = mcm(
+        "st2110-send",
+        a.path(),
+        format!(
+            "st2110-send --flow-id {f1} --dest 127.0.0.1:{port} --frames {}",
+            2 * frames
+        ),
+    );
+    let tx = gst_launch(
+        "gst sender",
+        &format!(
+            "videotestsrc is-live=true num-buffers={} pattern=ball ! {caps} ! tee name=t ! queue ! mcmsink domain={} flow-id={f1} t. ! queue ! checksumsink hash=sha1",
+            frames + 15,
+            a.path().display()
+        ),
+    );
+    let send_log = finish_ok(send);
+    let recv_log = finish_ok(recv);
+    let rx_log = finish_ok(rx);
+    let tx_log = finish_ok(tx);
+    assert!(
+        recv_log.iter().any(|l| l.starts_with(&format!(
+            "st2110-recv: {} frames complete, 0 incomplete",
+            2 * frames
+        ))),
+        "{recv_log:?}"
+    );
+    let (sent, got) = (checksums(&tx_log), checksums(&rx_log));
+    assert_eq!(got.len(), frames, "{rx_log:?}");
+    assert_in_order(&sent, &got, &format!("{send_log:?} {recv_log:?}"));
+}
+
 /// `got` are frames of `sent`, in order and none altered. A live ST 2110 sender that falls
 /// behind its writer skips grains (it counts them): at most one in ten may be missing
 /// between the first frame received and the last.
@@ -634,8 +693,14 @@ fn elements_with_conn_type_st2110_through_two_proxies() {
         .port();
     through_two_proxies(&pa, &pb, "127.0.0.1", port);
     // Planar flows: 8-bit 4:2:0 pgroups (two lines each) for I420 and NV12, 10-bit 4:2:2
-    // for I422_10LE; converted from the planes by proxy A and back by proxy B.
-    for format in ["I420", "NV12", "I422_10LE"] {
+    // for I422_10LE; converted from the planes by proxy A and back by proxy B. Interlaced
+    // frames: fields (the F bit on the second), one grain each on both sides.
+    for format in [
+        "I420",
+        "NV12",
+        "I422_10LE",
+        "UYVY,interlace-mode=interleaved",
+    ] {
         let port = UdpSocket::bind("127.0.0.1:0")
             .and_then(|s| s.local_addr())
             .unwrap()

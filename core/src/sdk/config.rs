@@ -193,8 +193,12 @@ pub enum Payload {
     Video {
         width: u32,
         height: u32,
+        /// Frames per second (not fields).
         fps: f64,
         pixel_format: VideoFormat,
+        /// `"interlace": "tff"` or `"bff"` (an mcm extension of MCM's JSON): one grain per
+        /// field at twice `fps`; absent or `"progressive"`: frames.
+        interlace: InterlaceMode,
     },
     Audio {
         channels: u32,
@@ -485,11 +489,22 @@ impl ConnectionConfig {
                         let pixel_format = video_format(name).ok_or_else(|| {
                             SdkError::conn_inval(format!("pixelFormat `{name}` unsupported"))
                         })?;
+                        let interlace = match string(body, "interlace", "progressive")? {
+                            "progressive" => InterlaceMode::Progressive,
+                            "tff" => InterlaceMode::InterlacedTff,
+                            "bff" => InterlaceMode::InterlacedBff,
+                            other => {
+                                return Err(SdkError::conn_inval(format!(
+                                    "interlace `{other}`: progressive, tff or bff"
+                                )))
+                            }
+                        };
                         Payload::Video {
                             width,
                             height,
                             fps,
                             pixel_format,
+                            interlace,
                         }
                     }
                     "audio" => {
@@ -662,6 +677,7 @@ impl ConnectionConfig {
                 width,
                 height,
                 pixel_format,
+                interlace,
                 ..
             } => FlowDef::video(
                 id,
@@ -670,7 +686,7 @@ impl ConnectionConfig {
                 *width,
                 *height,
                 self.grain_rate(),
-                InterlaceMode::Progressive,
+                *interlace,
             )?,
             Payload::Audio {
                 channels,

@@ -25,6 +25,9 @@ enum Side {
         /// Back-pressure: indices never jump with the clock (a jump past a slow reliable
         /// reader's window would strand it), they count grains.
         reliable: bool,
+        /// Interlaced video: buffers are fields, in pairs; the first of a pair goes to an
+        /// even index and the second right after it (MXL).
+        fields: bool,
     },
     Rx(Follower),
 }
@@ -79,10 +82,12 @@ impl Connection {
                 // A sender joining its group's existing flow (it restarted) continues after
                 // the head, so receivers waiting for the next index are not stranded.
                 let last = (!writer.created()).then(|| writer.head_index());
+                let fields = matches!(def.media, crate::format::MediaFormat::Video { interlace, .. } if interlace.is_interlaced());
                 Side::Tx {
                     writer,
                     last,
                     reliable: flow.reliable,
+                    fields,
                 }
             }
             _ => Side::Rx(Follower::new(domain, flow_id, flow.reliable).map_err(flow_err)?),
@@ -158,14 +163,20 @@ impl Connection {
                 writer,
                 last,
                 reliable,
+                fields,
             } => {
                 // The index is the grain's TAI time slot; a sender faster than real time
                 // (a file) still gets strictly increasing indices. A reliable sender starts
                 // at the time slot, then counts.
-                let index = match (*last, *reliable) {
+                let mut index = match (*last, *reliable) {
                     (Some(l), true) => l + 1,
+                    // A second field stays with its first.
+                    (Some(l), false) if *fields && l % 2 == 0 => l + 1,
                     (l, _) => l.map_or(0, |l| l + 1).max(current_index(rate)),
                 };
+                if *fields && index % 2 == 1 && last.is_none_or(|l| l % 2 == 1) {
+                    index += 1; // a first field
+                }
                 let grain = writer.open_grain(index).map_err(|e| match e {
                     FlowError::BackPressureTimeout { .. } => {
                         SdkError::new(MeshErrorCode::Timeout, e.to_string())

@@ -60,6 +60,29 @@ pub fn wire_of(format: VideoFormat) -> Result<(Sampling, u8), BridgeError> {
     }
 }
 
+/// The wire geometry of a flow's pictures: frames, or fields (one per grain) of a
+/// `height`-line frame when `interlaced`.
+fn wire_geometry(
+    format: VideoFormat,
+    width: u32,
+    height: u32,
+    interlaced: bool,
+) -> Result<VideoGeometry, BridgeError> {
+    let (sampling, depth) = wire_of(format)?;
+    Ok(VideoGeometry::new(
+        width, height, sampling, depth, interlaced,
+    )?)
+}
+
+/// Lines in one grain: the frame's, or a field's.
+fn grain_lines(height: u32, interlaced: bool) -> usize {
+    if interlaced {
+        height as usize / 2
+    } else {
+        height as usize
+    }
+}
+
 /// The planes of a grain of `lines` lines: (byte offset, bytes per row) each.
 fn plane_layout(format: VideoFormat, width: usize, lines: usize) -> Vec<(usize, usize)> {
     let mut at = 0;
@@ -262,7 +285,8 @@ pub struct SenderOptions {
 /// A grain converted to wire pgroups, handed from the converting thread to the sending one.
 struct WireFrame {
     def: FlowDef,
-    picture: (VideoFormat, u32, u32),
+    /// Pixel format, width, frame height, interlaced (each grain one field).
+    picture: (VideoFormat, u32, u32, bool),
     index: u64,
     wire: Vec<u8>,
 }
@@ -362,6 +386,7 @@ fn convert_grains(
 ) -> Result<(), BridgeError> {
     let flow_id = follower.flow_id();
     let mut spare: Option<Vec<u8>> = None;
+    let mut started = false;
     while !stop.load(Ordering::Acquire) && !shared.done.load(Ordering::Acquire) {
         let grain = match follower.next_grain(Duration::from_millis(100)) {
             Ok(g) => g,
@@ -395,13 +420,12 @@ fn convert_grains(
                 "flow {flow_id} is not video"
             )));
         };
-        if interlace != InterlaceMode::Progressive {
-            return Err(BridgeError::Unsupported(
-                "interlaced flows are not sent yet".into(),
-            ));
+        let interlaced = interlace.is_interlaced();
+        if interlaced && !started && grain.index() % 2 == 1 {
+            continue; // a stream of fields starts with a frame's first
         }
-        let (sampling, depth) = wire_of(format)?;
-        let g = VideoGeometry::new(width, height, sampling, depth, false)?;
+        started = true;
+        let g = wire_geometry(format, width, height, interlaced)?;
         let mut wire = spare
             .take()
             .or_else(|| empty.try_recv().ok())
@@ -411,7 +435,7 @@ fn convert_grains(
         grain_to_wire(
             format,
             width as usize,
-            height as usize,
+            grain_lines(height, interlaced),
             grain.payload(),
             &mut wire,
         );
@@ -423,7 +447,7 @@ fn convert_grains(
         drop(grain);
         let frame = WireFrame {
             def,
-            picture: (format, width, height),
+            picture: (format, width, height, interlaced),
             index,
             wire,
         };
@@ -473,9 +497,8 @@ fn send_frames(
         };
         // Set up once per flow description (a recreated flow may bring another).
         if pacer.as_ref().is_none_or(|p| p.def.json != frame.def.json) {
-            let (format, width, height) = frame.picture;
-            let (sampling, depth) = wire_of(format)?;
-            let g = VideoGeometry::new(width, height, sampling, depth, false)?;
+            let (format, width, height, interlaced) = frame.picture;
+            let g = wire_geometry(format, width, height, interlaced)?;
             let mut packetizer = Packetizer::new(
                 g,
                 options.packing,
@@ -540,10 +563,12 @@ fn send_frames(
         let mut burst = 0usize;
         let mut error = None;
         let mut queue = PacketQueue::default();
+        // Interlaced flows hold one field per grain, the first at even indices (MXL).
+        let second_field = frame.picture.3 && frame.index % 2 == 1;
         p.packetizer.packetize_parts(
             &frame.wire,
             rtp_time(rate, frame.index),
-            false,
+            second_field,
             &mut |header, data| {
                 if error.is_some() {
                     return;
@@ -653,8 +678,11 @@ pub struct ReceiverOptions {
     pub width: u32,
     pub height: u32,
     pub rate: Rational,
-    /// Flow pixel format: v210 (10-bit wire), UYVP (10-bit) or UYVY (8-bit).
+    /// Flow pixel format (one [`wire_of`] knows).
     pub format: VideoFormat,
+    /// Interlaced: each field (F bit in the SRDs) becomes a grain of `height / 2` lines at
+    /// twice `rate`, the first field at even indices (MXL).
+    pub interlace: InterlaceMode,
     pub flow_id: uuid::Uuid,
     /// Back-pressure for reliable local readers (file work); live otherwise.
     pub reliable: bool,
@@ -730,8 +758,9 @@ pub fn receive_video(
     options: &ReceiverOptions,
     stop: &AtomicBool,
 ) -> Result<ReceiveReport, BridgeError> {
-    let (sampling, depth) = wire_of(options.format)?;
-    let g = VideoGeometry::new(options.width, options.height, sampling, depth, false)?;
+    let interlaced = options.interlace.is_interlaced();
+    let g = wire_geometry(options.format, options.width, options.height, interlaced)?;
+    let lines = grain_lines(options.height, interlaced);
     let def = FlowDef::video(
         options.flow_id,
         "st2110-20 receiver",
@@ -739,7 +768,7 @@ pub fn receive_video(
         options.width,
         options.height,
         options.rate,
-        InterlaceMode::Progressive,
+        options.interlace,
     )
     .map_err(FlowError::from)?;
     let writer_options = WriterOptions {
@@ -779,17 +808,21 @@ pub fn receive_video(
                 if !info.complete || failure.is_some() || budget_spent {
                     return;
                 }
-                let index = match last {
+                let mut index = match last {
                     Some(l) if options.reliable => l + 1,
                     l => l.map_or(0, |l| l + 1).max(crate::time::current_index(rate)),
                 };
+                // A field goes to an index of its parity (a lost field leaves a gap).
+                if interlaced && (index % 2 == 1) != info.second_field {
+                    index += 1;
+                }
                 let written = loop {
                     match writer.open_grain(index) {
                         Ok(mut grain) => {
                             wire_to_grain(
                                 options.format,
                                 options.width as usize,
-                                options.height as usize,
+                                lines,
                                 wire,
                                 grain.payload(),
                             );

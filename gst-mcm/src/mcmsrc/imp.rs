@@ -539,41 +539,40 @@ impl McmSrc {
                         caps = Some(new);
                     }
                     let kind = started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
-                    if let Kind::Raw {
-                        fields: Some([first, second]),
-                        ..
-                    } = kind
-                    {
-                        // Interlaced: the first field (even index) starts a frame, the
-                        // second completes it; a field without its partner is dropped.
-                        let index = grain.index();
-                        if index % 2 == 0 {
-                            let mut buffer = new_frame(kind, started.pool.as_ref())
-                                .map_err(|e| self.flow_error(e))?;
-                            fill_frame(kind, &mut buffer, grain.payload(), Some(*first))
-                                .map_err(|e| self.flow_error(e))?;
-                            let timing = Timing::decode(grain.metadata());
-                            if grain.is_intact() {
-                                started.pending_field = Some((index, buffer, timing));
-                            }
-                            continue;
+                    if matches!(
+                        kind,
+                        Kind::Raw {
+                            fields: Some(_),
+                            ..
                         }
-                        match started.pending_field.take() {
-                            Some((first_index, mut buffer, timing)) if first_index + 1 == index => {
-                                fill_frame(kind, &mut buffer, grain.payload(), Some(*second))
-                                    .map_err(|e| self.flow_error(e))?;
-                                if grain.is_intact() {
-                                    return Ok(Received {
-                                        index: first_index,
-                                        timing,
-                                        buffer,
-                                        caps,
-                                    });
-                                }
+                    ) {
+                        let field = FieldIn {
+                            index: grain.index(),
+                            payload: grain.payload(),
+                            timing: Timing::decode(grain.metadata()),
+                        };
+                        let frame = self.pair_field(
+                            kind,
+                            started.pool.as_ref(),
+                            &mut started.pending_field,
+                            field,
+                        )?;
+                        // Either field torn while copying: the frame is never delivered.
+                        match frame {
+                            Some((index, timing, buffer)) if grain.is_intact() => {
+                                return Ok(Received {
+                                    index,
+                                    timing,
+                                    buffer,
+                                    caps,
+                                })
                             }
-                            _ => {}
+                            Some(_) => {
+                                self.stats.lock().unwrap_or_else(|p| p.into_inner()).drops += 1
+                            }
+                            None if !grain.is_intact() => started.pending_field = None,
+                            None => {}
                         }
-                        self.stats.lock().unwrap_or_else(|p| p.into_inner()).drops += 1;
                         continue;
                     }
                     let buffer = make_buffer(kind, started.pool.as_ref(), grain.payload())
@@ -639,6 +638,36 @@ impl McmSrc {
                             caps = Some(new);
                         }
                         let kind = started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
+                        if matches!(
+                            kind,
+                            Kind::Raw {
+                                fields: Some(_),
+                                ..
+                            }
+                        ) {
+                            let (index, timing) = (buf.seq(), Timing::decode(buf.metadata()));
+                            let field = FieldIn {
+                                index,
+                                payload: buf.payload(),
+                                timing,
+                            };
+                            let frame = self.pair_field(
+                                kind,
+                                started.pool.as_ref(),
+                                &mut started.pending_field,
+                                field,
+                            );
+                            let _ = buf.put();
+                            if let Some((index, timing, buffer)) = frame? {
+                                return Ok(Received {
+                                    index,
+                                    timing,
+                                    buffer,
+                                    caps,
+                                });
+                            }
+                            continue;
+                        }
                         let buffer = make_buffer(kind, started.pool.as_ref(), buf.payload())
                             .map_err(|e| self.flow_error(e))?;
                         let timing = Timing::decode(buf.metadata());
@@ -657,6 +686,55 @@ impl McmSrc {
                     }
                     Err(e) => return Err(self.flow_error(e.to_string())),
                 },
+            }
+        }
+    }
+}
+
+/// One field of an interlaced flow, as read (from the flow or through the proxy).
+struct FieldIn<'a> {
+    index: u64,
+    payload: &'a [u8],
+    timing: Option<Timing>,
+}
+
+impl McmSrc {
+    /// Interlaced flows hold a field per grain: the first field (even index) starts a
+    /// frame, the second (the next index) completes it and gives (first index, timing,
+    /// frame). A field without its partner is dropped and counted.
+    fn pair_field(
+        &self,
+        kind: &Kind,
+        pool: Option<&gst::BufferPool>,
+        pending: &mut Option<(u64, gst::Buffer, Option<Timing>)>,
+        field: FieldIn<'_>,
+    ) -> Result<Option<(u64, Option<Timing>, gst::Buffer)>, gst::FlowError> {
+        let Kind::Raw {
+            fields: Some([first, second]),
+            ..
+        } = kind
+        else {
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        if field.index.is_multiple_of(2) {
+            let mut buffer = new_frame(kind, pool).map_err(|e| self.flow_error(e))?;
+            fill_frame(kind, &mut buffer, field.payload, Some(*first))
+                .map_err(|e| self.flow_error(e))?;
+            if pending.is_some() {
+                self.stats.lock().unwrap_or_else(|p| p.into_inner()).drops += 1;
+            }
+            *pending = Some((field.index, buffer, field.timing));
+            return Ok(None);
+        }
+        match pending.take() {
+            Some((first_index, mut buffer, timing)) if first_index + 1 == field.index => {
+                fill_frame(kind, &mut buffer, field.payload, Some(*second))
+                    .map_err(|e| self.flow_error(e))?;
+                Ok(Some((first_index, timing, buffer)))
+            }
+            _ => {
+                self.stats.lock().unwrap_or_else(|p| p.into_inner()).drops += 1;
+                Ok(None)
             }
         }
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
-use mcm_core::format::{FlowDef, MediaFormat, PcmFormat, VideoFormat};
+use mcm_core::format::{FlowDef, InterlaceMode, MediaFormat, PcmFormat, VideoFormat};
 use mcm_core::st2110::anc_bridge::{self, AncReceiverOptions, AncSenderOptions};
 use mcm_core::st2110::audio_bridge::{self, AudioReceiverOptions, AudioSenderOptions};
 use mcm_core::st2110::compressed_bridge::{
@@ -75,9 +75,14 @@ pub struct RecvArgs {
     /// Frame rate, N or N/D.
     #[arg(long, default_value = "25")]
     rate: String,
-    /// Flow pixel format: v210, UYVP or UYVY.
+    /// Flow pixel format: v210, UYVP, I422_10LE (10-bit 4:2:2 on the wire), UYVY, YUY2
+    /// (8-bit 4:2:2), I420 or NV12 (8-bit 4:2:0).
     #[arg(long, default_value = "v210")]
     format: String,
+    /// Video: interlaced, `tff` or `bff` (fields with the F bit; one grain per field, at
+    /// twice --rate).
+    #[arg(long)]
+    interlace: Option<String>,
     /// What the stream carries: video (ST 2110-20), audio (-30), anc (-40) or compressed
     /// (-22: RFC 9134 frames, into an opaque flow).
     #[arg(long, default_value = "video")]
@@ -263,6 +268,12 @@ pub fn recv(domain: &Path, args: RecvArgs) -> anyhow::Result<()> {
         height,
         rate,
         format,
+        interlace: match args.interlace.as_deref() {
+            None => InterlaceMode::Progressive,
+            Some("tff") => InterlaceMode::InterlacedTff,
+            Some("bff") => InterlaceMode::InterlacedBff,
+            Some(other) => anyhow::bail!("--interlace {other}: tff or bff"),
+        },
         flow_id: args.flow_id,
         reliable: args.reliable,
         frames: args.frames,
