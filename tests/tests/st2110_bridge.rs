@@ -300,6 +300,59 @@ fn through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16) {
     video_through_two_proxies(pa, pb, ip, port, "v210");
 }
 
+/// The shared clip (when present: tests may use it, the product never needs it) decoded
+/// and played in real time as 10-bit 4:2:2 (I422_10LE, sent as YCbCr-4:2:2 10-bit
+/// pgroups), then a 1080p v210 test pattern, through proxy A's transmit bridge and proxy
+/// B's receive bridge: each a run of the sender's frames, bit-exact.
+fn real_media_through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16) {
+    let clip = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/media/bigbuckbunny.mp4");
+    let mut runs = vec![(
+        "video/x-raw,format=v210,width=1920,height=1080,framerate=25/1".to_string(),
+        "videotestsrc is-live=true num-buffers=50 pattern=smpte".to_string(),
+        50,
+    )];
+    if clip.exists() {
+        runs.insert(
+            0,
+            (
+                "video/x-raw,format=I422_10LE,width=1280,height=720,framerate=25/1".into(),
+                format!(
+                    "filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! clocksync",
+                    clip.display()
+                ),
+                132,
+            ),
+        );
+    }
+    for (i, (caps, source, frames)) in runs.into_iter().enumerate() {
+        let port = port + 2 * i as u16;
+        let st = format!("conn-type=st2110 ip-addr={ip} port={port} transport=st2110-20");
+        let rx = gst_launch_via(
+            "gst receiver (proxy B)",
+            &format!("mcmsrc {st} caps={caps} sender-timeout=2000 sender-timeout-eos=true ! checksumsink hash=sha1"),
+            &pb.unix,
+            true,
+        );
+        let tx = gst_launch_via(
+            "gst sender (proxy A)",
+            &format!("{source} ! {caps} ! tee name=t ! queue ! mcmsink {st} t. ! queue ! checksumsink hash=sha1"),
+            &pa.unix,
+            false,
+        );
+        let tx_log = finish_ok(tx);
+        let rx_log = finish_ok(rx);
+        let (sent, got) = (checksums(&tx_log), checksums(&rx_log));
+        assert_eq!(sent.len(), frames, "{caps}: {tx_log:?}");
+        assert!(
+            got.len() >= frames * 8 / 10,
+            "{caps}: received {} of {frames} frames: {rx_log:?}",
+            got.len()
+        );
+        assert_in_order(&sent, &got, &format!("{caps}: {rx_log:?}"));
+    }
+}
+
 /// As [`through_two_proxies`], 384x216 video in pixel format `format` (its flows bridged
 /// as the ST 2110-20 pgroups `video_bridge::wire_of` gives).
 fn video_through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16, format: &str) {
@@ -722,6 +775,7 @@ fn two_hosts_over_a_veth_pair() {
     audio_through_two_proxies(&pa, &pb, &hosts.addr_b.to_string(), 20002);
     anc_through_two_proxies(&pa, &pb, &hosts.addr_b.to_string(), 20004);
     compressed_through_two_proxies(&pa, &pb, &hosts.addr_b.to_string(), 20006);
+    real_media_through_two_proxies(&pa, &pb, &hosts.addr_b.to_string(), 20008);
 }
 
 /// Loss, reordering and duplicates injected by a relay between `mcm st2110-send` and
