@@ -6,11 +6,13 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use mcm_core::format::VideoFormat;
 use mcm_core::st2110::convert::{uyvp_frame_to_v210, v210_frame_to_uyvp, v210_stride};
 use mcm_core::st2110::rfc4175::{
     Assembler, AssemblerConfig, Packetizer, PackingMode, Sampling, VideoGeometry,
     DEFAULT_PACKET_SIZE,
 };
+use mcm_core::st2110::video_bridge::{grain_to_wire, wire_of, wire_to_grain};
 use mcm_core::testpattern::fill_v210;
 
 fn benches(c: &mut Criterion) {
@@ -68,6 +70,29 @@ fn benches(c: &mut Criterion) {
             frames
         })
     });
+    group.finish();
+
+    // The planar formats' conversions, per 1080p frame.
+    let mut group = c.benchmark_group("st2110-20 1080p planar");
+    for format in [VideoFormat::I420, VideoFormat::I422_10le] {
+        let (sampling, depth) = wire_of(format).unwrap();
+        let g = VideoGeometry::new(w as u32, h as u32, sampling, depth, false).unwrap();
+        let size: usize = format
+            .planes(w as u32, h as u32)
+            .iter()
+            .map(|(row, rows)| row * rows)
+            .sum();
+        let grain: Vec<u8> = (0..size).map(|i| (i % 251) as u8 & 0x3F).collect();
+        let mut wire = vec![0u8; g.frame_bytes()];
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(format!("{} -> pgroups", format.name()), |b| {
+            b.iter(|| grain_to_wire(format, w, h, black_box(&grain), &mut wire))
+        });
+        let mut back = vec![0u8; size];
+        group.bench_function(format!("pgroups -> {}", format.name()), |b| {
+            b.iter(|| wire_to_grain(format, w, h, black_box(&wire), &mut back))
+        });
+    }
     group.finish();
 }
 

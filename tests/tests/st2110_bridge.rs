@@ -746,12 +746,14 @@ fn elements_with_conn_type_st2110_through_two_proxies() {
         .port();
     through_two_proxies(&pa, &pb, "127.0.0.1", port);
     // Planar flows: 8-bit 4:2:0 pgroups (two lines each) for I420 and NV12, 10-bit 4:2:2
-    // for I422_10LE; converted from the planes by proxy A and back by proxy B. Interlaced
+    // for I422_10LE; converted from the planes by proxy A and back by proxy B. BGRA as RGB
+    // 8-bit (videotestsrc's alpha is opaque, what a receiver writes). Interlaced
     // frames: fields (the F bit on the second), one grain each on both sides.
     for format in [
         "I420",
         "NV12",
         "I422_10LE",
+        "BGRA",
         "UYVY,interlace-mode=interleaved",
     ] {
         let port = UdpSocket::bind("127.0.0.1:0")

@@ -6,7 +6,9 @@
 //! (planar 16-bit little-endian). YCbCr-4:2:2 8-bit pgroups are UYVY byte for byte.
 //! Hot loops work on whole groups with shifts and masks, no per-pixel branches.
 
-use super::convert_simd::{uyvp_to_v210_blocks, v210_to_uyvp_blocks};
+use super::convert_simd::{
+    i422_10le_to_uyvp_blocks, uyvp_to_i422_10le_blocks, uyvp_to_v210_blocks, v210_to_uyvp_blocks,
+};
 
 /// Bytes of a v210 line: `((w + 47) / 48) * 128` (MXL, GStreamer).
 pub fn v210_stride(width: usize) -> usize {
@@ -121,26 +123,60 @@ pub fn v210_line_to_uyvp(src: &[u8], width: usize, dst: &mut [u8]) {
 /// One line of 10-bit pgroups into the three planes of I422_10LE (Y: `2w` bytes, U and
 /// V: `w` bytes each).
 pub fn uyvp_line_to_i422_10le(src: &[u8], width: usize, y: &mut [u8], u: &mut [u8], v: &mut [u8]) {
-    for p in 0..width / 2 {
-        let bits = pg_bits(&src[p * 5..p * 5 + 5]);
-        let cb = ((bits >> 30) & 0x3FF) as u16;
+    let n = width / 2;
+    // Whole 8-pixel blocks with SIMD where the CPU has it; the rest here.
+    let done = 4 * uyvp_to_i422_10le_blocks(
+        &src[..n * 5],
+        &mut y[..n * 4],
+        &mut u[..n * 2],
+        &mut v[..n * 2],
+    );
+    let (src, y, u, v) = (
+        &src[done * 5..],
+        &mut y[done * 4..],
+        &mut u[done * 2..],
+        &mut v[done * 2..],
+    );
+    let n = n - done;
+    let groups = src[..n * 5]
+        .chunks_exact(5)
+        .zip(y[..n * 4].chunks_exact_mut(4))
+        .zip(
+            u[..n * 2]
+                .chunks_exact_mut(2)
+                .zip(v[..n * 2].chunks_exact_mut(2)),
+        );
+    for ((s, y), (u, v)) in groups {
+        let bits = pg_bits(s);
         let y0 = ((bits >> 20) & 0x3FF) as u16;
-        let cr = ((bits >> 10) & 0x3FF) as u16;
         let y1 = (bits & 0x3FF) as u16;
-        y[p * 4..p * 4 + 2].copy_from_slice(&y0.to_le_bytes());
-        y[p * 4 + 2..p * 4 + 4].copy_from_slice(&y1.to_le_bytes());
-        u[p * 2..p * 2 + 2].copy_from_slice(&cb.to_le_bytes());
-        v[p * 2..p * 2 + 2].copy_from_slice(&cr.to_le_bytes());
+        y[..2].copy_from_slice(&y0.to_le_bytes());
+        y[2..].copy_from_slice(&y1.to_le_bytes());
+        u.copy_from_slice(&(((bits >> 30) & 0x3FF) as u16).to_le_bytes());
+        v.copy_from_slice(&(((bits >> 10) & 0x3FF) as u16).to_le_bytes());
     }
 }
 
 /// Three I422_10LE plane lines into 10-bit pgroups (values above 10 bits are masked).
 pub fn i422_10le_line_to_uyvp(y: &[u8], u: &[u8], v: &[u8], width: usize, dst: &mut [u8]) {
-    let w16 = |s: &[u8], i: usize| u64::from(u16::from_le_bytes([s[2 * i], s[2 * i + 1]]) & 0x3FF);
-    for p in 0..width / 2 {
-        let bits =
-            (w16(u, p) << 30) | (w16(y, 2 * p) << 20) | (w16(v, p) << 10) | w16(y, 2 * p + 1);
-        put_pg(&mut dst[p * 5..p * 5 + 5], bits);
+    let n = width / 2;
+    let done =
+        4 * i422_10le_to_uyvp_blocks(&y[..n * 4], &u[..n * 2], &v[..n * 2], &mut dst[..n * 5]);
+    let (y, u, v, dst) = (
+        &y[done * 4..],
+        &u[done * 2..],
+        &v[done * 2..],
+        &mut dst[done * 5..],
+    );
+    let n = n - done;
+    let w16 = |s: &[u8]| u64::from(u16::from_le_bytes([s[0], s[1]]) & 0x3FF);
+    let groups = dst[..n * 5]
+        .chunks_exact_mut(5)
+        .zip(y[..n * 4].chunks_exact(4))
+        .zip(u[..n * 2].chunks_exact(2).zip(v[..n * 2].chunks_exact(2)));
+    for ((d, y), (u, v)) in groups {
+        let bits = (w16(u) << 30) | (w16(&y[..2]) << 20) | (w16(v) << 10) | w16(&y[2..]);
+        put_pg(d, bits);
     }
 }
 
@@ -155,12 +191,21 @@ pub fn planar420_to_pg420(
     width: usize,
     dst: &mut [u8],
 ) {
-    for (p, d) in dst[..width / 2 * 6].chunks_exact_mut(6).enumerate() {
-        let (cb, cr) = match v {
-            Some(v) => (u[p], v[p]),
-            None => (u[2 * p], u[2 * p + 1]),
-        };
-        d.copy_from_slice(&[y0[2 * p], y0[2 * p + 1], y1[2 * p], y1[2 * p + 1], cb, cr]);
+    let groups = dst[..width / 2 * 6]
+        .chunks_exact_mut(6)
+        .zip(y0.chunks_exact(2))
+        .zip(y1.chunks_exact(2));
+    match v {
+        Some(v) => {
+            for (((d, a), b), (&cb, &cr)) in groups.zip(u.iter().zip(v)) {
+                d.copy_from_slice(&[a[0], a[1], b[0], b[1], cb, cr]);
+            }
+        }
+        None => {
+            for (((d, a), b), c) in groups.zip(u.chunks_exact(2)) {
+                d.copy_from_slice(&[a[0], a[1], b[0], b[1], c[0], c[1]]);
+            }
+        }
     }
 }
 
@@ -171,18 +216,47 @@ pub fn pg420_to_planar420(
     y0: &mut [u8],
     y1: &mut [u8],
     u: &mut [u8],
-    mut v: Option<&mut [u8]>,
+    v: Option<&mut [u8]>,
 ) {
-    for (p, s) in src[..width / 2 * 6].chunks_exact(6).enumerate() {
-        y0[2 * p..2 * p + 2].copy_from_slice(&s[0..2]);
-        y1[2 * p..2 * p + 2].copy_from_slice(&s[2..4]);
-        match v.as_deref_mut() {
-            Some(v) => {
-                u[p] = s[4];
-                v[p] = s[5];
+    let groups = src[..width / 2 * 6]
+        .chunks_exact(6)
+        .zip(y0.chunks_exact_mut(2))
+        .zip(y1.chunks_exact_mut(2));
+    match v {
+        Some(v) => {
+            for (((s, a), b), (cb, cr)) in groups.zip(u.iter_mut().zip(v.iter_mut())) {
+                a.copy_from_slice(&s[0..2]);
+                b.copy_from_slice(&s[2..4]);
+                (*cb, *cr) = (s[4], s[5]);
             }
-            None => u[2 * p..2 * p + 2].copy_from_slice(&s[4..6]),
         }
+        None => {
+            for (((s, a), b), c) in groups.zip(u.chunks_exact_mut(2)) {
+                a.copy_from_slice(&s[0..2]);
+                b.copy_from_slice(&s[2..4]);
+                c.copy_from_slice(&s[4..6]);
+            }
+        }
+    }
+}
+
+/// RGBA or BGRA pixels (`bgr`) into RGB 8-bit pgroups (3 bytes a pixel); alpha is not
+/// carried by ST 2110-20.
+pub fn rgbx_to_rgb(src: &[u8], bgr: bool, dst: &mut [u8]) {
+    let (r, b) = if bgr { (2, 0) } else { (0, 2) };
+    for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(4)) {
+        d.copy_from_slice(&[s[r], s[1], s[b]]);
+    }
+}
+
+/// RGB 8-bit pgroups into RGBA or BGRA pixels, opaque (alpha 255).
+pub fn rgb_to_rgbx(src: &[u8], bgr: bool, dst: &mut [u8]) {
+    let (r, b) = if bgr { (2, 0) } else { (0, 2) };
+    for (d, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(3)) {
+        d[r] = s[0];
+        d[1] = s[1];
+        d[b] = s[2];
+        d[3] = 255;
     }
 }
 
@@ -243,6 +317,11 @@ mod tests {
         let mut uyvy = [0u8; 4];
         swap_yuy2_uyvy(&[16, 128, 17, 129], &mut uyvy);
         assert_eq!(uyvy, [128, 16, 129, 17]);
+        let (mut rgb, mut bgra) = ([0u8; 6], [0u8; 8]);
+        rgbx_to_rgb(&[3, 2, 1, 9, 6, 5, 4, 9], true, &mut rgb);
+        assert_eq!(rgb, [1, 2, 3, 4, 5, 6]);
+        rgb_to_rgbx(&rgb, true, &mut bgra);
+        assert_eq!(bgra, [3, 2, 1, 255, 6, 5, 4, 255]);
     }
 
     #[test]
@@ -323,6 +402,56 @@ mod tests {
                 slow[..groups * 15],
                 "v210 -> pgroups, width {width}"
             );
+        }
+    }
+
+    /// The I422_10LE line functions (SIMD blocks where the CPU has them) against a plain
+    /// per-pgroup reading of RFC 4175's bit order, on noise.
+    #[test]
+    fn i422_10le_lines_match_the_pgroup_bit_order() {
+        for (width, seed) in [(2, 1), (16, 2), (18, 3), (1920, 4), (1282, 5)] {
+            let pg = noise(uyvp_line_bytes(width), seed);
+            let (mut y, mut u, mut v) = (vec![0u8; width * 2], vec![0u8; width], vec![0u8; width]);
+            uyvp_line_to_i422_10le(&pg, width, &mut y, &mut u, &mut v);
+            let word = |s: &[u8], i: usize| u16::from_le_bytes([s[2 * i], s[2 * i + 1]]);
+            for p in 0..width / 2 {
+                let bits = pg_bits(&pg[p * 5..p * 5 + 5]);
+                let c = |k: u32| ((bits >> (30 - 10 * k)) & 0x3FF) as u16;
+                assert_eq!(
+                    (
+                        word(&u, p),
+                        word(&y, 2 * p),
+                        word(&v, p),
+                        word(&y, 2 * p + 1)
+                    ),
+                    (c(0), c(1), c(2), c(3)),
+                    "pgroup {p} of width {width}"
+                );
+            }
+            // Back, with noise above the 10 bits (masked).
+            let (yn, un, vn) = (
+                noise(width * 2, seed + 7),
+                noise(width, seed + 8),
+                noise(width, seed + 9),
+            );
+            let mut fast = vec![0u8; uyvp_line_bytes(width)];
+            i422_10le_line_to_uyvp(&yn, &un, &vn, width, &mut fast);
+            for p in 0..width / 2 {
+                let c = [
+                    word(&un, p),
+                    word(&yn, 2 * p),
+                    word(&vn, p),
+                    word(&yn, 2 * p + 1),
+                ];
+                let bits = c
+                    .iter()
+                    .fold(0u64, |acc, &x| acc << 10 | u64::from(x & 0x3FF));
+                assert_eq!(
+                    pg_bits(&fast[p * 5..p * 5 + 5]),
+                    bits,
+                    "pgroup {p} of width {width}"
+                );
+            }
         }
     }
 

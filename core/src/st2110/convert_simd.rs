@@ -48,6 +48,49 @@ pub(super) fn v210_to_uyvp_blocks(src: &[u8], dst: &mut [u8]) -> usize {
     0
 }
 
+/// Pgroup bytes per 8-pixel I422_10LE block (16 bytes of Y, 8 of Cb, 8 of Cr).
+pub(super) const PG_I422_BLOCK: usize = 20;
+
+/// Converts whole 8-pixel blocks of I422_10LE planes into pgroups; returns the blocks.
+pub(super) fn i422_10le_to_uyvp_blocks(y: &[u8], u: &[u8], v: &[u8], dst: &mut [u8]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("ssse3") {
+        // Stores write 16 bytes at offsets 0 and 10 of a block: 6 past its end.
+        let blocks = (y.len() / 16)
+            .min(u.len() / 8)
+            .min(v.len() / 8)
+            .min(dst.len().saturating_sub(6) / PG_I422_BLOCK);
+        // SAFETY: SSSE3 is present (checked above); `blocks` keeps every load within the
+        // planes and every store within `dst` (see `i422_10le_to_uyvp_ssse3`).
+        unsafe { i422_10le_to_uyvp_ssse3(y, u, v, dst, blocks) };
+        return blocks;
+    }
+    let _ = (y, u, v, dst);
+    0
+}
+
+/// Converts whole 8-pixel blocks of pgroups into I422_10LE planes; returns the blocks.
+pub(super) fn uyvp_to_i422_10le_blocks(
+    src: &[u8],
+    y: &mut [u8],
+    u: &mut [u8],
+    v: &mut [u8],
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("ssse3") {
+        // Loads read 16 bytes from offsets 0 and 10 of a block: 6 past its end.
+        let blocks = (src.len().saturating_sub(6) / PG_I422_BLOCK)
+            .min(y.len() / 16)
+            .min(u.len() / 8)
+            .min(v.len() / 8);
+        // SAFETY: as above, with the bounds of `uyvp_to_i422_10le_ssse3`.
+        unsafe { uyvp_to_i422_10le_ssse3(src, y, u, v, blocks) };
+        return blocks;
+    }
+    let _ = (src, y, u, v);
+    0
+}
+
 /// Lane shuffle masks are built from byte indices; -1 (0x80 set) zeroes the byte.
 #[cfg(target_arch = "x86_64")]
 macro_rules! mask {
@@ -175,6 +218,89 @@ unsafe fn v210_to_uyvp_ssse3(src: &[u8], dst: &mut [u8], blocks: usize) {
             _mm_storeu_si128(d.cast(), p0);
             _mm_storeu_si128(d.add(10).cast(), p1);
             _mm_storeu_si128(d.add(20).cast(), p2);
+        }
+    }
+}
+
+/// # Safety
+/// SSSE3 must be available; `y` must hold `blocks * 16` bytes, `u` and `v` `blocks * 8`,
+/// and `dst` `blocks * PG_I422_BLOCK + 6`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+unsafe fn i422_10le_to_uyvp_ssse3(y: &[u8], u: &[u8], v: &[u8], dst: &mut [u8], blocks: usize) {
+    let ten_bits = _mm_set1_epi16(0x3FF);
+    for b in 0..blocks {
+        // SAFETY: reads end at b * 16 + 16 <= y.len() and b * 8 + 8 <= u.len(), v.len()
+        // (caller's contract); unaligned loads.
+        let (luma, cb, cr) = unsafe {
+            (
+                _mm_loadu_si128(y.as_ptr().add(b * 16).cast()),
+                _mm_loadl_epi64(u.as_ptr().add(b * 8).cast()),
+                _mm_loadl_epi64(v.as_ptr().add(b * 8).cast()),
+            )
+        };
+        // Cb0 Cr0 Cb1 Cr1 ..., then with the luma: Cb0 Y0 Cr0 Y1 Cb1 Y2 Cr1 Y3 | Cb2 Y4 ...
+        let chroma = _mm_unpacklo_epi16(cb, cr);
+        let c0 = _mm_and_si128(_mm_unpacklo_epi16(chroma, luma), ten_bits);
+        let c1 = _mm_and_si128(_mm_unpackhi_epi16(chroma, luma), ten_bits);
+        // SAFETY: writes end at b * 20 + 26 <= dst.len() (caller's contract), the second
+        // store overwriting the first's 6 spare bytes; unaligned.
+        unsafe {
+            let d = dst.as_mut_ptr().add(b * PG_I422_BLOCK);
+            _mm_storeu_si128(d.cast(), pg_bytes(c0));
+            _mm_storeu_si128(d.add(10).cast(), pg_bytes(c1));
+        }
+    }
+}
+
+/// # Safety
+/// SSSE3 must be available; `src` must hold `blocks * PG_I422_BLOCK + 6` bytes, `y`
+/// `blocks * 16`, `u` and `v` `blocks * 8`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+unsafe fn uyvp_to_i422_10le_ssse3(
+    src: &[u8],
+    y: &mut [u8],
+    u: &mut [u8],
+    v: &mut [u8],
+    blocks: usize,
+) {
+    const Z: i8 = -1;
+    for b in 0..blocks {
+        // SAFETY: reads end at b * 20 + 26 <= src.len() (caller's contract); unaligned.
+        let (c0, c1) = unsafe {
+            let s = src.as_ptr().add(b * PG_I422_BLOCK);
+            (
+                pg_components(_mm_loadu_si128(s.cast())),
+                pg_components(_mm_loadu_si128(s.add(10).cast())),
+            )
+        };
+        // Lanes of c0, c1: Cb Y Cr Y Cb Y Cr Y. Luma are the odd lanes, Cb lanes 0 and 4,
+        // Cr lanes 2 and 6.
+        let luma = _mm_or_si128(
+            _mm_shuffle_epi8(
+                c0,
+                mask!(2, 3, 6, 7, 10, 11, 14, 15, Z, Z, Z, Z, Z, Z, Z, Z),
+            ),
+            _mm_shuffle_epi8(
+                c1,
+                mask!(Z, Z, Z, Z, Z, Z, Z, Z, 2, 3, 6, 7, 10, 11, 14, 15),
+            ),
+        );
+        let cb = _mm_or_si128(
+            _mm_shuffle_epi8(c0, mask!(0, 1, 8, 9, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z)),
+            _mm_shuffle_epi8(c1, mask!(Z, Z, Z, Z, 0, 1, 8, 9, Z, Z, Z, Z, Z, Z, Z, Z)),
+        );
+        let cr = _mm_or_si128(
+            _mm_shuffle_epi8(c0, mask!(4, 5, 12, 13, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z)),
+            _mm_shuffle_epi8(c1, mask!(Z, Z, Z, Z, 4, 5, 12, 13, Z, Z, Z, Z, Z, Z, Z, Z)),
+        );
+        // SAFETY: writes end at b * 16 + 16 <= y.len() and b * 8 + 8 <= u.len(), v.len()
+        // (caller's contract); unaligned.
+        unsafe {
+            _mm_storeu_si128(y.as_mut_ptr().add(b * 16).cast(), luma);
+            _mm_storel_epi64(u.as_mut_ptr().add(b * 8).cast(), cb);
+            _mm_storel_epi64(v.as_mut_ptr().add(b * 8).cast(), cr);
         }
     }
 }

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::convert::{
-    i422_10le_line_to_uyvp, pg420_to_planar420, planar420_to_pg420, swap_yuy2_uyvy,
-    uyvp_line_to_i422_10le, uyvp_line_to_v210, v210_line_to_uyvp, v210_stride,
+    i422_10le_line_to_uyvp, pg420_to_planar420, planar420_to_pg420, rgb_to_rgbx, rgbx_to_rgb,
+    swap_yuy2_uyvy, uyvp_line_to_i422_10le, uyvp_line_to_v210, v210_line_to_uyvp, v210_stride,
 };
 use super::counters::LiveCounters;
 use super::pacing::{BurstSchedule, PacingModel, SenderType, TimingChecker};
@@ -53,8 +53,10 @@ pub fn wire_of(format: VideoFormat) -> Result<(Sampling, u8), BridgeError> {
         }
         VideoFormat::Uyvy | VideoFormat::Yuy2 => Ok((Sampling::YCbCr422, 8)),
         VideoFormat::I420 | VideoFormat::Nv12 => Ok((Sampling::YCbCr420, 8)),
+        // Alpha stays behind: ST 2110-20 has no alpha; received pixels are opaque.
+        VideoFormat::Rgba | VideoFormat::Bgra => Ok((Sampling::Rgb, 8)),
         other => Err(BridgeError::Unsupported(format!(
-            "{} flows are not sent as ST 2110-20 yet (v210, UYVP, I422_10LE, UYVY, YUY2, I420, NV12 are)",
+            "{} flows are not sent as ST 2110-20 yet (v210, UYVP, I422_10LE, UYVY, YUY2, I420, NV12, RGBA, BGRA are)",
             other.name()
         ))),
     }
@@ -151,6 +153,9 @@ pub fn grain_to_wire(
             }
         }
         VideoFormat::Yuy2 => swap_yuy2_uyvy(&grain[..wire.len()], wire),
+        VideoFormat::Rgba | VideoFormat::Bgra => {
+            rgbx_to_rgb(grain, format == VideoFormat::Bgra, wire)
+        }
         // UYVY and UYVP lines are the wire pgroups already.
         _ => wire.copy_from_slice(&grain[..wire.len()]),
     }
@@ -215,6 +220,9 @@ pub fn wire_to_grain(
             }
         }
         VideoFormat::Yuy2 => swap_yuy2_uyvy(wire, &mut grain[..wire.len()]),
+        VideoFormat::Rgba | VideoFormat::Bgra => {
+            rgb_to_rgbx(wire, format == VideoFormat::Bgra, grain)
+        }
         _ => grain[..wire.len()].copy_from_slice(wire),
     }
 }
@@ -887,6 +895,8 @@ mod tests {
             VideoFormat::Yuy2,
             VideoFormat::I420,
             VideoFormat::Nv12,
+            VideoFormat::Rgba,
+            VideoFormat::Bgra,
         ] {
             let (sampling, depth) = wire_of(format).unwrap();
             let g = VideoGeometry::new(w, h, sampling, depth, false).unwrap();
