@@ -214,6 +214,8 @@ pub struct Packetizer {
     buf: Vec<u8>,
     /// Headers and data joined, for [`Packetizer::packetize`].
     joined: Vec<u8>,
+    /// The segments of the packet being built (offset, length).
+    segments: Vec<(usize, usize)>,
 }
 
 impl Packetizer {
@@ -256,6 +258,7 @@ impl Packetizer {
             max_packet,
             buf: Vec::with_capacity(RTP_HEADER_LEN + ESN_LEN + 8 * SRD_LEN),
             joined: Vec::with_capacity(max_packet.max(BPM_PAYLOAD + 64)),
+            segments: Vec::with_capacity(8),
         })
     }
 
@@ -361,46 +364,63 @@ impl Packetizer {
                 want,
             });
         }
-        let line_bytes = self.geometry.line_bytes();
-        let pg = self.geometry.pgroup;
+        let mut header = std::mem::take(&mut self.buf);
         let mut pos = 0usize;
         let mut count = 0;
-        let mut segments: Vec<(usize, usize)> = Vec::with_capacity(8);
         while pos < want {
-            pos = self.gather(pos, &mut segments);
-            let last = pos >= want;
-            let rtp = RtpHeader {
-                marker: last,
-                payload_type: self.payload_type,
-                sequence: self.sequence as u16,
-                timestamp,
-                ssrc: self.ssrc,
-            };
-            self.buf.clear();
-            self.buf.resize(RTP_HEADER_LEN, 0);
-            rtp.write(
-                (&mut self.buf[..RTP_HEADER_LEN])
-                    .try_into()
-                    .expect("12 bytes"),
-            );
-            self.buf
-                .extend_from_slice(&((self.sequence >> 16) as u16).to_be_bytes());
-            for (i, &(at, len)) in segments.iter().enumerate() {
-                let line = (at / line_bytes * pg.lines) as u16;
-                let offset = ((at % line_bytes) / pg.bytes * pg.pixels) as u16;
-                let more = i + 1 < segments.len();
-                self.buf.extend_from_slice(&(len as u16).to_be_bytes());
-                self.buf
-                    .extend_from_slice(&(line | (u16::from(second_field) << 15)).to_be_bytes());
-                self.buf
-                    .extend_from_slice(&(offset | (u16::from(more) << 15)).to_be_bytes());
-            }
-            let data_start = segments.first().map_or(0, |&(at, _)| at);
-            emit(&self.buf, &frame[data_start..pos]);
-            self.sequence = self.sequence.wrapping_add(1);
+            header.clear();
+            let data = self.next_packet(pos, timestamp, second_field, &mut header);
+            pos = data.end;
+            emit(&header, &frame[data]);
             count += 1;
         }
+        self.buf = header;
         Ok(count)
+    }
+
+    /// One packet of a frame (or field) at a time, for a sender that makes the frame's
+    /// bytes only as it sends them: appends the headers (RTP, extended sequence number,
+    /// SRDs) of the packet whose data starts at byte `pos` of the tightly packed frame to
+    /// `header` and returns the range of frame bytes it carries; the next packet starts at
+    /// its end. The frame is done when that end is [`VideoGeometry::frame_bytes`].
+    pub fn next_packet(
+        &mut self,
+        pos: usize,
+        timestamp: u32,
+        second_field: bool,
+        header: &mut Vec<u8>,
+    ) -> std::ops::Range<usize> {
+        let line_bytes = self.geometry.line_bytes();
+        let pg = self.geometry.pgroup;
+        let mut segments = std::mem::take(&mut self.segments);
+        let end = self.gather(pos, &mut segments);
+        let rtp = RtpHeader {
+            marker: end >= self.geometry.frame_bytes(),
+            payload_type: self.payload_type,
+            sequence: self.sequence as u16,
+            timestamp,
+            ssrc: self.ssrc,
+        };
+        let at = header.len();
+        header.resize(at + RTP_HEADER_LEN, 0);
+        rtp.write(
+            (&mut header[at..at + RTP_HEADER_LEN])
+                .try_into()
+                .expect("12 bytes"),
+        );
+        header.extend_from_slice(&((self.sequence >> 16) as u16).to_be_bytes());
+        for (i, &(at, len)) in segments.iter().enumerate() {
+            let line = (at / line_bytes * pg.lines) as u16;
+            let offset = ((at % line_bytes) / pg.bytes * pg.pixels) as u16;
+            let more = i + 1 < segments.len();
+            header.extend_from_slice(&(len as u16).to_be_bytes());
+            header.extend_from_slice(&(line | (u16::from(second_field) << 15)).to_be_bytes());
+            header.extend_from_slice(&(offset | (u16::from(more) << 15)).to_be_bytes());
+        }
+        let start = segments.first().map_or(pos, |&(at, _)| at);
+        self.segments = segments;
+        self.sequence = self.sequence.wrapping_add(1);
+        start..end
     }
 }
 

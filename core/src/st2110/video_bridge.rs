@@ -9,7 +9,7 @@
 //! committed as grains; incomplete ones are counted and never committed.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::convert::{
@@ -107,57 +107,74 @@ pub fn grain_to_wire(
     grain: &[u8],
     wire: &mut [u8],
 ) {
-    let p = plane_layout(format, width, lines);
+    let rows = wire_rows(format, lines);
+    grain_rows_to_wire(format, width, lines, 0..rows, grain, wire);
+}
+
+/// Rows of pgroups of a grain of `lines` lines: line pairs for 4:2:0, else lines.
+fn wire_rows(format: VideoFormat, lines: usize) -> usize {
+    match format {
+        VideoFormat::I420 | VideoFormat::Nv12 => lines / 2,
+        _ => lines,
+    }
+}
+
+/// Rows `rows` of [`grain_to_wire`]'s output only (into the same places of `wire`), so a
+/// sender can convert a frame as it sends it, while the bytes are still in the cache.
+fn grain_rows_to_wire(
+    format: VideoFormat,
+    width: usize,
+    lines: usize,
+    rows: std::ops::Range<usize>,
+    grain: &[u8],
+    wire: &mut [u8],
+) {
+    let d = wire.len() / wire_rows(format, lines).max(1);
+    let out = &mut wire[rows.start * d..rows.end * d];
     match format {
         VideoFormat::V210 => {
-            let (s, d) = (v210_stride(width), width / 2 * 5);
-            for l in 0..lines {
-                v210_line_to_uyvp(
-                    &grain[l * s..(l + 1) * s],
-                    width,
-                    &mut wire[l * d..(l + 1) * d],
-                );
+            let s = v210_stride(width);
+            for (l, o) in rows.zip(out.chunks_exact_mut(d)) {
+                v210_line_to_uyvp(&grain[l * s..(l + 1) * s], width, o);
             }
         }
         VideoFormat::I422_10le => {
-            let d = width / 2 * 5;
+            let p = plane_layout(format, width, lines);
             let (y, u, v) = (&grain[p[0].0..], &grain[p[1].0..], &grain[p[2].0..]);
             let (ys, cs) = (p[0].1, p[1].1);
-            for l in 0..lines {
+            for (l, o) in rows.zip(out.chunks_exact_mut(d)) {
                 i422_10le_line_to_uyvp(
                     &y[l * ys..(l + 1) * ys],
                     &u[l * cs..(l + 1) * cs],
                     &v[l * cs..(l + 1) * cs],
                     width,
-                    &mut wire[l * d..(l + 1) * d],
+                    o,
                 );
             }
         }
         VideoFormat::I420 | VideoFormat::Nv12 => {
-            let d = width / 2 * 6;
+            let p = plane_layout(format, width, lines);
             let (ys, cs) = (p[0].1, p[1].1);
-            for r in 0..lines / 2 {
+            for (r, o) in rows.zip(out.chunks_exact_mut(d)) {
                 let y = &grain[p[0].0 + 2 * r * ys..];
                 let u = &grain[p[1].0 + r * cs..p[1].0 + (r + 1) * cs];
                 let v = p
                     .get(2)
                     .map(|&(at, _)| &grain[at + r * cs..at + (r + 1) * cs]);
-                planar420_to_pg420(
-                    &y[..ys],
-                    &y[ys..2 * ys],
-                    u,
-                    v,
-                    width,
-                    &mut wire[r * d..(r + 1) * d],
-                );
+                planar420_to_pg420(&y[..ys], &y[ys..2 * ys], u, v, width, o);
             }
         }
-        VideoFormat::Yuy2 => swap_yuy2_uyvy(&grain[..wire.len()], wire),
+        VideoFormat::Yuy2 => swap_yuy2_uyvy(&grain[rows.start * d..rows.end * d], out),
         VideoFormat::Rgba | VideoFormat::Bgra => {
-            rgbx_to_rgb(grain, format == VideoFormat::Bgra, wire)
+            let s = width * 4;
+            rgbx_to_rgb(
+                &grain[rows.start * s..rows.end * s],
+                format == VideoFormat::Bgra,
+                out,
+            )
         }
         // UYVY and UYVP lines are the wire pgroups already.
-        _ => wire.copy_from_slice(&grain[..wire.len()]),
+        _ => out.copy_from_slice(&grain[rows.start * d..rows.end * d]),
     }
 }
 
@@ -290,23 +307,17 @@ pub struct SenderOptions {
     pub sdp_written: Option<std::sync::mpsc::Sender<String>>,
 }
 
-/// A grain converted to wire pgroups, handed from the converting thread to the sending one.
-struct WireFrame {
-    def: FlowDef,
-    /// Pixel format, width, frame height, interlaced (each grain one field).
-    picture: (VideoFormat, u32, u32, bool),
-    index: u64,
-    wire: Vec<u8>,
-}
-
 /// Sends flow `flow_id` of `domain` as ST 2110-20 until the flow ends, `options.frames`
 /// frames were sent, or `stop` is set.
 ///
-/// Two threads: one reads and converts grains, the other (the caller's) paces their
-/// packets, so converting the next frame never delays sending this one. Each frame goes
-/// out in the first frame period (transmission epoch) it can still make after it was
-/// converted, on a [`BurstSchedule`]. A sender that falls more than [`MAX_BEHIND`] grains
-/// behind the writer skips grains (counted as dropped) rather than sending ever later.
+/// One thread reads each grain and paces its packets: each frame goes out in the first
+/// frame period (transmission epoch) it can still make, on a [`BurstSchedule`]. The grain
+/// is converted to wire pgroups a burst ahead of sending, a few rows at a time, so the
+/// kernel copies packets from the cache rather than from a whole converted frame in
+/// memory; each conversion is checked against the writer (a grain overwritten under the
+/// sender ends its frame there, counted: the receiver sees an incomplete frame, never a
+/// torn one). A sender that falls more than [`MAX_BEHIND`] grains behind the writer skips
+/// grains (counted as dropped) rather than sending ever later.
 pub fn send_video(
     domain: Domain,
     flow_id: uuid::Uuid,
@@ -316,86 +327,100 @@ pub fn send_video(
     let socket = udp_socket(options.bind)?;
     socket.connect(options.destination)?;
     let mut batch = UdpSender::new(socket, options.offload);
-    let follower = Follower::new(domain, flow_id, false)?;
-    let shared = Shared {
-        done: AtomicBool::new(false),
-        torn: AtomicU64::new(0),
-        skipped: AtomicU64::new(0),
-        drops: follower.drops(),
-    };
-    // One frame converted ahead; spent wire frames go back for reuse.
-    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<WireFrame>(1);
-    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    std::thread::scope(|scope| {
-        let converter = std::thread::Builder::new()
-            .name("st2110-20 convert".into())
-            .spawn_scoped(scope, || {
-                let _done = DoneOnDrop(&shared.done);
-                convert_grains(follower, full_tx, empty_rx, stop, &shared)
-            })?;
-        let sent = {
-            // Also when sending panics: the converter must stop for the scope to end.
-            let _done = DoneOnDrop(&shared.done);
-            send_frames(&mut batch, options, stop, &shared, &full_rx, &empty_tx)
-        };
-        drop(full_rx);
-        let converted = converter
-            .join()
-            .unwrap_or_else(|_| Err(BridgeError::Unsupported("converter panicked".into())));
-        let mut stats = sent?;
-        converted?;
-        stats.torn = shared.torn.load(Ordering::Relaxed);
-        stats.dropped = shared.dropped();
-        stats.unreachable = batch.unreachable;
-        stats.unsent = batch.dropped;
-        stats.syscalls = batch.syscalls;
-        Ok(stats)
-    })
+    let mut follower = Follower::new(domain, flow_id, false)?;
+    let lost = follower.drops();
+    let mut stats = send_frames(&mut follower, &mut batch, options, stop)?;
+    stats.dropped += lost.load(Ordering::Relaxed);
+    stats.unreachable = batch.unreachable;
+    stats.unsent = batch.dropped;
+    stats.syscalls = batch.syscalls;
+    Ok(stats)
 }
 
 /// Grains a video sender may fall behind the writer before it skips to newer ones: the
-/// latency a stalled sender can build up (one more frame waits converted, one is sent).
+/// latency a stalled sender can build up.
 pub const MAX_BEHIND: u64 = 4;
 
-/// What the converting and sending threads share.
-struct Shared {
-    /// Either side is finished: the other stops too.
-    done: AtomicBool,
-    torn: AtomicU64,
-    /// Grains the converter skipped to catch up with the writer.
-    skipped: AtomicU64,
-    /// Grains the follower lost (overwritten before they were read).
-    drops: std::sync::Arc<AtomicU64>,
+/// Wire rows converted past what the next burst needs: a few lines in the cache (8 rows of
+/// 1080p 10-bit 4:2:2 are 38 KB), and fewer, longer conversion calls.
+const ROWS_AHEAD: usize = 8;
+
+/// What the sender sets up per flow description: the description, the picture, the
+/// packetizer, the ST 2110-21 model (and with it the packets per frame) and the
+/// transmission epoch (grain index at the flow's
+/// rate) of the last frame sent.
+struct Pacer {
+    def: FlowDef,
+    /// Pixel format, width, frame height, interlaced (each grain one field).
+    picture: (VideoFormat, u32, u32, bool),
+    packetizer: Packetizer,
+    model: PacingModel,
+    last_epoch: Option<u64>,
 }
 
-impl Shared {
-    fn dropped(&self) -> u64 {
-        self.drops.load(Ordering::Relaxed) + self.skipped.load(Ordering::Relaxed)
+impl Pacer {
+    fn new(def: &FlowDef, options: &SenderOptions) -> Result<Self, BridgeError> {
+        let MediaFormat::Video {
+            format,
+            width,
+            height,
+            interlace,
+        } = def.media
+        else {
+            return Err(BridgeError::Unsupported(format!(
+                "flow {} is not video",
+                def.id
+            )));
+        };
+        let interlaced = interlace.is_interlaced();
+        let g = wire_geometry(format, width, height, interlaced)?;
+        let mut packetizer = Packetizer::new(
+            g,
+            options.packing,
+            options.payload_type,
+            options.ssrc,
+            DEFAULT_PACKET_SIZE,
+        )?;
+        packetizer.set_sequence(options.ssrc.rotate_left(7));
+        let sdp = video_sdp(def, g, options);
+        if let Some(path) = &options.sdp_file {
+            write_sdp(path, &sdp, options)?;
+        }
+        if let Some(c) = &options.counters {
+            c.set_sdp(sdp);
+        }
+        let packets = packetizer.packets_per_frame();
+        Ok(Self {
+            def: def.clone(),
+            picture: (format, width, height, interlaced),
+            packetizer,
+            model: PacingModel::progressive(def.index_rate(), packets as u32, height),
+            last_epoch: None,
+        })
     }
 }
 
-/// Sets its flag when dropped, on return or panic alike.
-struct DoneOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for DoneOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
-/// Reads grains as they come and converts each to wire pgroups, until the flow ends or
-/// the sender is done.
-fn convert_grains(
-    mut follower: Follower,
-    full: std::sync::mpsc::SyncSender<WireFrame>,
-    empty: std::sync::mpsc::Receiver<Vec<u8>>,
+/// Reads, converts and sends grains, each on the schedule of its transmission epoch.
+fn send_frames(
+    follower: &mut Follower,
+    batch: &mut UdpSender,
+    options: &SenderOptions,
     stop: &AtomicBool,
-    shared: &Shared,
-) -> Result<(), BridgeError> {
-    let flow_id = follower.flow_id();
-    let mut spare: Option<Vec<u8>> = None;
+) -> Result<SenderStats, BridgeError> {
+    crate::time::pacing_thread();
+    let mut stats = SenderStats::default();
+    let mut pacer: Option<Pacer> = None;
+    let mut schedule: Option<BurstSchedule> = None;
+    // The sender's own timing as it went out (times relative to its first epoch).
+    let mut own: Option<(u64, TimingChecker)> = None;
+    let mut wire: Vec<u8> = Vec::new();
+    // The next burst: its packets' headers back to back, and (end of its headers, the
+    // frame bytes it carries) per packet.
+    let mut headers: Vec<u8> = Vec::new();
+    let mut packets: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
     let mut started = false;
-    while !stop.load(Ordering::Acquire) && !shared.done.load(Ordering::Acquire) {
+    while !stop.load(Ordering::Acquire) && (options.frames == 0 || stats.frames < options.frames) {
+        let waited = std::time::Instant::now();
         let grain = match follower.next_grain(Duration::from_millis(100)) {
             Ok(g) => g,
             Err(FollowError::Timeout(_)) => continue,
@@ -404,7 +429,7 @@ fn convert_grains(
         };
         if grain.reader().head_index() > grain.index() + MAX_BEHIND {
             // The sender fell behind (missed transmission epochs): catch up with the writer.
-            shared.skipped.fetch_add(1, Ordering::Relaxed);
+            stats.dropped += 1;
             tracing::debug!(
                 grain = grain.index(),
                 head = grain.reader().head_index(),
@@ -415,135 +440,30 @@ fn convert_grains(
         let def = grain
             .reader()
             .flow_def()
-            .ok_or_else(|| BridgeError::Unsupported("flow without a description".into()))?
-            .clone();
-        let MediaFormat::Video {
-            format,
-            width,
-            height,
-            interlace,
-        } = def.media
-        else {
-            return Err(BridgeError::Unsupported(format!(
-                "flow {flow_id} is not video"
-            )));
-        };
-        let interlaced = interlace.is_interlaced();
-        if interlaced && !started && grain.index() % 2 == 1 {
-            continue; // a stream of fields starts with a frame's first
-        }
-        started = true;
-        let g = wire_geometry(format, width, height, interlaced)?;
-        let mut wire = spare
-            .take()
-            .or_else(|| empty.try_recv().ok())
-            .unwrap_or_default();
-        wire.resize(g.frame_bytes(), 0);
-        let index = grain.index();
-        grain_to_wire(
-            format,
-            width as usize,
-            grain_lines(height, interlaced),
-            grain.payload(),
-            &mut wire,
-        );
-        if !grain.is_intact() {
-            shared.torn.fetch_add(1, Ordering::Relaxed);
-            spare = Some(wire);
-            continue;
-        }
-        drop(grain);
-        let frame = WireFrame {
-            def,
-            picture: (format, width, height, interlaced),
-            index,
-            wire,
-        };
-        if full.send(frame).is_err() {
-            break; // the sender is done
-        }
-    }
-    Ok(())
-}
-
-/// What the sender sets up per flow description: the description, the packetizer, the
-/// ST 2110-21 model and the transmission epoch (grain index at the flow's rate) of the
-/// last frame sent.
-struct Pacer {
-    def: FlowDef,
-    packetizer: Packetizer,
-    model: PacingModel,
-    packets: usize,
-    last_epoch: Option<u64>,
-}
-
-/// Sends converted frames, each on the wide schedule of its transmission epoch.
-fn send_frames(
-    batch: &mut UdpSender,
-    options: &SenderOptions,
-    stop: &AtomicBool,
-    shared: &Shared,
-    full: &std::sync::mpsc::Receiver<WireFrame>,
-    empty: &std::sync::mpsc::Sender<Vec<u8>>,
-) -> Result<SenderStats, BridgeError> {
-    crate::time::pacing_thread();
-    let mut stats = SenderStats::default();
-    let mut pacer: Option<Pacer> = None;
-    let mut schedule: Option<BurstSchedule> = None;
-    // The sender's own timing as it went out (times relative to its first epoch).
-    let mut own: Option<(u64, TimingChecker)> = None;
-    while !stop.load(Ordering::Acquire) && (options.frames == 0 || stats.frames < options.frames) {
-        let waited = std::time::Instant::now();
-        let frame = match full.recv_timeout(Duration::from_millis(100)) {
-            Ok(f) => f,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
-                if !shared.done.load(Ordering::Acquire) =>
-            {
-                continue
-            }
-            Err(_) => break,
-        };
+            .ok_or_else(|| BridgeError::Unsupported("flow without a description".into()))?;
         // Set up once per flow description (a recreated flow may bring another).
-        if pacer.as_ref().is_none_or(|p| p.def.json != frame.def.json) {
-            let (format, width, height, interlaced) = frame.picture;
-            let g = wire_geometry(format, width, height, interlaced)?;
-            let mut packetizer = Packetizer::new(
-                g,
-                options.packing,
-                options.payload_type,
-                options.ssrc,
-                DEFAULT_PACKET_SIZE,
-            )?;
-            packetizer.set_sequence(options.ssrc.rotate_left(7));
-            let sdp = video_sdp(&frame.def, g, options);
-            if let Some(path) = &options.sdp_file {
-                write_sdp(path, &sdp, options)?;
-            }
-            if let Some(c) = &options.counters {
-                c.set_sdp(sdp);
-            }
-            let packets = packetizer.packets_per_frame();
-            let model = PacingModel::progressive(frame.def.index_rate(), packets as u32, height);
-            let next = match options.pacing {
-                Pacing::Wide => BurstSchedule::wide(&model),
-                Pacing::Coarse => BurstSchedule::coarse(&model),
+        if pacer.as_ref().is_none_or(|p| p.def.json != def.json) {
+            let next = Pacer::new(def, options)?;
+            let burst_schedule = match options.pacing {
+                Pacing::Wide => BurstSchedule::wide(&next.model),
+                Pacing::Coarse => BurstSchedule::coarse(&next.model),
             };
             // The new format's schedule, with the network bucket the stream left.
             schedule = Some(match schedule {
-                Some(old) => next.carrying_bucket_of(&old),
-                None => next,
+                Some(old) => burst_schedule.carrying_bucket_of(&old),
+                None => burst_schedule,
             });
             own = None;
-            pacer = Some(Pacer {
-                def: frame.def.clone(),
-                packetizer,
-                model,
-                packets,
-                last_epoch: None,
-            });
+            pacer = Some(next);
         }
         let p = pacer.as_mut().expect("set above");
         let s = schedule.as_mut().expect("set with the pacer");
+        let (format, width, height, interlaced) = p.picture;
+        let index = grain.index();
+        if interlaced && !started && index % 2 == 1 {
+            continue; // a stream of fields starts with a frame's first
+        }
+        started = true;
         let rate = p.def.index_rate();
         let epoch_index = s.transmission_epoch(
             rate,
@@ -555,76 +475,82 @@ fn send_frames(
         let epoch = index_to_timestamp(rate, epoch_index);
         tracing::trace!(
             waited_us = waited.elapsed().as_micros() as u64,
-            grain_age_us = (crate::time::now_tai_ns() as i64
-                - index_to_timestamp(rate, frame.index) as i64)
-                / 1000,
-            grain = frame.index,
+            grain_age_us =
+                (crate::time::now_tai_ns() as i64 - index_to_timestamp(rate, index) as i64) / 1000,
+            grain = index,
             epoch = epoch_index,
             first_burst_in_ns = epoch.saturating_add_signed(s.first_offset_ns()) as i64
                 - crate::time::now_tai_ns() as i64,
             "sending a frame"
         );
         let (base, checker) = own.get_or_insert_with(|| (epoch, TimingChecker::new(p.model)));
-        let total = p.packets.max(1);
-        let longest_sleep = 2 * p.model.t_frame_ns as u64;
-        let mut sent = 0usize;
-        let mut burst = 0usize;
-        let mut error = None;
-        let mut queue = PacketQueue::default();
+        let g = *p.packetizer.geometry();
+        let (want, row_bytes, rows) = (g.frame_bytes(), g.line_bytes(), g.lines() as usize);
+        let lines = grain_lines(height, interlaced);
+        wire.resize(want, 0);
+        let timestamp = rtp_time(rate, index);
         // Interlaced flows hold one field per grain, the first at even indices (MXL).
-        let second_field = frame.picture.3 && frame.index % 2 == 1;
-        p.packetizer.packetize_parts(
-            &frame.wire,
-            rtp_time(rate, frame.index),
-            second_field,
-            &mut |header, data| {
-                if error.is_some() {
-                    return;
+        let second_field = interlaced && index % 2 == 1;
+        let longest_sleep = 2 * p.model.t_frame_ns as u64;
+        let (mut pos, mut converted, mut burst, mut sent) = (0usize, 0usize, 0usize, 0usize);
+        while pos < want {
+            headers.clear();
+            packets.clear();
+            while packets.len() < s.burst && pos < want {
+                let data = p
+                    .packetizer
+                    .next_packet(pos, timestamp, second_field, &mut headers);
+                pos = data.end;
+                packets.push((headers.len(), data));
+            }
+            let needed = pos.div_ceil(row_bytes);
+            if needed > converted {
+                let upto = (needed + ROWS_AHEAD).min(rows);
+                grain_rows_to_wire(
+                    format,
+                    width as usize,
+                    lines,
+                    converted..upto,
+                    grain.payload(),
+                    &mut wire,
+                );
+                converted = upto;
+                if !grain.is_intact() {
+                    // Overwritten while read: what is left of the frame is not sent.
+                    break;
                 }
-                queue.push(header, data);
-                sent += 1;
-                if queue.len() < s.burst && sent < total {
-                    return;
-                }
-                let packets = queue.len();
-                // Never a sleep of more than two frames: a clock stepped back mid-frame
-                // would otherwise hold the sender (and `stop`) for as long as the step.
-                let due = s.due_ns(epoch, burst, packets);
-                crate::time::sleep_until_tai(due.min(crate::time::now_tai_ns() + longest_sleep));
-                if let Err(e) = batch.send(&mut queue) {
-                    error = Some(e);
-                    return;
-                }
-                // When the send call returned: the burst is on the wire by then, so the
-                // next one is spaced from the latest time this one could have gone.
-                let at = crate::time::now_tai_ns();
-                s.sent(at, packets);
-                let last = sent >= total;
-                for i in 0..packets {
-                    let t = (at as i64 - *base as i64) as f64;
-                    if let Some(t) = checker.packet(t, last && i + 1 == packets) {
-                        if t.verdict == SenderType::NonCompliant {
-                            tracing::debug!(?t, "ST 2110-21: a frame sent beyond the wide model");
-                        }
+            }
+            // Never a sleep of more than two frames: a clock stepped back mid-frame would
+            // otherwise hold the sender (and `stop`) for as long as the step.
+            let due = s.due_ns(epoch, burst, packets.len());
+            crate::time::sleep_until_tai(due.min(crate::time::now_tai_ns() + longest_sleep));
+            let mut queue = PacketQueue::default();
+            let mut header_start = 0;
+            for (header_end, data) in &packets {
+                queue.push(&headers[header_start..*header_end], &wire[data.clone()]);
+                header_start = *header_end;
+            }
+            batch.send(&mut queue)?;
+            // When the send call returned: the burst is on the wire by then, so the next
+            // one is spaced from the latest time this one could have gone.
+            let at = crate::time::now_tai_ns();
+            s.sent(at, packets.len());
+            sent += packets.len();
+            let t = (at as i64 - *base as i64) as f64;
+            for i in 0..packets.len() {
+                let last = pos >= want && i + 1 == packets.len();
+                if let Some(t) = checker.packet(t, last) {
+                    if t.verdict == SenderType::NonCompliant {
+                        tracing::debug!(?t, "ST 2110-21: a frame sent beyond the wide model");
                     }
                 }
-                burst += 1;
-            },
-        )?;
-        if let Some(e) = error {
-            return Err(e.into());
-        }
-        if !queue.is_empty() {
-            // Fewer packets than planned (the count is exact, so this should not happen):
-            // send the rest now, and close the frame for the pacing check.
-            let packets = queue.len();
-            batch.send(&mut queue)?;
-            let at = crate::time::now_tai_ns();
-            s.sent(at, packets);
-            for i in 0..packets {
-                checker.packet((at as i64 - *base as i64) as f64, i + 1 == packets);
             }
+            burst += 1;
         }
+        if pos < want || !grain.is_intact() {
+            stats.torn += 1;
+        }
+        drop(grain);
         tracing::trace!(
             bursts = burst,
             ended_ns_after_epoch = crate::time::now_tai_ns() as i64 - epoch as i64,
@@ -636,10 +562,12 @@ fn send_frames(
         if let Some(c) = &options.counters {
             LiveCounters::set(&c.packets, stats.packets);
             LiveCounters::set(&c.grains, stats.frames);
-            LiveCounters::set(&c.dropped, shared.dropped());
+            LiveCounters::set(
+                &c.dropped,
+                stats.dropped + follower.drops().load(Ordering::Relaxed),
+            );
             c.set_timing(checker.worst);
         }
-        let _ = empty.send(frame.wire);
     }
     Ok(stats)
 }
