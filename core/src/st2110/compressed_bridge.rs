@@ -184,7 +184,7 @@ pub fn send_compressed(
                 start = end;
             }
             // Never more than two frames' sleep: a clock step back must not hold `stop`.
-            let due = s.due_ns(epoch, k, burst.len());
+            let due = s.due_ns(epoch, k * s.burst, burst.len());
             crate::time::sleep_until_tai(due.min(crate::time::now_tai_ns() + longest_sleep));
             sender.send(&mut queue)?;
             let at = crate::time::now_tai_ns();

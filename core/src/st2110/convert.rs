@@ -240,6 +240,71 @@ pub fn pg420_to_planar420(
     }
 }
 
+/// Bytes of a row of YCbCr-4:2:0 10-bit pgroups (two lines): `w / 4 * 15`.
+pub fn pg420_10_row_bytes(width: usize) -> usize {
+    width / 4 * 15
+}
+
+/// One row of YCbCr-4:2:0 10-bit pgroups (RFC 4175 §4.3: 15 bytes per 4x2 pixels, the
+/// 8-bit order Y'00 Y'01 Y'10 Y'11 Cb00 Cr00 twice, for columns 0-1 then 2-3, as one
+/// big-endian 120-bit stream) from two P010 luma lines and one line of interleaved Cb Cr
+/// (16-bit little-endian words, the sample in the top 10 bits; the low 6 are dropped).
+pub fn p010_to_pg420_10(y0: &[u8], y1: &[u8], uv: &[u8], width: usize, dst: &mut [u8]) {
+    let s =
+        |line: &[u8], i: usize| u128::from(u16::from_le_bytes([line[2 * i], line[2 * i + 1]]) >> 6);
+    for (g, d) in dst[..pg420_10_row_bytes(width)]
+        .chunks_exact_mut(15)
+        .enumerate()
+    {
+        let (x, c) = (4 * g, 4 * g);
+        let samples = [
+            s(y0, x),
+            s(y0, x + 1),
+            s(y1, x),
+            s(y1, x + 1),
+            s(uv, c),
+            s(uv, c + 1),
+            s(y0, x + 2),
+            s(y0, x + 3),
+            s(y1, x + 2),
+            s(y1, x + 3),
+            s(uv, c + 2),
+            s(uv, c + 3),
+        ];
+        let bits = samples.iter().fold(0u128, |acc, &v| acc << 10 | v);
+        d.copy_from_slice(&bits.to_be_bytes()[1..16]);
+    }
+}
+
+/// The reverse of [`p010_to_pg420_10`]: samples into the top 10 bits of each word.
+pub fn pg420_10_to_p010(src: &[u8], width: usize, y0: &mut [u8], y1: &mut [u8], uv: &mut [u8]) {
+    fn put(line: &mut [u8], i: usize, v: u128) {
+        line[2 * i..2 * i + 2].copy_from_slice(&((v as u16) << 6).to_le_bytes());
+    }
+    for (g, s) in src[..pg420_10_row_bytes(width)]
+        .chunks_exact(15)
+        .enumerate()
+    {
+        let mut buf = [0u8; 16];
+        buf[1..].copy_from_slice(s);
+        let bits = u128::from_be_bytes(buf);
+        let v = |k: u32| (bits >> (110 - 10 * k)) & 0x3FF;
+        let (x, c) = (4 * g, 4 * g);
+        put(y0, x, v(0));
+        put(y0, x + 1, v(1));
+        put(y1, x, v(2));
+        put(y1, x + 1, v(3));
+        put(uv, c, v(4));
+        put(uv, c + 1, v(5));
+        put(y0, x + 2, v(6));
+        put(y0, x + 3, v(7));
+        put(y1, x + 2, v(8));
+        put(y1, x + 3, v(9));
+        put(uv, c + 2, v(10));
+        put(uv, c + 3, v(11));
+    }
+}
+
 /// RGBA or BGRA pixels (`bgr`) into RGB 8-bit pgroups (3 bytes a pixel); alpha is not
 /// carried by ST 2110-20.
 pub fn rgbx_to_rgb(src: &[u8], bgr: bool, dst: &mut [u8]) {
@@ -322,6 +387,43 @@ mod tests {
         assert_eq!(rgb, [1, 2, 3, 4, 5, 6]);
         rgb_to_rgbx(&rgb, true, &mut bgra);
         assert_eq!(bgra, [3, 2, 1, 255, 6, 5, 4, 255]);
+    }
+
+    #[test]
+    fn a_4_2_0_10_bit_pgroup_is_two_2x2_units_in_one_bit_stream() {
+        // Samples 1..=12 in wire order: Y'00 Y'01 Y'10 Y'11 Cb00 Cr00 Y'02 Y'03 Y'12 Y'13 Cb01 Cr01.
+        let words = |v: &[u16]| {
+            v.iter()
+                .flat_map(|w| (w << 6).to_le_bytes())
+                .collect::<Vec<u8>>()
+        };
+        let (y0, y1, uv) = (
+            words(&[1, 2, 7, 8]),
+            words(&[3, 4, 9, 10]),
+            words(&[5, 6, 11, 12]),
+        );
+        let mut pg = [0u8; 15];
+        p010_to_pg420_10(&y0, &y1, &uv, 4, &mut pg);
+        let mut buf = [0u8; 16];
+        buf[1..].copy_from_slice(&pg);
+        let bits = u128::from_be_bytes(buf);
+        let samples: Vec<u128> = (0..12).map(|k| (bits >> (110 - 10 * k)) & 0x3FF).collect();
+        assert_eq!(samples, (1..=12).collect::<Vec<u128>>());
+        let (mut a, mut b, mut c) = ([0u8; 8], [0u8; 8], [0u8; 8]);
+        pg420_10_to_p010(&pg, 4, &mut a, &mut b, &mut c);
+        assert_eq!((a.to_vec(), b.to_vec(), c.to_vec()), (y0, y1, uv));
+        // P010's low 6 bits are not carried.
+        let mut noisy = words(&[1, 2, 7, 8]);
+        noisy[0] |= 0x3F;
+        let mut pg2 = [0u8; 15];
+        p010_to_pg420_10(
+            &noisy,
+            &words(&[3, 4, 9, 10]),
+            &words(&[5, 6, 11, 12]),
+            4,
+            &mut pg2,
+        );
+        assert_eq!(pg2, pg);
     }
 
     #[test]

@@ -241,6 +241,10 @@ pub struct BurstSchedule {
     last_sent_ns: Option<u64>,
 }
 
+/// Most packets in a catch-up burst ([`BurstSchedule::burst_at`]): what one send call
+/// takes (a GSO train or a `sendmmsg` batch).
+pub const MAX_CATCH_UP_BURST: usize = 64;
+
 /// Bursts per frame of a [`BurstSchedule::coarse`] schedule.
 const COARSE_BURSTS: usize = 32;
 
@@ -325,15 +329,44 @@ impl BurstSchedule {
         }
     }
 
-    /// When burst `k` (of `packets` packets) of the frame whose transmission epoch is
-    /// `epoch_ns` is due: its nominal time, or later if the bursts already sent leave the
-    /// network compatibility bucket too full for it.
-    pub fn due_ns(&self, epoch_ns: u64, k: usize, packets: usize) -> u64 {
-        let offset = self.first_offset_ns() as f64 + k as f64 * self.spacing_ns;
+    /// Packets for the burst after the first `sent` packets of the frame whose transmission
+    /// epoch is `epoch_ns`, at `now_ns`: [`burst`](Self::burst), or, when a late wake-up
+    /// left the sender more than half the start slack behind its nominal times, every
+    /// packet nominally due by now (at most [`MAX_CATCH_UP_BURST`]). Small delays the
+    /// bucket's margin wins back within CMAX; but a virtual machine's timer wake-ups can
+    /// come milliseconds late, and a frame that ran over its period by more than the start
+    /// slack would push the next one into the following epoch: the stream would fall a
+    /// frame behind for good. Such a catch-up burst exceeds CMAX (the sender's own check
+    /// counts the frame as non-compliant) and keeps the frame in its period.
+    pub fn burst_at(&self, epoch_ns: u64, sent: usize, now_ns: u64) -> usize {
+        let start = epoch_ns as f64 + self.first_offset_ns() as f64;
+        let behind_ns = now_ns as f64 - (start + sent as f64 * self.trs_ns);
+        if behind_ns <= self.start_slack_ns() as f64 / 2.0 {
+            return self.burst;
+        }
+        // Packets whose nominal time has come (the burst they start included).
+        let due = ((now_ns as f64 - start) / self.spacing_ns).floor() as usize + 1;
+        (due * self.burst)
+            .saturating_sub(sent)
+            .clamp(self.burst, MAX_CATCH_UP_BURST.max(self.burst))
+    }
+
+    /// When the burst of `packets` packets after the first `sent` of the frame whose
+    /// transmission epoch is `epoch_ns` is due: its nominal time, or later if the bursts
+    /// already sent leave the network compatibility bucket too full for it. A catch-up
+    /// burst (more than [`burst`](Self::burst) packets, from [`burst_at`](Self::burst_at))
+    /// is due at once: its nominal time has passed.
+    pub fn due_ns(&self, epoch_ns: u64, sent: usize, packets: usize) -> u64 {
+        let offset = self.first_offset_ns() as f64
+            + (sent / self.burst) as f64 * self.spacing_ns
+            + (sent % self.burst) as f64 * self.trs_ns;
         let nominal = (epoch_ns as i128 + offset.round() as i128).max(0) as u64;
         let Some(last) = self.last_sent_ns else {
             return nominal;
         };
+        if packets > self.burst {
+            return nominal;
+        }
         let excess = self.bucket + packets as f64 - self.cmax;
         if excess <= 0.0 {
             return nominal;
@@ -406,6 +439,36 @@ mod tests {
         assert!(late.underrun && late.verdict == SenderType::NonCompliant);
     }
 
+    /// On time, or a little late (what the bucket's margin wins back), a burst is the
+    /// schedule's; woken well past the start slack, the sender gets every packet due by
+    /// then in one burst (at most a send call's worth), due at once, and ends the frame in
+    /// its period.
+    #[test]
+    fn a_sender_woken_late_catches_up_in_one_burst() {
+        let m = model();
+        let mut s = BurstSchedule::wide(&m);
+        let epoch = 1_000_000_000_000u64;
+        let start = epoch.saturating_add_signed(s.first_offset_ns());
+        let trs = m.trs_ns();
+        assert_eq!(s.burst_at(epoch, 0, start), s.burst);
+        assert_eq!(s.burst_at(epoch, 40, start + (40.0 * trs) as u64), s.burst);
+        let slightly = start + (40.0 * trs) as u64 + s.start_slack_ns() / 4;
+        assert_eq!(s.burst_at(epoch, 40, slightly), s.burst);
+        // 30 packet times late: those 30 and the burst due now.
+        let late = start + (70.0 * trs) as u64 + s.start_slack_ns();
+        let n = s.burst_at(epoch, 40, late);
+        assert!(n > 30 + s.burst && n <= MAX_CATCH_UP_BURST, "{n}");
+        // Far behind: one send call's worth at a time.
+        assert_eq!(s.burst_at(epoch, 0, start + 5_000_000), MAX_CATCH_UP_BURST);
+        // Due at once, whatever the bucket holds.
+        s.sent(late, s.burst);
+        assert!(s.due_ns(epoch, 40, n) <= late);
+        assert!(s.due_ns(epoch, 40, s.burst) >= late);
+        // Coarse bursts are never smaller for it.
+        let c = BurstSchedule::coarse(&m);
+        assert_eq!(c.burst_at(epoch, 0, start + 50_000_000), c.burst);
+    }
+
     /// A frame ready just before its epoch's first burst (or up to the start slack after)
     /// goes in that epoch; later, in the next; never in or before the last one's; and a
     /// last epoch far ahead (the clock stepped back) is forgotten.
@@ -467,7 +530,7 @@ mod tests {
                 let mut last = None;
                 for k in 0..n.div_ceil(s.burst) {
                     let packets = s.burst.min(n - k * s.burst);
-                    let mut sent = s.due_ns(epoch, k, packets);
+                    let mut sent = s.due_ns(epoch, k * s.burst, packets);
                     if k % every == 7 % every {
                         sent += lateness;
                     }

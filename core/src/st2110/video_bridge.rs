@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::convert::{
-    i422_10le_line_to_uyvp, pg420_to_planar420, planar420_to_pg420, rgb_to_rgbx, rgbx_to_rgb,
-    swap_yuy2_uyvy, uyvp_line_to_i422_10le, uyvp_line_to_v210, v210_line_to_uyvp, v210_stride,
+    i422_10le_line_to_uyvp, p010_to_pg420_10, pg420_10_row_bytes, pg420_10_to_p010,
+    pg420_to_planar420, planar420_to_pg420, rgb_to_rgbx, rgbx_to_rgb, swap_yuy2_uyvy,
+    uyvp_line_to_i422_10le, uyvp_line_to_v210, v210_line_to_uyvp, v210_stride,
 };
 use super::counters::LiveCounters;
 use super::pacing::{BurstSchedule, PacingModel, SenderType, TimingChecker};
@@ -53,10 +54,11 @@ pub fn wire_of(format: VideoFormat) -> Result<(Sampling, u8), BridgeError> {
         }
         VideoFormat::Uyvy | VideoFormat::Yuy2 => Ok((Sampling::YCbCr422, 8)),
         VideoFormat::I420 | VideoFormat::Nv12 => Ok((Sampling::YCbCr420, 8)),
+        VideoFormat::P010_10le => Ok((Sampling::YCbCr420, 10)),
         // Alpha stays behind: ST 2110-20 has no alpha; received pixels are opaque.
         VideoFormat::Rgba | VideoFormat::Bgra => Ok((Sampling::Rgb, 8)),
         other => Err(BridgeError::Unsupported(format!(
-            "{} flows are not sent as ST 2110-20 yet (v210, UYVP, I422_10LE, UYVY, YUY2, I420, NV12, RGBA, BGRA are)",
+            "{} flows are not sent as ST 2110-20 yet (v210, UYVP, I422_10LE, UYVY, YUY2, I420, NV12, P010_10LE, RGBA, BGRA are)",
             other.name()
         ))),
     }
@@ -114,7 +116,7 @@ pub fn grain_to_wire(
 /// Rows of pgroups of a grain of `lines` lines: line pairs for 4:2:0, else lines.
 fn wire_rows(format: VideoFormat, lines: usize) -> usize {
     match format {
-        VideoFormat::I420 | VideoFormat::Nv12 => lines / 2,
+        VideoFormat::I420 | VideoFormat::Nv12 | VideoFormat::P010_10le => lines / 2,
         _ => lines,
     }
 }
@@ -162,6 +164,15 @@ fn grain_rows_to_wire(
                     .get(2)
                     .map(|&(at, _)| &grain[at + r * cs..at + (r + 1) * cs]);
                 planar420_to_pg420(&y[..ys], &y[ys..2 * ys], u, v, width, o);
+            }
+        }
+        VideoFormat::P010_10le => {
+            let p = plane_layout(format, width, lines);
+            let (ys, cs) = (p[0].1, p[1].1);
+            for (r, o) in rows.zip(out.chunks_exact_mut(d)) {
+                let y = &grain[p[0].0 + 2 * r * ys..];
+                let uv = &grain[p[1].0 + r * cs..p[1].0 + (r + 1) * cs];
+                p010_to_pg420_10(&y[..ys], &y[ys..2 * ys], uv, width, o);
             }
         }
         VideoFormat::Yuy2 => swap_yuy2_uyvy(&grain[rows.start * d..rows.end * d], out),
@@ -233,6 +244,21 @@ pub fn wire_to_grain(
                     y1,
                     &mut u[r * cs..(r + 1) * cs],
                     v.as_deref_mut().map(|v| &mut v[r * cs..(r + 1) * cs]),
+                );
+            }
+        }
+        VideoFormat::P010_10le => {
+            let s = pg420_10_row_bytes(width);
+            let (ys, cs) = (p[0].1, p[1].1);
+            let (y, uv) = grain.split_at_mut(p[1].0);
+            for r in 0..lines / 2 {
+                let (y0, y1) = y[2 * r * ys..(2 * r + 2) * ys].split_at_mut(ys);
+                pg420_10_to_p010(
+                    &wire[r * s..(r + 1) * s],
+                    width,
+                    y0,
+                    y1,
+                    &mut uv[r * cs..(r + 1) * cs],
                 );
             }
         }
@@ -496,7 +522,8 @@ fn send_frames(
         while pos < want {
             headers.clear();
             packets.clear();
-            while packets.len() < s.burst && pos < want {
+            let size = s.burst_at(epoch, sent, crate::time::now_tai_ns());
+            while packets.len() < size && pos < want {
                 let data = p
                     .packetizer
                     .next_packet(pos, timestamp, second_field, &mut headers);
@@ -522,7 +549,7 @@ fn send_frames(
             }
             // Never a sleep of more than two frames: a clock stepped back mid-frame would
             // otherwise hold the sender (and `stop`) for as long as the step.
-            let due = s.due_ns(epoch, burst, packets.len());
+            let due = s.due_ns(epoch, sent, packets.len());
             crate::time::sleep_until_tai(due.min(crate::time::now_tai_ns() + longest_sleep));
             let mut queue = PacketQueue::default();
             let mut header_start = 0;
@@ -823,6 +850,7 @@ mod tests {
             VideoFormat::Yuy2,
             VideoFormat::I420,
             VideoFormat::Nv12,
+            VideoFormat::P010_10le,
             VideoFormat::Rgba,
             VideoFormat::Bgra,
         ] {

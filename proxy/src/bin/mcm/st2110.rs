@@ -76,7 +76,8 @@ pub struct RecvArgs {
     #[arg(long, default_value = "25")]
     rate: String,
     /// Flow pixel format: v210, UYVP, I422_10LE (10-bit 4:2:2 on the wire), UYVY, YUY2
-    /// (8-bit 4:2:2), I420 or NV12 (8-bit 4:2:0).
+    /// (8-bit 4:2:2), I420 or NV12 (8-bit 4:2:0), P010_10LE (10-bit 4:2:0), RGBA or BGRA
+    /// (RGB 8-bit).
     #[arg(long, default_value = "v210")]
     format: String,
     /// Video: interlaced, `tff` or `bff` (fields with the F bit; one grain per field, at
