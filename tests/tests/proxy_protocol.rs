@@ -83,9 +83,10 @@ fn bad_requests_get_clear_errors_and_the_proxy_keeps_serving() {
             let e = sdk.create_connection(create("c", 1, tx, &json)).await.unwrap_err();
             assert!(e.message().starts_with(code), "{path}={bad}: {e:?}");
         }
-        // A flow format the ST 2110-20 bridges do not carry: refused as not implemented.
-        let st2110 = r#"{"connection":{"st2110":{"ipAddr":"239.0.0.1","port":9000}},"payload":{"video":{"pixelFormat":"p010le"}}}"#;
-        expect(sdk.create_connection(create("c", 1, tx, st2110)).await, Code::Unimplemented, "[1013]");
+        // A flow format the ST 2110-20 bridges do not carry (v210 with a key plane: the
+        // wire has no alpha): refused as not implemented.
+        let st2110 = r#"{"connection":{"st2110":{"ipAddr":"239.0.0.1","port":9000}},"payload":{"video":{"pixelFormat":"v210a"}}}"#;
+        expect(sdk.create_connection(create("c", 1, tx, st2110)).await, Code::Unimplemented, "v210a flows are not sent as ST 2110-20");
         // Oversized request: refused by the decoder before any parsing.
         let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(200_000));
         let e = sdk.create_connection(create("c", 1, tx, &huge)).await.unwrap_err();
