@@ -85,6 +85,110 @@ impl Default for ConnSettings {
     }
 }
 
+/// Points `conn` at the stream an ST 2110 SDP file describes (its first media section):
+/// conn-type st2110, ip-addr from `c=`, port and payload type from `m=`, the transport from
+/// the encoding, and the caps from the format unless `conn` has caps already.
+pub fn apply_sdp(conn: &mut ConnSettings, path: &str) -> Result<(), String> {
+    let fail = |e: String| format!("sdp-file {path}: {e}");
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let media = mcm_core::st2110::sdp::parse(&text).map_err(|e| fail(e.to_string()))?;
+    let m = media
+        .first()
+        .ok_or_else(|| fail("no media section (m=)".into()))?;
+    let (transport, caps) = sdp_stream(m).map_err(fail)?;
+    let address = m
+        .address
+        .clone()
+        .ok_or_else(|| fail("no connection address (c=)".into()))?;
+    conn.conn_type = "st2110".into();
+    conn.ip_addr = Some(address);
+    conn.port = m.port.into();
+    conn.payload_type = m.payload_type.into();
+    conn.transport = transport.into();
+    if conn.caps.is_none() {
+        conn.caps = Some(caps);
+    }
+    Ok(())
+}
+
+/// The transport and the caps of an SDP media section. RFC 4175 raw video becomes the flow
+/// format the receive bridge writes for its sampling and depth (v210 for 10-bit 4:2:2, as
+/// MXL); L16/L24 big-endian PCM; ST 2110-22 frames by media type.
+fn sdp_stream(m: &mcm_core::st2110::sdp::SdpMedia) -> Result<(&'static str, gst::Caps), String> {
+    use mcm_core::st2110::rfc4175::Sampling;
+    let framerate = || {
+        m.frame_rate()
+            .and_then(|r| {
+                Some(gst::Fraction::new(
+                    r.numerator.try_into().ok()?,
+                    r.denominator.try_into().ok()?,
+                ))
+            })
+            .ok_or_else(|| format!("{} stream without exactframerate", m.encoding))
+    };
+    let encoding = m.encoding.to_ascii_lowercase();
+    Ok(match encoding.as_str() {
+        "raw" => {
+            let g = m.video_geometry().map_err(|e| e.to_string())?;
+            let format = match (g.sampling, g.depth) {
+                (Sampling::YCbCr422, 10) => "v210",
+                (Sampling::YCbCr422, 8) => "UYVY",
+                (Sampling::YCbCr420, 8) => "I420",
+                (Sampling::YCbCr420, 10) => "P010_10LE",
+                (Sampling::Rgb, 8) => "RGBA",
+                (s, d) => return Err(format!("{} {d}-bit video is not bridged", s.name())),
+            };
+            let mut caps = gst::Caps::builder("video/x-raw")
+                .field("format", format)
+                .field("width", g.width as i32)
+                .field("height", g.height as i32)
+                .field("framerate", framerate()?);
+            if g.interlaced {
+                caps = caps.field("interlace-mode", "interleaved");
+            }
+            ("st2110-20", caps.build())
+        }
+        "l16" | "l24" => (
+            "st2110-30",
+            gst::Caps::builder("audio/x-raw")
+                .field("format", if encoding == "l16" { "S16BE" } else { "S24BE" })
+                .field(
+                    "rate",
+                    i32::try_from(m.clock_rate).map_err(|e| e.to_string())?,
+                )
+                .field("channels", m.channels.unwrap_or(1).min(64) as i32)
+                .field("layout", "interleaved")
+                .build(),
+        ),
+        "smpte291" => (
+            "st2110-40",
+            gst::Caps::builder("meta/x-st-2038")
+                .field("framerate", framerate()?)
+                .build(),
+        ),
+        "jxsv" | "x-mcm-compressed" => {
+            let name = match encoding.as_str() {
+                "jxsv" => mcm_core::st2110::sdp::JPEG_XS_MEDIA_TYPE,
+                _ => m
+                    .param("mediatype")
+                    .ok_or("x-mcm-compressed stream without mediatype")?,
+            };
+            let mut caps = gst::Caps::builder(name).field("framerate", framerate()?);
+            for key in ["width", "height"] {
+                if let Some(v) = m.param(key).and_then(|v| v.parse::<i32>().ok()) {
+                    caps = caps.field(key, v);
+                }
+            }
+            ("st2110-22", caps.build())
+        }
+        other => {
+            return Err(format!(
+                "encoding `{other}`: raw, L16, L24, smpte291, jxsv or x-mcm-compressed"
+            ))
+        }
+    })
+}
+
 /// How an element reaches its flow.
 pub enum Mode {
     /// Read or write `${domain}/${flow_id}.mxl-flow` directly, no proxy.
@@ -866,4 +970,109 @@ pub fn stats_property() -> glib::ParamSpec {
         .blurb("grains, bytes, drops, copies (frames copied between grain and buffer memory), latency-ns")
         .read_only()
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn applied(sdp: &str) -> Result<ConnSettings, String> {
+        gst::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sdp");
+        std::fs::write(&path, sdp).unwrap();
+        let mut conn = ConnSettings::default();
+        apply_sdp(&mut conn, path.to_str().unwrap()).map(|()| conn)
+    }
+
+    const SESSION: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=cam\r\nt=0 0\r\n";
+
+    #[test]
+    fn sdp_files_configure_the_receiver() {
+        let video = format!("{SESSION}m=video 20000 RTP/AVP 98\r\nc=IN IP4 239.1.2.3/64\r\na=rtpmap:98 raw/90000\r\na=fmtp:98 sampling=YCbCr-4:2:0; width=1920; height=1080; exactframerate=30000/1001; depth=10; interlace; TCS=SDR; colorimetry=BT709; PM=2110GPM; SSN=ST2110-20:2017; TP=2110TPW\r\n");
+        let c = applied(&video).unwrap();
+        assert_eq!(
+            (
+                c.conn_type.as_str(),
+                c.ip_addr.as_deref(),
+                c.port,
+                c.payload_type,
+                c.transport.as_str()
+            ),
+            ("st2110", Some("239.1.2.3"), 20000, 98, "st2110-20")
+        );
+        assert_eq!(
+            c.caps.unwrap(),
+            gst::Caps::from_str("video/x-raw,format=P010_10LE,width=1920,height=1080,framerate=30000/1001,interlace-mode=interleaved").unwrap()
+        );
+        let audio = format!("{SESSION}c=IN IP4 10.0.0.2\r\nm=audio 30000 RTP/AVP 97\r\na=rtpmap:97 L24/48000/6\r\na=ptime:1\r\n");
+        let c = applied(&audio).unwrap();
+        assert_eq!(
+            (c.ip_addr.as_deref(), c.transport.as_str()),
+            (Some("10.0.0.2"), "st2110-30")
+        );
+        assert_eq!(
+            c.caps.unwrap(),
+            gst::Caps::from_str(
+                "audio/x-raw,format=S24BE,rate=48000,channels=6,layout=interleaved"
+            )
+            .unwrap()
+        );
+        let jxs = format!("{SESSION}m=video 40000 RTP/AVP 112\r\nc=IN IP4 239.0.0.9\r\na=rtpmap:112 jxsv/90000\r\na=fmtp:112 packetmode=0; width=3840; height=2160; exactframerate=50\r\n");
+        let c = applied(&jxs).unwrap();
+        assert_eq!(c.transport, "st2110-22");
+        assert_eq!(
+            c.caps.unwrap(),
+            gst::Caps::from_str("image/x-jxsc,framerate=50/1,width=3840,height=2160").unwrap()
+        );
+        // Caps already set are kept.
+        gst::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sdp");
+        std::fs::write(&path, &video).unwrap();
+        let mut conn = ConnSettings {
+            caps: Some(gst::Caps::new_any()),
+            ..Default::default()
+        };
+        apply_sdp(&mut conn, path.to_str().unwrap()).unwrap();
+        assert_eq!(conn.caps, Some(gst::Caps::new_any()));
+    }
+
+    #[test]
+    fn sdp_files_that_cannot_configure_a_receiver_say_why() {
+        let raw = |fmtp: &str| {
+            format!("{SESSION}m=video 20000 RTP/AVP 96\r\nc=IN IP4 239.1.2.3\r\na=rtpmap:96 raw/90000\r\na=fmtp:96 {fmtp}\r\n")
+        };
+        for (sdp, why) in [
+            // GStreamer's and FFmpeg's RFC 4175 SDPs carry no frame rate.
+            (
+                raw("sampling=YCbCr-4:2:2; width=1920; height=1080; depth=10"),
+                "exactframerate",
+            ),
+            (
+                raw("sampling=YCbCr-4:4:4; width=64; height=64; depth=12; exactframerate=25"),
+                "not bridged",
+            ),
+            (
+                raw("width=64; height=64; depth=8; exactframerate=25"),
+                "sampling",
+            ),
+            (
+                format!("{SESSION}m=video 20000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"),
+                "encoding `h264`",
+            ),
+            (
+                format!("{SESSION}m=audio 20000 RTP/AVP 96\r\na=rtpmap:96 L24/48000/2\r\n"),
+                "c=",
+            ),
+            (SESSION.to_string(), "m="),
+            ("not an sdp".to_string(), "sdp-file"),
+        ] {
+            let e = applied(&sdp).map(|_| ()).unwrap_err();
+            assert!(e.contains(why), "{e} lacks {why}");
+        }
+        let e = apply_sdp(&mut ConnSettings::default(), "/nonexistent/x.sdp").unwrap_err();
+        assert!(e.contains("/nonexistent/x.sdp"), "{e}");
+    }
 }

@@ -748,6 +748,54 @@ fn cli_bridges_carry_jpeg_frames_as_st2110_22() {
     );
 }
 
+/// The SDP file an ST 2110 sender writes is all a receiver needs: `mcmsrc sdp-file=...`
+/// through a proxy takes the address, port, payload type, transport and caps (384x216
+/// 10-bit 4:2:2 at 25 fps: v210) from it, and gets the sender's frames, bit-exact.
+#[test]
+fn an_sdp_file_is_all_a_receiver_needs() {
+    let _alone = alone();
+    let a = mcm_tests::temp_domain();
+    let (db, tb) = (mcm_tests::temp_domain(), tempfile::tempdir().unwrap());
+    let pb = start_proxy(tb.path(), db.path(), &[]);
+    let f1 = uuid::Uuid::new_v4();
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap()
+        .port();
+    let sdp = tb.path().join("stream.sdp");
+    let frames = 75;
+    let mut send = mcm(
+        "st2110-send",
+        a.path(),
+        format!(
+            "st2110-send --flow-id {f1} --dest 127.0.0.1:{port} --frames {frames} --sdp {}",
+            sdp.display()
+        ),
+    );
+    let tx = v210_sender(a.path(), f1, frames + 15);
+    send.wait_for(|l| l.starts_with("st2110-send: SDP written to"));
+    // Joins the live stream a little late: it gets a run of the frames, in order.
+    let rx = gst_launch_via(
+        "gst receiver (sdp-file)",
+        &format!(
+            "mcmsrc sdp-file={} sender-timeout=2000 sender-timeout-eos=true ! checksumsink hash=sha1",
+            sdp.display()
+        ),
+        &pb.unix,
+        true,
+    );
+    let send_log = finish_ok(send);
+    let tx_log = finish_ok(tx);
+    let rx_log = finish_ok(rx);
+    let (sent, got) = (checksums(&tx_log), checksums(&rx_log));
+    assert!(
+        got.len() >= 25,
+        "received {} of {frames} frames: {rx_log:?} {send_log:?}",
+        got.len()
+    );
+    assert_in_order(&sent, &got, &format!("{send_log:?} {rx_log:?}"));
+}
+
 /// Two proxies, each with its own domain (two hosts' worth), on loopback.
 #[test]
 fn elements_with_conn_type_st2110_through_two_proxies() {

@@ -32,6 +32,8 @@ struct Settings {
     sender_timeout_eos: bool,
     /// Microseconds of busy-polling either side of a grain's expected arrival; 0: never.
     busy_poll_us: u32,
+    /// An ST 2110 SDP file describing the stream to receive.
+    sdp_file: Option<String>,
 }
 
 impl Default for Settings {
@@ -43,6 +45,7 @@ impl Default for Settings {
             sender_timeout_ms: 0,
             sender_timeout_eos: false,
             busy_poll_us: 0,
+            sdp_file: None,
         }
     }
 }
@@ -75,6 +78,8 @@ struct Started {
     zero_copy: bool,
     /// Buffers can wrap grain memory: the grain layout is the buffer layout.
     wrap: bool,
+    /// The caps the stream was configured with (property, or the SDP file's).
+    configured_caps: Option<gst::Caps>,
 }
 
 #[derive(Default)]
@@ -144,6 +149,13 @@ impl ObjectImpl for McmSrc {
                     .mutable_ready()
                     .build(),
             );
+            v.push(
+                glib::ParamSpecString::builder("sdp-file")
+                    .nick("SDP file")
+                    .blurb("ST 2110 SDP of the stream to receive through the proxy (e.g. from the sender, `mcm sdp` or an NMOS transport file): sets conn-type st2110, ip-addr (c=), port, payload-type, transport (raw: st2110-20, L16/L24: -30, smpte291: -40, jxsv and x-mcm-compressed: -22) and, unless given, caps (raw: v210, UYVY, I420, P010_10LE or RGBA by sampling and depth)")
+                    .mutable_ready()
+                    .build(),
+            );
             v.push(common::stats_property());
             v
         });
@@ -163,6 +175,8 @@ impl ObjectImpl for McmSrc {
                 s.sender_timeout_eos = value.get().unwrap_or(false);
             } else if pspec.name() == "busy-poll" {
                 s.busy_poll_us = value.get().unwrap_or(0);
+            } else if pspec.name() == "sdp-file" {
+                s.sdp_file = value.get::<Option<String>>().ok().flatten();
             } else {
                 s.conn.set(pspec.name(), value);
             }
@@ -197,6 +211,12 @@ impl ObjectImpl for McmSrc {
                 .lock()
                 .map(|s| s.busy_poll_us)
                 .unwrap_or(0)
+                .to_value(),
+            "sdp-file" => self
+                .settings
+                .lock()
+                .map(|s| s.sdp_file.clone())
+                .unwrap_or_default()
                 .to_value(),
             "zero-copy" => self
                 .settings
@@ -413,16 +433,11 @@ impl McmSrc {
     /// Waits for the next grain in slices, so a flush (unlock) is noticed, and turns it into a
     /// buffer straight from shared memory.
     fn receive(&self, started: &mut Started) -> Result<Received, gst::FlowError> {
-        let (configured, sender_timeout, timeout_eos) = self
+        let configured = started.configured_caps.clone();
+        let (sender_timeout, timeout_eos) = self
             .settings
             .lock()
-            .map(|s| {
-                (
-                    s.conn.caps.clone(),
-                    s.sender_timeout_ms,
-                    s.sender_timeout_eos,
-                )
-            })
+            .map(|s| (s.sender_timeout_ms, s.sender_timeout_eos))
             .unwrap_or_default();
         let waiting_since = std::time::Instant::now();
         let mut caps = None;
@@ -742,11 +757,15 @@ impl McmSrc {
 
 impl BaseSrcImpl for McmSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let settings = self
+        let mut settings = self
             .settings
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        if let Some(path) = &settings.sdp_file {
+            common::apply_sdp(&mut settings.conn, path)
+                .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
+        }
         let mode = settings
             .conn
             .mode()
@@ -832,6 +851,7 @@ impl BaseSrcImpl for McmSrc {
             pending_field: None,
             zero_copy,
             wrap: false,
+            configured_caps: settings.conn.caps.clone(),
         }));
         Ok(())
     }
@@ -850,10 +870,13 @@ impl BaseSrcImpl for McmSrc {
     fn caps(&self, filter: Option<&gst::Caps>) -> Option<gst::Caps> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let caps = match &*state {
-            State::Started(s) => s.def.as_ref().and_then(common::caps_from_def),
-            State::Stopped => None,
+            State::Started(s) => s
+                .def
+                .as_ref()
+                .and_then(common::caps_from_def)
+                .or_else(|| s.configured_caps.clone()),
+            State::Stopped => self.settings.lock().ok().and_then(|s| s.conn.caps.clone()),
         }
-        .or_else(|| self.settings.lock().ok().and_then(|s| s.conn.caps.clone()))
         .unwrap_or_else(gst::Caps::new_any);
         Some(match filter {
             Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
