@@ -216,6 +216,18 @@ fn assert_in_order(sent: &[String], got: &[String], context: &str) {
     );
 }
 
+/// At least `at_least` frames were received, and they are a run of `sent` as
+/// [`assert_in_order`] checks.
+fn assert_received_run(sent: &[String], got: &[String], at_least: usize, context: &str) {
+    assert!(
+        got.len() >= at_least,
+        "received {} of {} frames (at least {at_least} expected): {context}",
+        got.len(),
+        sent.len()
+    );
+    assert_in_order(sent, got, context);
+}
+
 /// The frame counts "N frames narrow, N wide, N non-compliant" of the log line that
 /// starts with `prefix`.
 fn verdicts(log: &[String], prefix: &str) -> [u64; 3] {
@@ -364,12 +376,7 @@ fn real_media_through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16) {
         let rx_log = finish_ok(rx);
         let (sent, got) = (checksums(&tx_log), checksums(&rx_log));
         assert_eq!(sent.len(), frames, "{caps}: {tx_log:?}");
-        assert!(
-            got.len() >= frames * 8 / 10,
-            "{caps}: received {} of {frames} frames: {rx_log:?}",
-            got.len()
-        );
-        assert_in_order(&sent, &got, &format!("{caps}: {rx_log:?}"));
+        assert_received_run(&sent, &got, frames * 8 / 10, &format!("{caps}: {rx_log:?}"));
     }
 }
 
@@ -395,12 +402,7 @@ fn video_through_two_proxies(pa: &Proxy, pb: &Proxy, ip: &str, port: u16, format
     let tx_log = finish_ok(tx);
     let rx_log = finish_ok(rx);
     let (sent, got) = (checksums(&tx_log), checksums(&rx_log));
-    assert!(
-        got.len() >= 40,
-        "{format}: received {} of 60 frames: {rx_log:?}",
-        got.len()
-    );
-    assert_in_order(&sent, &got, &format!("{format}: {rx_log:?}"));
+    assert_received_run(&sent, &got, 40, &format!("{format}: {rx_log:?}"));
 }
 
 /// `audiotestsrc` noise (S24BE stereo at 48 kHz) through `mcmsink conn-type=st2110
@@ -793,12 +795,7 @@ fn an_sdp_file_is_all_a_receiver_needs() {
     let tx_log = finish_ok(tx);
     let rx_log = finish_ok(rx);
     let (sent, got) = (checksums(&tx_log), checksums(&rx_log));
-    assert!(
-        got.len() >= 25,
-        "received {} of {frames} frames: {rx_log:?} {send_log:?}",
-        got.len()
-    );
-    assert_in_order(&sent, &got, &format!("{send_log:?} {rx_log:?}"));
+    assert_received_run(&sent, &got, 25, &format!("{send_log:?} {rx_log:?}"));
 }
 
 /// Two proxies, each with its own domain (two hosts' worth), on loopback.
