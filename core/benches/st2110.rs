@@ -74,7 +74,11 @@ fn benches(c: &mut Criterion) {
 
     // The planar formats' conversions, per 1080p frame.
     let mut group = c.benchmark_group("st2110-20 1080p planar");
-    for format in [VideoFormat::I420, VideoFormat::I422_10le] {
+    for format in [
+        VideoFormat::I420,
+        VideoFormat::I422_10le,
+        VideoFormat::P010_10le,
+    ] {
         let (sampling, depth) = wire_of(format).unwrap();
         let g = VideoGeometry::new(w as u32, h as u32, sampling, depth, false).unwrap();
         let size: usize = format

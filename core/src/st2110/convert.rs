@@ -250,58 +250,47 @@ pub fn pg420_10_row_bytes(width: usize) -> usize {
 /// big-endian 120-bit stream) from two P010 luma lines and one line of interleaved Cb Cr
 /// (16-bit little-endian words, the sample in the top 10 bits; the low 6 are dropped).
 pub fn p010_to_pg420_10(y0: &[u8], y1: &[u8], uv: &[u8], width: usize, dst: &mut [u8]) {
-    let s =
-        |line: &[u8], i: usize| u128::from(u16::from_le_bytes([line[2 * i], line[2 * i + 1]]) >> 6);
-    for (g, d) in dst[..pg420_10_row_bytes(width)]
+    // Per 4x2 block: four words of each luma line and of the Cb Cr line, read as one
+    // little-endian u64 each; the two 2x2 units become two 60-bit halves of the pgroup.
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("chunks of 8"));
+    let s = |w: u64, k: u32| (w >> (16 * k + 6)) & 0x3FF;
+    let blocks = dst[..pg420_10_row_bytes(width)]
         .chunks_exact_mut(15)
-        .enumerate()
-    {
-        let (x, c) = (4 * g, 4 * g);
-        let samples = [
-            s(y0, x),
-            s(y0, x + 1),
-            s(y1, x),
-            s(y1, x + 1),
-            s(uv, c),
-            s(uv, c + 1),
-            s(y0, x + 2),
-            s(y0, x + 3),
-            s(y1, x + 2),
-            s(y1, x + 3),
-            s(uv, c + 2),
-            s(uv, c + 3),
-        ];
-        let bits = samples.iter().fold(0u128, |acc, &v| acc << 10 | v);
-        d.copy_from_slice(&bits.to_be_bytes()[1..16]);
+        .zip(y0.chunks_exact(8))
+        .zip(y1.chunks_exact(8))
+        .zip(uv.chunks_exact(8));
+    for (((d, a), b), c) in blocks {
+        let (a, b, c) = (word(a), word(b), word(c));
+        let unit = |k: u32| {
+            s(a, k) << 50
+                | s(a, k + 1) << 40
+                | s(b, k) << 30
+                | s(b, k + 1) << 20
+                | s(c, k) << 10
+                | s(c, k + 1)
+        };
+        let (hi, lo) = (unit(0), unit(2));
+        d[..8].copy_from_slice(&(hi << 4 | lo >> 56).to_be_bytes());
+        d[8..].copy_from_slice(&(lo << 8).to_be_bytes()[..7]);
     }
 }
 
 /// The reverse of [`p010_to_pg420_10`]: samples into the top 10 bits of each word.
 pub fn pg420_10_to_p010(src: &[u8], width: usize, y0: &mut [u8], y1: &mut [u8], uv: &mut [u8]) {
-    fn put(line: &mut [u8], i: usize, v: u128) {
-        line[2 * i..2 * i + 2].copy_from_slice(&((v as u16) << 6).to_le_bytes());
-    }
-    for (g, s) in src[..pg420_10_row_bytes(width)]
+    let blocks = src[..pg420_10_row_bytes(width)]
         .chunks_exact(15)
-        .enumerate()
-    {
-        let mut buf = [0u8; 16];
-        buf[1..].copy_from_slice(s);
-        let bits = u128::from_be_bytes(buf);
-        let v = |k: u32| (bits >> (110 - 10 * k)) & 0x3FF;
-        let (x, c) = (4 * g, 4 * g);
-        put(y0, x, v(0));
-        put(y0, x + 1, v(1));
-        put(y1, x, v(2));
-        put(y1, x + 1, v(3));
-        put(uv, c, v(4));
-        put(uv, c + 1, v(5));
-        put(y0, x + 2, v(6));
-        put(y0, x + 3, v(7));
-        put(y1, x + 2, v(8));
-        put(y1, x + 3, v(9));
-        put(uv, c + 2, v(10));
-        put(uv, c + 3, v(11));
+        .zip(y0.chunks_exact_mut(8))
+        .zip(y1.chunks_exact_mut(8))
+        .zip(uv.chunks_exact_mut(8));
+    for (((s, a), b), c) in blocks {
+        let hi = u64::from_be_bytes(s[..8].try_into().expect("8 bytes")) >> 4;
+        let lo = u64::from_be_bytes(s[7..].try_into().expect("8 bytes")) & ((1 << 60) - 1);
+        // Sample k (0..6) of a 60-bit unit, in a P010 word.
+        let w = |x: u64, k: u32| ((x >> (50 - 10 * k)) & 0x3FF) << 6;
+        let words = |k: u32| w(hi, k) | w(hi, k + 1) << 16 | w(lo, k) << 32 | w(lo, k + 1) << 48;
+        a.copy_from_slice(&words(0).to_le_bytes());
+        b.copy_from_slice(&words(2).to_le_bytes());
+        c.copy_from_slice(&words(4).to_le_bytes());
     }
 }
 
