@@ -86,8 +86,10 @@ impl Default for ConnSettings {
 }
 
 /// Points `conn` at the stream an ST 2110 SDP file describes (its first media section):
-/// conn-type st2110, ip-addr from `c=`, port and payload type from `m=`, the transport from
-/// the encoding, and the caps from the format unless `conn` has caps already.
+/// conn-type st2110, ip-addr from `c=`, mcast-sip-addr from `a=source-filter`, port and
+/// payload type from `m=`, the transport from the encoding, and the caps from the format
+/// unless `conn` has caps already (which is how a stream whose SDP lacks `exactframerate`,
+/// as GStreamer's and FFmpeg's do, is received).
 pub fn apply_sdp(conn: &mut ConnSettings, path: &str) -> Result<(), String> {
     let fail = |e: String| format!("sdp-file {path}: {e}");
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
@@ -95,26 +97,63 @@ pub fn apply_sdp(conn: &mut ConnSettings, path: &str) -> Result<(), String> {
     let m = media
         .first()
         .ok_or_else(|| fail("no media section (m=)".into()))?;
-    let (transport, caps) = sdp_stream(m).map_err(fail)?;
+    let transport = sdp_transport(m).map_err(fail)?;
+    let caps = match &conn.caps {
+        Some(caps) => caps.clone(),
+        None => sdp_caps(m).map_err(fail)?,
+    };
     let address = m
         .address
         .clone()
         .ok_or_else(|| fail("no connection address (c=)".into()))?;
     conn.conn_type = "st2110".into();
     conn.ip_addr = Some(address);
+    // A sender bound to any address writes loopback as its source; that names no sender
+    // another host could filter on.
+    let source = m.source.as_deref().filter(|s| {
+        s.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| !ip.is_loopback() && !ip.is_unspecified())
+    });
+    if let Some(source) = source {
+        conn.mcast_sip_addr = Some(source.to_string());
+    }
     conn.port = m.port.into();
     conn.payload_type = m.payload_type.into();
     conn.transport = transport.into();
-    if conn.caps.is_none() {
-        conn.caps = Some(caps);
-    }
+    conn.caps = Some(caps);
     Ok(())
 }
 
-/// The transport and the caps of an SDP media section. RFC 4175 raw video becomes the flow
-/// format the receive bridge writes for its sampling and depth (v210 for 10-bit 4:2:2, as
-/// MXL); L16/L24 big-endian PCM; ST 2110-22 frames by media type.
-fn sdp_stream(m: &mcm_core::st2110::sdp::SdpMedia) -> Result<(&'static str, gst::Caps), String> {
+/// The ST 2110 transport of an SDP media section, by its encoding. PCM must come in 1 ms
+/// packets (ST 2110-30 level A), which is what the receive bridge takes.
+fn sdp_transport(m: &mcm_core::st2110::sdp::SdpMedia) -> Result<&'static str, String> {
+    Ok(match m.encoding.to_ascii_lowercase().as_str() {
+        "raw" => "st2110-20",
+        "l16" | "l24" => {
+            match m.ptime.as_deref().map(str::trim) {
+                None | Some("1" | "1.0" | "1.000") => {}
+                Some(other) => {
+                    return Err(format!(
+                        "ptime {other} ms: only 1 ms packets are received (ST 2110-30 level A)"
+                    ))
+                }
+            }
+            "st2110-30"
+        }
+        "smpte291" => "st2110-40",
+        "jxsv" | "x-mcm-compressed" => "st2110-22",
+        other => {
+            return Err(format!(
+                "encoding `{other}`: raw, L16, L24, smpte291, jxsv or x-mcm-compressed"
+            ))
+        }
+    })
+}
+
+/// The caps of an SDP media section. RFC 4175 raw video becomes the flow format the
+/// receive bridge writes for its sampling and depth (v210 for 10-bit 4:2:2, as MXL);
+/// L16/L24 big-endian PCM; ST 2110-22 frames by media type.
+fn sdp_caps(m: &mcm_core::st2110::sdp::SdpMedia) -> Result<gst::Caps, String> {
     use mcm_core::st2110::rfc4175::Sampling;
     let framerate = || {
         m.frame_rate()
@@ -124,48 +163,59 @@ fn sdp_stream(m: &mcm_core::st2110::sdp::SdpMedia) -> Result<(&'static str, gst:
                     r.denominator.try_into().ok()?,
                 ))
             })
-            .ok_or_else(|| format!("{} stream without exactframerate", m.encoding))
+            .ok_or_else(|| {
+                format!(
+                    "{} stream without exactframerate: set caps on the element",
+                    m.encoding
+                )
+            })
     };
     let encoding = m.encoding.to_ascii_lowercase();
     Ok(match encoding.as_str() {
         "raw" => {
             let g = m.video_geometry().map_err(|e| e.to_string())?;
             let format = match (g.sampling, g.depth) {
-                (Sampling::YCbCr422, 10) => "v210",
-                (Sampling::YCbCr422, 8) => "UYVY",
-                (Sampling::YCbCr420, 8) => "I420",
-                (Sampling::YCbCr420, 10) => "P010_10LE",
-                (Sampling::Rgb, 8) => "RGBA",
+                (Sampling::YCbCr422, 10) => gst_video::VideoFormat::V210,
+                (Sampling::YCbCr422, 8) => gst_video::VideoFormat::Uyvy,
+                (Sampling::YCbCr420, 8) => gst_video::VideoFormat::I420,
+                (Sampling::YCbCr420, 10) => gst_video::VideoFormat::P01010le,
+                (Sampling::Rgb, 8) => gst_video::VideoFormat::Rgba,
                 (s, d) => return Err(format!("{} {d}-bit video is not bridged", s.name())),
             };
-            let mut caps = gst::Caps::builder("video/x-raw")
-                .field("format", format)
-                .field("width", g.width as i32)
-                .field("height", g.height as i32)
-                .field("framerate", framerate()?);
+            let caps = gst_video::VideoCapsBuilder::new()
+                .format(format)
+                .width(g.width as i32)
+                .height(g.height as i32)
+                .framerate(framerate()?);
             if g.interlaced {
-                caps = caps.field("interlace-mode", "interleaved");
+                caps.field("interlace-mode", "interleaved").build()
+            } else {
+                caps.build()
             }
-            ("st2110-20", caps.build())
         }
-        "l16" | "l24" => (
-            "st2110-30",
-            gst::Caps::builder("audio/x-raw")
-                .field("format", if encoding == "l16" { "S16BE" } else { "S24BE" })
-                .field(
-                    "rate",
-                    i32::try_from(m.clock_rate).map_err(|e| e.to_string())?,
-                )
-                .field("channels", m.channels.unwrap_or(1).min(64) as i32)
-                .field("layout", "interleaved")
-                .build(),
-        ),
-        "smpte291" => (
-            "st2110-40",
-            gst::Caps::builder("meta/x-st-2038")
-                .field("framerate", framerate()?)
-                .build(),
-        ),
+        "l16" | "l24" => {
+            let format = if encoding == "l16" {
+                gst_audio::AudioFormat::S16be
+            } else {
+                gst_audio::AudioFormat::S24be
+            };
+            let channels = m.channels.unwrap_or(1);
+            // More than two channels need a channel mask in the caps; the builder gives
+            // the default positions for up to 8 and none beyond.
+            gst_audio::AudioInfo::builder(format, m.clock_rate, channels)
+                .build()
+                .and_then(|info| info.to_caps())
+                .map_err(|e| {
+                    format!(
+                        "{} {channels} channels at {} Hz: {e}",
+                        m.encoding, m.clock_rate
+                    )
+                })?
+        }
+        "smpte291" => gst::Caps::builder(ST2038_CAPS)
+            .field("alignment", "frame")
+            .field("framerate", framerate()?)
+            .build(),
         "jxsv" | "x-mcm-compressed" => {
             let name = match encoding.as_str() {
                 "jxsv" => mcm_core::st2110::sdp::JPEG_XS_MEDIA_TYPE,
@@ -173,20 +223,31 @@ fn sdp_stream(m: &mcm_core::st2110::sdp::SdpMedia) -> Result<(&'static str, gst:
                     .param("mediatype")
                     .ok_or("x-mcm-compressed stream without mediatype")?,
             };
-            let mut caps = gst::Caps::builder(name).field("framerate", framerate()?);
+            let mut caps =
+                gst::Caps::builder(media_type_name(name)?).field("framerate", framerate()?);
             for key in ["width", "height"] {
                 if let Some(v) = m.param(key).and_then(|v| v.parse::<i32>().ok()) {
                     caps = caps.field(key, v);
                 }
             }
-            ("st2110-22", caps.build())
+            caps.build()
         }
-        other => {
-            return Err(format!(
-                "encoding `{other}`: raw, L16, L24, smpte291, jxsv or x-mcm-compressed"
-            ))
-        }
+        other => return Err(format!("encoding `{other}` has no caps")),
     })
+}
+
+/// `name` if GStreamer takes it as a structure name (a letter, then letters, digits and
+/// `/-_.:+`, as `gst_structure_validate_name`), which it must be before it reaches
+/// `gst::Caps::builder` (an invalid one is a critical error there, not a `Result`).
+pub fn media_type_name(name: &str) -> Result<&str, String> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "/-_.:+".contains(c));
+    if valid {
+        Ok(name)
+    } else {
+        Err(format!("media type `{name}` is not a caps name"))
+    }
 }
 
 /// How an element reaches its flow.
@@ -760,7 +821,9 @@ pub fn caps_from_def(def: &FlowDef) -> Option<gst::Caps> {
         }
         // Compressed frames written by another program (an ST 2110-22 receiver, an SDK
         // client): their media type, at the grain rate.
-        MediaFormat::Opaque { media_type, .. } if media_type.contains('/') => {
+        MediaFormat::Opaque { media_type, .. }
+            if media_type.contains('/') && media_type_name(media_type).is_ok() =>
+        {
             let fps = gst::Fraction::new(
                 i32::try_from(def.rate.numerator).ok()?,
                 i32::try_from(def.rate.denominator).ok()?,
@@ -1012,12 +1075,18 @@ mod tests {
             (c.ip_addr.as_deref(), c.transport.as_str()),
             (Some("10.0.0.2"), "st2110-30")
         );
+        // Six channels need a channel mask, or the caps are not PCM to `mcmsrc`.
+        let caps = c.caps.unwrap();
+        let info = gst_audio::AudioInfo::from_caps(&caps).unwrap();
         assert_eq!(
-            c.caps.unwrap(),
-            gst::Caps::from_str(
-                "audio/x-raw,format=S24BE,rate=48000,channels=6,layout=interleaved"
-            )
-            .unwrap()
+            (info.format(), info.rate(), info.channels()),
+            (gst_audio::AudioFormat::S24be, 48000, 6)
+        );
+        let (def, _) = flow_def_from_caps(&caps, Uuid::new_v4(), "sdp", 1 << 20).unwrap();
+        assert!(
+            matches!(def.media, MediaFormat::Pcm { channels: 6, .. }),
+            "{:?}",
+            def.media
         );
         let jxs = format!("{SESSION}m=video 40000 RTP/AVP 112\r\nc=IN IP4 239.0.0.9\r\na=rtpmap:112 jxsv/90000\r\na=fmtp:112 packetmode=0; width=3840; height=2160; exactframerate=50\r\n");
         let c = applied(&jxs).unwrap();
@@ -1037,6 +1106,27 @@ mod tests {
         };
         apply_sdp(&mut conn, path.to_str().unwrap()).unwrap();
         assert_eq!(conn.caps, Some(gst::Caps::new_any()));
+        // Caps set by hand receive a stream whose SDP has no frame rate (GStreamer's,
+        // FFmpeg's), and a source filter names the multicast sender.
+        let ffmpeg = format!("{SESSION}m=video 5004 RTP/AVP 96\r\nc=IN IP4 232.0.0.5\r\na=source-filter: incl IN IP4 232.0.0.5 10.1.1.1\r\na=rtpmap:96 raw/90000\r\na=fmtp:96 sampling=YCbCr-4:2:2;width=320;height=240;depth=8\r\n");
+        std::fs::write(&path, &ffmpeg).unwrap();
+        let uyvy =
+            gst::Caps::from_str("video/x-raw,format=UYVY,width=320,height=240,framerate=25/1")
+                .unwrap();
+        let mut conn = ConnSettings {
+            caps: Some(uyvy.clone()),
+            ..Default::default()
+        };
+        apply_sdp(&mut conn, path.to_str().unwrap()).unwrap();
+        assert_eq!(
+            (
+                conn.transport.as_str(),
+                conn.port,
+                conn.caps,
+                conn.mcast_sip_addr.as_deref()
+            ),
+            ("st2110-20", 5004, Some(uyvy), Some("10.1.1.1"))
+        );
     }
 
     #[test]
@@ -1067,6 +1157,18 @@ mod tests {
                 "c=",
             ),
             (SESSION.to_string(), "m="),
+            (
+                format!("{SESSION}m=audio 20000 RTP/AVP 96\r\nc=IN IP4 10.0.0.1\r\na=rtpmap:96 L24/48000/2\r\na=ptime:0.125\r\n"),
+                "ptime 0.125",
+            ),
+            (
+                format!("{SESSION}m=video 20000 RTP/AVP 96\r\nc=IN IP4 10.0.0.1\r\na=rtpmap:96 x-mcm-compressed/90000\r\na=fmtp:96 mediatype=video/x-h264,stream-format=avc; exactframerate=25\r\n"),
+                "not a caps name",
+            ),
+            (
+                format!("{SESSION}m=video 20000 RTP/AVP 96\r\nc=IN IP4 10.0.0.1\r\na=rtpmap:96 x-mcm-compressed/90000\r\na=fmtp:96 mediatype=1bad; exactframerate=25\r\n"),
+                "not a caps name",
+            ),
             ("not an sdp".to_string(), "sdp-file"),
         ] {
             let e = applied(&sdp).map(|_| ()).unwrap_err();

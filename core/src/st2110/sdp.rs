@@ -278,6 +278,9 @@ pub struct SdpMedia {
     pub fmtp: Vec<(String, String)>,
     /// `a=ptime` in ms.
     pub ptime: Option<String>,
+    /// The sender of a source-specific multicast stream: the first source of an
+    /// `a=source-filter: incl` line (RFC 4570), at media or session level.
+    pub source: Option<String>,
 }
 
 impl SdpMedia {
@@ -324,6 +327,7 @@ impl SdpMedia {
 /// Parses every media section (ST 2110 SDPs have one, or two for -7 redundancy).
 pub fn parse(text: &str) -> Result<Vec<SdpMedia>, SdpError> {
     let mut session_addr: Option<String> = None;
+    let mut session_source: Option<String> = None;
     let mut media: Vec<SdpMedia> = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let l = raw.trim_end_matches('\r').trim();
@@ -357,6 +361,7 @@ pub fn parse(text: &str) -> Result<Vec<SdpMedia>, SdpError> {
                     port,
                     payload_type: pt,
                     address: session_addr.clone(),
+                    source: session_source.clone(),
                     ..Default::default()
                 });
             }
@@ -373,8 +378,19 @@ pub fn parse(text: &str) -> Result<Vec<SdpMedia>, SdpError> {
                 }
             }
             "a" => {
-                let Some(m) = media.last_mut() else { continue };
                 let (attr, rest) = value.split_once(':').unwrap_or((value, ""));
+                if attr == "source-filter" {
+                    // `incl IN IP4 <destination> <source>...`; `excl` lists are not a sender.
+                    let f: Vec<&str> = rest.split_whitespace().collect();
+                    if let ["incl", _, _, _, source, ..] = f.as_slice() {
+                        match media.last_mut() {
+                            Some(m) => m.source = Some(source.to_string()),
+                            None => session_source = Some(source.to_string()),
+                        }
+                    }
+                    continue;
+                }
+                let Some(m) = media.last_mut() else { continue };
                 match attr {
                     "rtpmap" => {
                         let (pt, enc) = rest
@@ -445,6 +461,7 @@ mod tests {
         let media = parse(&sdp).unwrap();
         assert_eq!(media.len(), 1);
         assert_eq!((media[0].port, media[0].payload_type), (20002, 97));
+        assert_eq!(media[0].source.as_deref(), Some("192.168.1.10"));
     }
 
     #[test]
@@ -551,6 +568,14 @@ mod tests {
         );
         assert_eq!(m.address.as_deref(), Some("127.0.0.1"));
         assert_eq!(m.frame_rate(), None);
+        assert_eq!(m.source, None);
+        // A session-level source filter applies to every media section.
+        let ssm = "v=0\nc=IN IP4 232.1.1.1/32\na=source-filter: incl IN IP4 232.1.1.1 10.0.0.7\nm=video 5004 RTP/AVP 96\nm=audio 5006 RTP/AVP 97\n";
+        let both = parse(ssm).unwrap();
+        assert!(both.iter().all(|m| m.source.as_deref() == Some("10.0.0.7")));
+        let excl =
+            "v=0\nm=video 5004 RTP/AVP 96\na=source-filter: excl IN IP4 232.1.1.1 10.0.0.7\n";
+        assert_eq!(parse(excl).unwrap()[0].source, None);
         let audio = "v=0\ns=a\nm=audio 5006 RTP/AVP 97\nc=IN IP4 239.0.0.1/32\na=rtpmap:97 L24/48000/2\na=ptime:1\n";
         let a = &parse(audio).unwrap()[0];
         assert_eq!(

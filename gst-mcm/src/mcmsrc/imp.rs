@@ -152,7 +152,7 @@ impl ObjectImpl for McmSrc {
             v.push(
                 glib::ParamSpecString::builder("sdp-file")
                     .nick("SDP file")
-                    .blurb("ST 2110 SDP of the stream to receive through the proxy (e.g. from the sender, `mcm sdp` or an NMOS transport file): sets conn-type st2110, ip-addr (c=), port, payload-type, transport (raw: st2110-20, L16/L24: -30, smpte291: -40, jxsv and x-mcm-compressed: -22) and, unless given, caps (raw: v210, UYVY, I420, P010_10LE or RGBA by sampling and depth)")
+                    .blurb("ST 2110 SDP of the stream to receive through the proxy (e.g. from the sender, `mcm sdp` or an NMOS transport file): sets conn-type st2110, ip-addr (c=), mcast-sip-addr (a=source-filter), port, payload-type, transport (raw: st2110-20, L16/L24: -30, smpte291: -40, jxsv and x-mcm-compressed: -22) and, unless given, caps (raw: v210, UYVY, I420, P010_10LE or RGBA by sampling and depth)")
                     .mutable_ready()
                     .build(),
             );
@@ -176,7 +176,11 @@ impl ObjectImpl for McmSrc {
             } else if pspec.name() == "busy-poll" {
                 s.busy_poll_us = value.get().unwrap_or(0);
             } else if pspec.name() == "sdp-file" {
-                s.sdp_file = value.get::<Option<String>>().ok().flatten();
+                s.sdp_file = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .filter(|p| !p.is_empty());
             } else {
                 s.conn.set(pspec.name(), value);
             }
