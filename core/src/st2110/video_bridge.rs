@@ -189,6 +189,12 @@ fn grain_rows_to_wire(
     }
 }
 
+/// Flow formats whose grains are the wire pgroups, line after line (UYVY: 8-bit 4:2:2,
+/// UYVP: 10-bit 4:2:2, RFC 4175 §4.3): sent with no conversion.
+fn sends_in_place(format: VideoFormat) -> bool {
+    matches!(format, VideoFormat::Uyvy | VideoFormat::Uyvp)
+}
+
 /// Wire pgroups of `lines` lines into a grain: the reverse of [`grain_to_wire`].
 pub fn wire_to_grain(
     format: VideoFormat,
@@ -342,7 +348,9 @@ pub struct SenderOptions {
 /// kernel copies packets from the cache rather than from a whole converted frame in
 /// memory; each conversion is checked against the writer (a grain overwritten under the
 /// sender ends its frame there, counted: the receiver sees an incomplete frame, never a
-/// torn one). A sender that falls more than [`MAX_BEHIND`] grains behind the writer skips
+/// torn one). UYVY and UYVP grains are the wire pgroups: their packets go out from the
+/// grain itself, and the frame's last packet from a copy checked against the writer, so
+/// an overwritten grain again arrives incomplete. A sender that falls more than [`MAX_BEHIND`] grains behind the writer skips
 /// grains (counted as dropped) rather than sending ever later.
 pub fn send_video(
     domain: Domain,
@@ -440,6 +448,7 @@ fn send_frames(
     // The sender's own timing as it went out (times relative to its first epoch).
     let mut own: Option<(u64, TimingChecker)> = None;
     let mut wire: Vec<u8> = Vec::new();
+    let mut last_packet: Vec<u8> = Vec::new();
     // The next burst: its packets' headers back to back, and (end of its headers, the
     // frame bytes it carries) per packet.
     let mut headers: Vec<u8> = Vec::new();
@@ -517,6 +526,9 @@ fn send_frames(
         let timestamp = rtp_time(rate, index);
         // Interlaced flows hold one field per grain, the first at even indices (MXL).
         let second_field = interlaced && index % 2 == 1;
+        // UYVY and UYVP grains hold the wire pgroups already: their packets go out from the
+        // grain itself, one copy (the kernel's) from flow to socket.
+        let direct = sends_in_place(format) && grain.payload().len() >= want;
         let longest_sleep = 2 * p.model.t_frame_ns as u64;
         let (mut pos, mut converted, mut burst, mut sent) = (0usize, 0usize, 0usize, 0usize);
         while pos < want {
@@ -531,7 +543,11 @@ fn send_frames(
                 packets.push((headers.len(), data));
             }
             let needed = pos.div_ceil(row_bytes);
-            if needed > converted {
+            if direct {
+                if !grain.is_intact() {
+                    break; // overwritten: what is left of the frame is not sent
+                }
+            } else if needed > converted {
                 let upto = (needed + ROWS_AHEAD).min(rows);
                 grain_rows_to_wire(
                     format,
@@ -553,11 +569,32 @@ fn send_frames(
             crate::time::sleep_until_tai(due.min(crate::time::now_tai_ns() + longest_sleep));
             let mut queue = PacketQueue::default();
             let mut header_start = 0;
-            for (header_end, data) in &packets {
-                queue.push(&headers[header_start..*header_end], &wire[data.clone()]);
+            let source: &[u8] = if direct { grain.payload() } else { &wire };
+            // Sent in place, the frame's last packet goes out from a copy checked against
+            // the writer after every other packet left: a grain overwritten mid-send then
+            // lacks its last packet, so the receiver sees it incomplete, never torn.
+            let held_back = (direct && pos >= want).then(|| packets.len() - 1);
+            for (i, (header_end, data)) in packets.iter().enumerate() {
+                if Some(i) == held_back {
+                    break;
+                }
+                queue.push(&headers[header_start..*header_end], &source[data.clone()]);
                 header_start = *header_end;
             }
-            batch.send(&mut queue)?;
+            if !queue.is_empty() {
+                batch.send(&mut queue)?;
+            }
+            if let Some(last) = held_back {
+                let (header_end, data) = &packets[last];
+                last_packet.clear();
+                last_packet.extend_from_slice(&source[data.clone()]);
+                if !grain.is_intact() {
+                    sent += last;
+                    break;
+                }
+                queue.push(&headers[header_start..*header_end], &last_packet);
+                batch.send(&mut queue)?;
+            }
             // When the send call returned: the burst is on the wire by then, so the next
             // one is spaced from the latest time this one could have gone.
             let at = crate::time::now_tai_ns();
