@@ -466,6 +466,11 @@ mod tests {
             (1282, 5),
             (3840, 6),
             (720, 7),
+            // 2, 3, 4 and 5 blocks of 12 pixels: AVX2 pairs and an SSSE3 block left over.
+            (48, 8),
+            (60, 9),
+            (72, 10),
+            (84, 11),
         ] {
             let groups = width / 6;
             let pg = noise(uyvp_line_bytes(width), seed);
