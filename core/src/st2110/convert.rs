@@ -101,6 +101,30 @@ pub fn uyvp_line_to_v210(src: &[u8], width: usize, dst: &mut [u8]) {
     dst[tail_end..v210_stride(width)].fill(0);
 }
 
+/// Whole 6-pixel groups of 10-bit pgroups (15 bytes each) into v210 (16 bytes each), as
+/// many as both slices hold, with nothing written past them (no line padding): a stretch
+/// of a line, as one packet brings it. Returns the groups converted.
+pub fn uyvp_groups_to_v210(src: &[u8], dst: &mut [u8]) -> usize {
+    let groups = (src.len() / 15).min(dst.len() / 16);
+    let done = 2 * uyvp_to_v210_blocks(&src[..groups * 15], &mut dst[..groups * 16]);
+    for (s, d) in src[done * 15..groups * 15]
+        .chunks_exact(15)
+        .zip(dst[done * 16..groups * 16].chunks_exact_mut(16))
+    {
+        group_to_v210(s, d);
+    }
+    groups
+}
+
+/// One group of at most 6 pixels (up to 15 bytes of pgroups; fewer at the end of a line
+/// whose width is not a multiple of 6, the missing pixels zero) into 16 bytes of v210.
+pub fn uyvp_group_to_v210(src: &[u8], dst: &mut [u8]) {
+    let mut s = [0u8; 15];
+    let have = src.len().min(15);
+    s[..have].copy_from_slice(&src[..have]);
+    group_to_v210(&s, dst);
+}
+
 /// One v210 line into 10-bit pgroups (the inverse of [`uyvp_line_to_v210`]).
 pub fn v210_line_to_uyvp(src: &[u8], width: usize, dst: &mut [u8]) {
     let groups = width / 6;

@@ -10,6 +10,7 @@ pub mod compressed_bridge;
 pub mod convert;
 mod convert_simd;
 pub mod counters;
+mod grain_frames;
 pub mod pacing;
 pub mod rfc4175;
 pub mod rfc9134;

@@ -455,6 +455,20 @@ pub struct FrameInfo {
     pub bytes_received: usize,
 }
 
+/// Where an [`Assembler`] puts the bytes of the (at most two) frames in flight: its own
+/// frame buffers ([`Assembler::push`]), or the caller's, such as flow grains written in
+/// place with any conversion done packet by packet ([`Assembler::push_into`]).
+pub trait FrameStore {
+    /// Frame slot `slot` (0 or 1) starts a frame.
+    fn open(&mut self, slot: usize, timestamp: u32, second_field: bool);
+    /// Bytes of wire pgroup row `row` (the SRD line over the pgroup's lines) from byte
+    /// `offset` of the row on: RFC 4175 §4.3 pgroups, within the row. Arrives in any
+    /// order; a frame is complete once every byte arrived.
+    fn write(&mut self, slot: usize, row: usize, offset: usize, data: &[u8]);
+    /// The frame in `slot` is done: complete, or given up (`info.complete` false).
+    fn finish(&mut self, slot: usize, info: &FrameInfo);
+}
+
 #[derive(Debug)]
 struct Slot {
     open: bool,
@@ -466,7 +480,29 @@ struct Slot {
     /// different packets (a broken or hostile sender) would otherwise count bytes twice and
     /// pass a frame with holes as complete.
     covered: Vec<u64>,
-    data: Vec<u8>,
+}
+
+/// [`Assembler::push`]'s store: a frame buffer per slot, handed to a callback when done.
+/// Missing bytes of an incomplete frame still hold an earlier frame's (zero before any).
+struct Buffers<'a> {
+    data: &'a mut [Vec<u8>; 2],
+    on_frame: &'a mut dyn FnMut(&FrameInfo, &[u8]),
+    line_bytes: usize,
+    frame_bytes: usize,
+}
+
+impl FrameStore for Buffers<'_> {
+    fn open(&mut self, slot: usize, _: u32, _: bool) {
+        // Sized on first use, so assemblers fed through `push_into` never allocate one.
+        self.data[slot].resize(self.frame_bytes, 0);
+    }
+    fn write(&mut self, slot: usize, row: usize, offset: usize, data: &[u8]) {
+        let at = row * self.line_bytes + offset;
+        self.data[slot][at..at + data.len()].copy_from_slice(data);
+    }
+    fn finish(&mut self, slot: usize, info: &FrameInfo) {
+        (self.on_frame)(info, &self.data[slot]);
+    }
 }
 
 /// Sets bits `start..start + count` of `bits`; returns how many were clear before.
@@ -513,6 +549,8 @@ pub struct Assembler {
     /// Timestamp of the newest frame delivered or given up (older packets are late).
     last_done: Option<u32>,
     stats: ReceiverStats,
+    /// Frame buffers of [`Self::push`] (empty until used).
+    buffers: [Vec<u8>; 2],
 }
 
 const SEEN_WINDOW: usize = 8192;
@@ -534,7 +572,6 @@ impl Assembler {
                 (config.geometry.frame_bytes() / config.geometry.pgroup.bytes)
                     .div_ceil(64)
             ],
-            data: vec![0; config.geometry.frame_bytes()],
         };
         Self {
             config,
@@ -544,6 +581,7 @@ impl Assembler {
             ssrc: config.ssrc,
             last_done: None,
             stats: ReceiverStats::default(),
+            buffers: [Vec::new(), Vec::new()],
         }
     }
 
@@ -551,8 +589,36 @@ impl Assembler {
         self.stats
     }
 
-    /// Takes one datagram. Completed frames (and frames given up) go to `on_frame`.
+    /// Takes one datagram into the assembler's own frame buffers. Completed frames (and
+    /// frames given up) go to `on_frame`.
     pub fn push(&mut self, packet: &[u8], on_frame: &mut dyn FnMut(&FrameInfo, &[u8])) {
+        let mut data = std::mem::take(&mut self.buffers);
+        self.push_into(packet, &mut self.buffers_store(&mut data, on_frame));
+        self.buffers = data;
+    }
+
+    /// Gives up every frame in flight (end of stream, or a restarted sender).
+    pub fn flush(&mut self, on_frame: &mut dyn FnMut(&FrameInfo, &[u8])) {
+        let mut data = std::mem::take(&mut self.buffers);
+        self.flush_into(&mut self.buffers_store(&mut data, on_frame));
+        self.buffers = data;
+    }
+
+    fn buffers_store<'a>(
+        &self,
+        data: &'a mut [Vec<u8>; 2],
+        on_frame: &'a mut dyn FnMut(&FrameInfo, &[u8]),
+    ) -> Buffers<'a> {
+        Buffers {
+            data,
+            on_frame,
+            line_bytes: self.config.geometry.line_bytes(),
+            frame_bytes: self.config.geometry.frame_bytes(),
+        }
+    }
+
+    /// Takes one datagram, its bytes written to `store`.
+    pub fn push_into(&mut self, packet: &[u8], store: &mut dyn FrameStore) {
         self.stats.packets += 1;
         let (rtp, payload) = match RtpHeader::parse(packet) {
             Ok(x) => x,
@@ -576,7 +642,7 @@ impl Assembler {
             }
             (None, Some(current)) if current != rtp.ssrc => {
                 // The sender restarted: what was in flight is given up.
-                self.flush(on_frame);
+                self.flush_into(store);
                 self.sequences.reset();
                 self.seen.fill(u64::MAX);
                 self.last_done = None;
@@ -602,7 +668,7 @@ impl Assembler {
             return;
         }
         let second_field = segments.second_field;
-        let Some(i) = self.slot_for(rtp.timestamp, second_field, on_frame) else {
+        let Some(i) = self.slot_for(rtp.timestamp, second_field, store) else {
             self.stats.late += 1;
             return;
         };
@@ -611,18 +677,24 @@ impl Assembler {
         let slot = &mut self.slots[i];
         let mut data_at = segments.data_start;
         for s in segments.list.iter().take(segments.count) {
-            let at = s.row as usize * line_bytes + s.offset as usize / pg.pixels * pg.bytes;
-            slot.data[at..at + s.len].copy_from_slice(&payload[data_at..data_at + s.len]);
+            let offset = s.offset as usize / pg.pixels * pg.bytes;
+            let at = s.row as usize * line_bytes + offset;
+            store.write(
+                i,
+                s.row as usize,
+                offset,
+                &payload[data_at..data_at + s.len],
+            );
             data_at += s.len;
             slot.received += mark(&mut slot.covered, at / pg.bytes, s.len / pg.bytes) * pg.bytes;
         }
-        if slot.received >= slot.data.len() {
-            self.finish(i, on_frame);
+        if slot.received >= self.config.geometry.frame_bytes() {
+            self.finish(i, store);
         }
     }
 
-    /// Gives up every frame in flight (end of stream, or a restarted sender).
-    pub fn flush(&mut self, on_frame: &mut dyn FnMut(&FrameInfo, &[u8])) {
+    /// Gives up every frame in flight into `store`.
+    pub fn flush_into(&mut self, store: &mut dyn FrameStore) {
         let mut order = [0, 1];
         if self.slots[0].open
             && self.slots[1].open
@@ -632,7 +704,7 @@ impl Assembler {
         }
         for i in order {
             if self.slots[i].open {
-                self.finish(i, on_frame);
+                self.finish(i, store);
             }
         }
     }
@@ -643,7 +715,7 @@ impl Assembler {
         &mut self,
         timestamp: u32,
         second_field: bool,
-        on_frame: &mut dyn FnMut(&FrameInfo, &[u8]),
+        store: &mut dyn FrameStore,
     ) -> Option<usize> {
         if let Some(i) = (0..2).find(|&i| {
             self.slots[i].open
@@ -664,7 +736,7 @@ impl Assembler {
                 if after(self.slots[oldest].timestamp, timestamp) {
                     return None;
                 }
-                self.finish(oldest, on_frame);
+                self.finish(oldest, store);
                 oldest
             }
         };
@@ -674,16 +746,24 @@ impl Assembler {
         slot.second_field = second_field;
         slot.received = 0;
         slot.covered.fill(0);
+        store.open(i, timestamp, second_field);
         Some(i)
     }
 
-    fn finish(&mut self, i: usize, on_frame: &mut dyn FnMut(&FrameInfo, &[u8])) {
+    fn finish(&mut self, i: usize, store: &mut dyn FrameStore) {
+        let other = 1 - i;
+        if self.slots[other].open && after(self.slots[i].timestamp, self.slots[other].timestamp) {
+            // An older frame still open can no longer complete: once this one is done its
+            // packets count as late. It is given up first, in order, rather than held (a
+            // store may hold a grain for it) until a third frame pushes it out.
+            self.finish(other, store);
+        }
         let slot = &mut self.slots[i];
         slot.open = false;
         let info = FrameInfo {
             timestamp: slot.timestamp,
             second_field: slot.second_field,
-            complete: slot.received == slot.data.len(),
+            complete: slot.received == self.config.geometry.frame_bytes(),
             bytes_received: slot.received,
         };
         if info.complete {
@@ -694,7 +774,7 @@ impl Assembler {
         if self.last_done.is_none_or(|d| after(slot.timestamp, d)) {
             self.last_done = Some(slot.timestamp);
         }
-        on_frame(&info, &slot.data);
+        store.finish(i, &info);
     }
 
     /// The SRDs of a payload, checked against the geometry; `None` if anything is off.
@@ -929,6 +1009,23 @@ mod tests {
             (a.stats().frames_complete, a.stats().frames_incomplete),
             (0, 1)
         );
+    }
+
+    /// A receiver that joins mid-frame holds that frame open; it is handed out (given up)
+    /// as soon as a later frame completes, before it, not when a third frame needs a slot.
+    #[test]
+    fn a_frame_joined_mid_way_is_given_up_when_the_next_completes() {
+        let g = VideoGeometry::new(128, 16, Sampling::YCbCr422, 10, false).unwrap();
+        let mut p = Packetizer::new(g, PackingMode::General, 96, 9, 400).unwrap();
+        let first = packets(&mut p, &frame(&g, 0), 0);
+        let mut stream = first[first.len() / 2..].to_vec();
+        stream.extend(packets(&mut p, &frame(&g, 1), 1500));
+        let mut a = Assembler::new(config(g));
+        let got: Vec<(u32, bool)> = assemble(&mut a, &stream)
+            .iter()
+            .map(|(i, _)| (i.timestamp, i.complete))
+            .collect();
+        assert_eq!(got, [(0, false), (1500, true)]);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! Sending: each grain is converted to wire pgroups (copied out of shared memory, then
 //! checked intact), stamped with its TAI time on the 90 kHz clock (ST 2110-10), and its
 //! packets spread across the first 90% of the frame period in bursts (software pacing,
-//! close to the ST 2110-21 wide model). Receiving: complete frames are converted and
-//! committed as grains; incomplete ones are counted and never committed.
+//! close to the ST 2110-21 wide model). Receiving: each frame is written into a leased grain
+//! as its packets arrive ([`super::grain_frames`]); complete frames are committed,
+//! incomplete ones counted and never published.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ use super::convert::{
     uyvp_line_to_i422_10le, uyvp_line_to_v210, v210_line_to_uyvp, v210_stride,
 };
 use super::counters::LiveCounters;
+use super::grain_frames::{FrameLayout, GrainFrames};
 use super::pacing::{BurstSchedule, PacingModel, SenderType, TimingChecker};
 use super::rfc4175::{
     Assembler, AssemblerConfig, Packetizer, PackingMode, ReceiverStats, Sampling, VideoGeometry,
@@ -797,65 +799,40 @@ pub fn receive_video(
         checker: None,
         base: None,
     };
-    let mut last: Option<u64> = None;
-    let mut committed = 0u64;
-    let mut failure: Option<BridgeError> = None;
-    while !stop.load(Ordering::Acquire) && (options.frames == 0 || committed < options.frames) {
+    let mut frames = GrainFrames::new(
+        &mut writer,
+        FrameLayout {
+            format: options.format,
+            width: options.width as usize,
+            lines,
+            line_bytes: g.line_bytes(),
+            frame_bytes: g.frame_bytes(),
+            interlaced,
+            reliable: options.reliable,
+            rate,
+            budget: options.frames,
+        },
+        stop,
+    );
+    while !stop.load(Ordering::Acquire)
+        && (options.frames == 0 || frames.committed < options.frames)
+    {
         receiver.receive_timed(&mut |datagram, arrival| {
             timing.packet(datagram, arrival);
-            assembler.push(datagram, &mut |info, wire| {
-                let budget_spent = options.frames != 0 && committed >= options.frames;
-                if !info.complete || failure.is_some() || budget_spent {
-                    return;
-                }
-                let mut index = match last {
-                    Some(l) if options.reliable => l + 1,
-                    l => l.map_or(0, |l| l + 1).max(crate::time::current_index(rate)),
-                };
-                // A field goes to an index of its parity (a lost field leaves a gap).
-                if interlaced && (index % 2 == 1) != info.second_field {
-                    index += 1;
-                }
-                let written = loop {
-                    match writer.open_grain(index) {
-                        Ok(mut grain) => {
-                            wire_to_grain(
-                                options.format,
-                                options.width as usize,
-                                lines,
-                                wire,
-                                grain.payload(),
-                            );
-                            break grain.commit();
-                        }
-                        Err(FlowError::BackPressureTimeout { .. })
-                            if !stop.load(Ordering::Acquire) =>
-                        {
-                            continue
-                        }
-                        Err(e) => break Err(e),
-                    }
-                };
-                match written {
-                    Ok(()) => {
-                        last = Some(index);
-                        committed += 1;
-                    }
-                    Err(e) => failure = Some(e.into()),
-                }
-            });
+            assembler.push_into(datagram, &mut frames);
         })?;
-        if let Some(e) = failure.take() {
+        if let Some(e) = frames.failure.take() {
             return Err(e);
         }
         if let Some(c) = &options.counters {
             let s = assembler.stats();
             LiveCounters::set(&c.packets, s.packets);
-            LiveCounters::set(&c.grains, committed);
+            LiveCounters::set(&c.grains, frames.committed);
             LiveCounters::set(&c.incomplete, s.frames_incomplete);
             c.set_timing(timing.checker.as_ref().and_then(|t| t.worst));
         }
     }
+    drop(frames);
     let _ = writer.end_of_stream();
     Ok(ReceiveReport {
         stats: assembler.stats(),
