@@ -19,3 +19,4 @@ pub mod sdp;
 pub mod st2038;
 pub mod udp;
 pub mod video_bridge;
+mod video_sender;

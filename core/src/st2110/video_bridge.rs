@@ -20,13 +20,14 @@ use super::convert::{
 };
 use super::counters::LiveCounters;
 use super::grain_frames::{FrameLayout, GrainFrames};
-use super::pacing::{BurstSchedule, PacingModel, SenderType, TimingChecker};
+use super::pacing::{PacingModel, SenderType, TimingChecker};
 use super::rfc4175::{
     Assembler, AssemblerConfig, Packetizer, PackingMode, ReceiverStats, Sampling, VideoGeometry,
     DEFAULT_PACKET_SIZE,
 };
-use super::udp::{udp_socket, PacketQueue, UdpReceiver, UdpSender};
-use crate::flow::{Domain, FlowError, FollowError, Follower, WriterOptions};
+use super::udp::UdpReceiver;
+use super::video_sender::{pace, StreamTx};
+use crate::flow::{Domain, FlowError, WriterOptions};
 use crate::format::{FlowDef, InterlaceMode, MediaFormat, VideoFormat};
 use crate::time::{index_to_timestamp, Rational};
 
@@ -81,7 +82,7 @@ fn wire_geometry(
 }
 
 /// Lines in one grain: the frame's, or a field's.
-fn grain_lines(height: u32, interlaced: bool) -> usize {
+pub(super) fn grain_lines(height: u32, interlaced: bool) -> usize {
     if interlaced {
         height as usize / 2
     } else {
@@ -125,7 +126,7 @@ fn wire_rows(format: VideoFormat, lines: usize) -> usize {
 
 /// Rows `rows` of [`grain_to_wire`]'s output only (into the same places of `wire`), so a
 /// sender can convert a frame as it sends it, while the bytes are still in the cache.
-fn grain_rows_to_wire(
+pub(super) fn grain_rows_to_wire(
     format: VideoFormat,
     width: usize,
     lines: usize,
@@ -193,7 +194,7 @@ fn grain_rows_to_wire(
 
 /// Flow formats whose grains are the wire pgroups, line after line (UYVY: 8-bit 4:2:2,
 /// UYVP: 10-bit 4:2:2, RFC 4175 §4.3): sent with no conversion.
-fn sends_in_place(format: VideoFormat) -> bool {
+pub(super) fn sends_in_place(format: VideoFormat) -> bool {
     matches!(format, VideoFormat::Uyvy | VideoFormat::Uyvp)
 }
 
@@ -360,17 +361,26 @@ pub fn send_video(
     options: &SenderOptions,
     stop: &AtomicBool,
 ) -> Result<SenderStats, BridgeError> {
-    let socket = udp_socket(options.bind)?;
-    socket.connect(options.destination)?;
-    let mut batch = UdpSender::new(socket, options.offload);
-    let mut follower = Follower::new(domain, flow_id, false)?;
-    let lost = follower.drops();
-    let mut stats = send_frames(&mut follower, &mut batch, options, stop)?;
-    stats.dropped += lost.load(Ordering::Relaxed);
-    stats.unreachable = batch.unreachable;
-    stats.unsent = batch.dropped;
-    stats.syscalls = batch.syscalls;
-    Ok(stats)
+    let mut streams = [StreamTx::new(domain, flow_id, options.clone())?];
+    pace(&mut streams, stop)?;
+    Ok(streams[0].stats())
+}
+
+/// Sends several flows as ST 2110-20 from one thread, each as [`send_video`] would: one
+/// pacing wake-up serves every stream with a burst due by then (streams of one format
+/// share their burst times), rather than a thread and its wake-ups per stream. Returns
+/// each stream's figures, in order.
+pub fn send_videos(
+    domain: Domain,
+    streams: &[(uuid::Uuid, SenderOptions)],
+    stop: &AtomicBool,
+) -> Result<Vec<SenderStats>, BridgeError> {
+    let mut txs = streams
+        .iter()
+        .map(|(id, options)| StreamTx::new(domain.clone(), *id, options.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    pace(&mut txs, stop)?;
+    Ok(txs.iter().map(StreamTx::stats).collect())
 }
 
 /// Grains a video sender may fall behind the writer before it skips to newer ones: the
@@ -379,23 +389,23 @@ pub const MAX_BEHIND: u64 = 4;
 
 /// Wire rows converted past what the next burst needs: a few lines in the cache (8 rows of
 /// 1080p 10-bit 4:2:2 are 38 KB), and fewer, longer conversion calls.
-const ROWS_AHEAD: usize = 8;
+pub(super) const ROWS_AHEAD: usize = 8;
 
 /// What the sender sets up per flow description: the description, the picture, the
 /// packetizer, the ST 2110-21 model (and with it the packets per frame) and the
 /// transmission epoch (grain index at the flow's
 /// rate) of the last frame sent.
-struct Pacer {
-    def: FlowDef,
+pub(super) struct Pacer {
+    pub def: FlowDef,
     /// Pixel format, width, frame height, interlaced (each grain one field).
-    picture: (VideoFormat, u32, u32, bool),
-    packetizer: Packetizer,
-    model: PacingModel,
-    last_epoch: Option<u64>,
+    pub picture: (VideoFormat, u32, u32, bool),
+    pub packetizer: Packetizer,
+    pub model: PacingModel,
+    pub last_epoch: Option<u64>,
 }
 
 impl Pacer {
-    fn new(def: &FlowDef, options: &SenderOptions) -> Result<Self, BridgeError> {
+    pub fn new(def: &FlowDef, options: &SenderOptions) -> Result<Self, BridgeError> {
         let MediaFormat::Video {
             format,
             width,
@@ -434,208 +444,6 @@ impl Pacer {
             last_epoch: None,
         })
     }
-}
-
-/// Reads, converts and sends grains, each on the schedule of its transmission epoch.
-fn send_frames(
-    follower: &mut Follower,
-    batch: &mut UdpSender,
-    options: &SenderOptions,
-    stop: &AtomicBool,
-) -> Result<SenderStats, BridgeError> {
-    crate::time::pacing_thread();
-    let mut stats = SenderStats::default();
-    let mut pacer: Option<Pacer> = None;
-    let mut schedule: Option<BurstSchedule> = None;
-    // The sender's own timing as it went out (times relative to its first epoch).
-    let mut own: Option<(u64, TimingChecker)> = None;
-    let mut wire: Vec<u8> = Vec::new();
-    let mut last_packet: Vec<u8> = Vec::new();
-    // The next burst: its packets' headers back to back, and (end of its headers, the
-    // frame bytes it carries) per packet.
-    let mut headers: Vec<u8> = Vec::new();
-    let mut packets: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
-    let mut started = false;
-    while !stop.load(Ordering::Acquire) && (options.frames == 0 || stats.frames < options.frames) {
-        let waited = std::time::Instant::now();
-        let grain = match follower.next_grain(Duration::from_millis(100)) {
-            Ok(g) => g,
-            Err(FollowError::Timeout(_)) => continue,
-            Err(FollowError::Closed) => break,
-            Err(FollowError::Failed(e)) => return Err(e.into()),
-        };
-        if grain.reader().head_index() > grain.index() + MAX_BEHIND {
-            // The sender fell behind (missed transmission epochs): catch up with the writer.
-            stats.dropped += 1;
-            tracing::debug!(
-                grain = grain.index(),
-                head = grain.reader().head_index(),
-                "st2110-20 sender behind the writer: grain skipped"
-            );
-            continue;
-        }
-        let def = grain
-            .reader()
-            .flow_def()
-            .ok_or_else(|| BridgeError::Unsupported("flow without a description".into()))?;
-        // Set up once per flow description (a recreated flow may bring another).
-        if pacer.as_ref().is_none_or(|p| p.def.json != def.json) {
-            let next = Pacer::new(def, options)?;
-            let burst_schedule = match options.pacing {
-                Pacing::Wide => BurstSchedule::wide(&next.model),
-                Pacing::Coarse => BurstSchedule::coarse(&next.model),
-            };
-            // The new format's schedule, with the network bucket the stream left.
-            schedule = Some(match schedule {
-                Some(old) => burst_schedule.carrying_bucket_of(&old),
-                None => burst_schedule,
-            });
-            own = None;
-            pacer = Some(next);
-        }
-        let p = pacer.as_mut().expect("set above");
-        let s = schedule.as_mut().expect("set with the pacer");
-        let (format, width, height, interlaced) = p.picture;
-        let index = grain.index();
-        if interlaced && !started && index % 2 == 1 {
-            continue; // a stream of fields starts with a frame's first
-        }
-        started = true;
-        let rate = p.def.index_rate();
-        let epoch_index = s.transmission_epoch(
-            rate,
-            crate::time::now_tai_ns(),
-            p.model.t_frame_ns,
-            p.last_epoch,
-        );
-        p.last_epoch = Some(epoch_index);
-        let epoch = index_to_timestamp(rate, epoch_index);
-        tracing::trace!(
-            waited_us = waited.elapsed().as_micros() as u64,
-            grain_age_us =
-                (crate::time::now_tai_ns() as i64 - index_to_timestamp(rate, index) as i64) / 1000,
-            grain = index,
-            epoch = epoch_index,
-            first_burst_in_ns = epoch.saturating_add_signed(s.first_offset_ns()) as i64
-                - crate::time::now_tai_ns() as i64,
-            "sending a frame"
-        );
-        let (base, checker) = own.get_or_insert_with(|| (epoch, TimingChecker::new(p.model)));
-        let g = *p.packetizer.geometry();
-        let (want, row_bytes, rows) = (g.frame_bytes(), g.line_bytes(), g.lines() as usize);
-        let lines = grain_lines(height, interlaced);
-        wire.resize(want, 0);
-        let timestamp = rtp_time(rate, index);
-        // Interlaced flows hold one field per grain, the first at even indices (MXL).
-        let second_field = interlaced && index % 2 == 1;
-        // UYVY and UYVP grains hold the wire pgroups already: their packets go out from the
-        // grain itself, one copy (the kernel's) from flow to socket.
-        let direct = sends_in_place(format) && grain.payload().len() >= want;
-        let longest_sleep = 2 * p.model.t_frame_ns as u64;
-        let (mut pos, mut converted, mut burst, mut sent) = (0usize, 0usize, 0usize, 0usize);
-        while pos < want {
-            headers.clear();
-            packets.clear();
-            let size = s.burst_at(epoch, sent, crate::time::now_tai_ns());
-            while packets.len() < size && pos < want {
-                let data = p
-                    .packetizer
-                    .next_packet(pos, timestamp, second_field, &mut headers);
-                pos = data.end;
-                packets.push((headers.len(), data));
-            }
-            let needed = pos.div_ceil(row_bytes);
-            if direct {
-                if !grain.is_intact() {
-                    break; // overwritten: what is left of the frame is not sent
-                }
-            } else if needed > converted {
-                let upto = (needed + ROWS_AHEAD).min(rows);
-                grain_rows_to_wire(
-                    format,
-                    width as usize,
-                    lines,
-                    converted..upto,
-                    grain.payload(),
-                    &mut wire,
-                );
-                converted = upto;
-                if !grain.is_intact() {
-                    // Overwritten while read: what is left of the frame is not sent.
-                    break;
-                }
-            }
-            // Never a sleep of more than two frames: a clock stepped back mid-frame would
-            // otherwise hold the sender (and `stop`) for as long as the step.
-            let due = s.due_ns(epoch, sent, packets.len());
-            crate::time::sleep_until_tai(due.min(crate::time::now_tai_ns() + longest_sleep));
-            let mut queue = PacketQueue::default();
-            let mut header_start = 0;
-            let source: &[u8] = if direct { grain.payload() } else { &wire };
-            // Sent in place, the frame's last packet goes out from a copy checked against
-            // the writer after every other packet left: a grain overwritten mid-send then
-            // lacks its last packet, so the receiver sees it incomplete, never torn.
-            let held_back = (direct && pos >= want).then(|| packets.len() - 1);
-            for (i, (header_end, data)) in packets.iter().enumerate() {
-                if Some(i) == held_back {
-                    break;
-                }
-                queue.push(&headers[header_start..*header_end], &source[data.clone()]);
-                header_start = *header_end;
-            }
-            if !queue.is_empty() {
-                batch.send(&mut queue)?;
-            }
-            if let Some(last) = held_back {
-                let (header_end, data) = &packets[last];
-                last_packet.clear();
-                last_packet.extend_from_slice(&source[data.clone()]);
-                if !grain.is_intact() {
-                    sent += last;
-                    break;
-                }
-                queue.push(&headers[header_start..*header_end], &last_packet);
-                batch.send(&mut queue)?;
-            }
-            // When the send call returned: the burst is on the wire by then, so the next
-            // one is spaced from the latest time this one could have gone.
-            let at = crate::time::now_tai_ns();
-            s.sent(at, packets.len());
-            sent += packets.len();
-            let t = (at as i64 - *base as i64) as f64;
-            for i in 0..packets.len() {
-                let last = pos >= want && i + 1 == packets.len();
-                if let Some(t) = checker.packet(t, last) {
-                    if t.verdict == SenderType::NonCompliant {
-                        tracing::debug!(?t, "ST 2110-21: a frame sent beyond the wide model");
-                    }
-                }
-            }
-            burst += 1;
-        }
-        if pos < want || !grain.is_intact() {
-            stats.torn += 1;
-        }
-        drop(grain);
-        tracing::trace!(
-            bursts = burst,
-            ended_ns_after_epoch = crate::time::now_tai_ns() as i64 - epoch as i64,
-            "frame sent"
-        );
-        stats.packets += sent as u64;
-        stats.frames += 1;
-        stats.timing = checker.frames_by_verdict;
-        if let Some(c) = &options.counters {
-            LiveCounters::set(&c.packets, stats.packets);
-            LiveCounters::set(&c.grains, stats.frames);
-            LiveCounters::set(
-                &c.dropped,
-                stats.dropped + follower.drops().load(Ordering::Relaxed),
-            );
-            c.set_timing(checker.worst);
-        }
-    }
-    Ok(stats)
 }
 
 /// The SDP of the stream `options` send for flow `def`.

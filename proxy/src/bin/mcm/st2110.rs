@@ -20,12 +20,14 @@ use mcm_core::{Domain, Rational};
 #[derive(clap::Args)]
 pub struct SendArgs {
     /// Flow to send: v210, UYVP or UYVY video (ST 2110-20), big-endian PCM (ST 2110-30) or
-    /// ancillary data (ST 2110-40), picked from the flow's description.
-    #[arg(long)]
-    flow_id: uuid::Uuid,
-    /// Destination, e.g. 239.10.10.10:20000 or 127.0.0.1:5004.
-    #[arg(long)]
-    dest: SocketAddr,
+    /// ancillary data (ST 2110-40), picked from the flow's description. Several video
+    /// flows (repeat `--flow-id` and `--dest`, paired in order) are paced by one thread,
+    /// which sends a burst of each on one wake-up.
+    #[arg(long, required = true)]
+    flow_id: Vec<uuid::Uuid>,
+    /// Destination, e.g. 239.10.10.10:20000 or 127.0.0.1:5004 (one per `--flow-id`).
+    #[arg(long, required = true)]
+    dest: Vec<SocketAddr>,
     /// Local address to send from.
     #[arg(long, default_value = "0.0.0.0:0")]
     bind: SocketAddr,
@@ -124,23 +126,25 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
-    let packing = match args.packing.as_str() {
-        "gpm" => PackingMode::General,
-        "bpm" => PackingMode::Block,
-        "single-line" => PackingMode::SingleLine,
-        other => anyhow::bail!("packing `{other}`: gpm, bpm or single-line"),
-    };
+    if args.flow_id.len() != args.dest.len() {
+        anyhow::bail!(
+            "{} --flow-id for {} --dest: give one destination per flow",
+            args.flow_id.len(),
+            args.dest.len()
+        );
+    }
+    if args.flow_id.len() > 1 {
+        return send_several(domain, args);
+    }
+    let (flow_id, dest) = (args.flow_id[0], args.dest[0]);
+    let packing = packing_of(&args.packing)?;
     let options = SenderOptions {
-        destination: args.dest,
+        destination: dest,
         bind: args.bind,
         payload_type: args.payload_type,
         ssrc: rand_ssrc(),
         packing,
-        pacing: match args.pacing.as_str() {
-            "wide" => Pacing::Wide,
-            "coarse" => Pacing::Coarse,
-            other => anyhow::bail!("pacing `{other}`: wide or coarse"),
-        },
+        pacing: pacing_of(&args.pacing)?,
         frames: args.frames,
         sdp_file: args.sdp.clone(),
         sdp_written: None,
@@ -162,7 +166,7 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
     // for compressed frames (opaque flows), -20 for video (waiting for the flow to appear,
     // as the bridges do).
     let media = loop {
-        match Domain::open(domain)?.flow_def(args.flow_id) {
+        match Domain::open(domain)?.flow_def(flow_id) {
             Ok(text) => break FlowDef::parse(&text)?.media,
             Err(mcm_core::flow::FlowError::NotFound { .. })
                 if !stop.load(std::sync::atomic::Ordering::Acquire) =>
@@ -176,7 +180,7 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
     match media {
         MediaFormat::Pcm { .. } => {
             let options = AudioSenderOptions {
-                destination: args.dest,
+                destination: dest,
                 bind: args.bind,
                 payload_type: args.payload_type,
                 ssrc: rand_ssrc(),
@@ -184,7 +188,7 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
                 reliable: false,
                 counters: None,
             };
-            let s = audio_bridge::send_audio(Domain::open(domain)?, args.flow_id, &options, &stop)?;
+            let s = audio_bridge::send_audio(Domain::open(domain)?, flow_id, &options, &stop)?;
             println!(
                 "st2110-send: ST 2110-30, {} packets, {} torn, {} dropped, {} port unreachable",
                 s.packets, s.torn, s.dropped, s.unreachable
@@ -193,7 +197,7 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
         }
         MediaFormat::Ancillary => {
             let options = AncSenderOptions {
-                destination: args.dest,
+                destination: dest,
                 bind: args.bind,
                 payload_type: args.payload_type,
                 ssrc: rand_ssrc(),
@@ -201,7 +205,7 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
                 counters: None,
                 sdp_file: args.sdp.clone(),
             };
-            let s = anc_bridge::send_anc(Domain::open(domain)?, args.flow_id, &options, &stop)?;
+            let s = anc_bridge::send_anc(Domain::open(domain)?, flow_id, &options, &stop)?;
             println!(
                 "st2110-send: ST 2110-40, {} packets, {} malformed grains, {} torn, {} dropped",
                 s.packets, s.malformed, s.torn, s.dropped
@@ -210,7 +214,7 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
         }
         MediaFormat::Opaque { .. } => {
             let options = CompressedSenderOptions {
-                destination: args.dest,
+                destination: dest,
                 bind: args.bind,
                 payload_type: args.payload_type,
                 ssrc: rand_ssrc(),
@@ -220,7 +224,7 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
             };
             let s = compressed_bridge::send_compressed(
                 Domain::open(domain)?,
-                args.flow_id,
+                flow_id,
                 &options,
                 &stop,
             )?;
@@ -236,7 +240,7 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let stats = video_bridge::send_video(Domain::open(domain)?, args.flow_id, &options, &stop)?;
+    let stats = video_bridge::send_video(Domain::open(domain)?, flow_id, &options, &stop)?;
     println!(
         "st2110-send: {} frames, {} packets in {} system calls, {} torn, {} dropped, {} port unreachable, {} packets unsent",
         stats.frames, stats.packets, stats.syscalls, stats.torn, stats.dropped, stats.unreachable, stats.unsent
@@ -245,6 +249,75 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
     println!(
         "st2110-send: ST 2110-21 pacing as sent: {narrow} frames narrow, {wide} wide, {off} non-compliant"
     );
+    Ok(())
+}
+
+fn packing_of(name: &str) -> anyhow::Result<PackingMode> {
+    Ok(match name {
+        "gpm" => PackingMode::General,
+        "bpm" => PackingMode::Block,
+        "single-line" => PackingMode::SingleLine,
+        other => anyhow::bail!("packing `{other}`: gpm, bpm or single-line"),
+    })
+}
+
+fn pacing_of(name: &str) -> anyhow::Result<Pacing> {
+    Ok(match name {
+        "wide" => Pacing::Wide,
+        "coarse" => Pacing::Coarse,
+        other => anyhow::bail!("pacing `{other}`: wide or coarse"),
+    })
+}
+
+/// Several video flows from one pacing thread ([`video_bridge::send_videos`]).
+fn send_several(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
+    if args.sdp.is_some() {
+        anyhow::bail!("--sdp takes one flow (`mcm sdp` prints a running stream's)");
+    }
+    let stop = stop_flag()?;
+    let domain = Domain::open(domain)?;
+    let mut streams = Vec::new();
+    for (&flow_id, &dest) in args.flow_id.iter().zip(&args.dest) {
+        // Each flow must be video; wait for its writer, as the bridges do.
+        loop {
+            match domain.flow_def(flow_id) {
+                Ok(text) => match FlowDef::parse(&text)?.media {
+                    MediaFormat::Video { .. } => break,
+                    _ => anyhow::bail!("flow {flow_id}: only video flows are sent together"),
+                },
+                Err(mcm_core::flow::FlowError::NotFound { .. })
+                    if !stop.load(std::sync::atomic::Ordering::Acquire) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        streams.push((
+            flow_id,
+            SenderOptions {
+                destination: dest,
+                bind: args.bind,
+                payload_type: args.payload_type,
+                ssrc: rand_ssrc(),
+                packing: packing_of(&args.packing)?,
+                pacing: pacing_of(&args.pacing)?,
+                frames: args.frames,
+                sdp_file: None,
+                sdp_written: None,
+                offload: !args.no_offload,
+                counters: None,
+            },
+        ));
+    }
+    let all = video_bridge::send_videos(domain, &streams, &stop)?;
+    for ((flow_id, _), stats) in streams.iter().zip(all) {
+        let [narrow, wide, off] = stats.timing;
+        println!(
+            "st2110-send: {flow_id}: {} frames, {} packets in {} system calls, {} torn, {} dropped; pacing as sent: {narrow} narrow, {wide} wide, {off} non-compliant",
+            stats.frames, stats.packets, stats.syscalls, stats.torn, stats.dropped
+        );
+    }
     Ok(())
 }
 
