@@ -114,7 +114,8 @@ pub fn apply_sdp(conn: &mut ConnSettings, path: &str) -> Result<(), String> {
         s.parse::<std::net::IpAddr>()
             .is_ok_and(|ip| !ip.is_loopback() && !ip.is_unspecified())
     });
-    if let Some(source) = source {
+    // As with caps, a value set on the element wins over the SDP's.
+    if let (Some(source), None) = (source, &conn.mcast_sip_addr) {
         conn.mcast_sip_addr = Some(source.to_string());
     }
     conn.port = m.port.into();
@@ -131,7 +132,8 @@ fn sdp_transport(m: &mcm_core::st2110::sdp::SdpMedia) -> Result<&'static str, St
         "raw" => "st2110-20",
         "l16" | "l24" => {
             match m.ptime.as_deref().map(str::trim) {
-                None | Some("1" | "1.0" | "1.000") => {}
+                None => {}
+                Some(p) if p.parse::<f64>().is_ok_and(|ms| (ms - 1.0).abs() < 1e-9) => {}
                 Some(other) => {
                     return Err(format!(
                         "ptime {other} ms: only 1 ms packets are received (ST 2110-30 level A)"

@@ -32,13 +32,16 @@ pub(super) fn uyvp_to_v210_blocks(src: &[u8], dst: &mut [u8]) -> usize {
             0
         };
         let (done_src, done_dst) = (2 * pairs * PG_BLOCK, 2 * pairs * V210_BLOCK);
-        // SAFETY: AVX2 is present when `pairs > 0` (checked above). Pair p reads up to byte
+        // SAFETY: the AVX2 kernel runs only when `pairs > 0`, which needs AVX2 (checked above). Pair p reads up to byte
         // 60p + 66 = 30(2p + 1) + 36 and writes up to 64p + 64: within the bounds of block
         // 2p + 1 < `blocks` under `uyvp_to_v210_ssse3`'s contract, which `blocks` keeps.
         // The SSSE3 call gets the blocks left, from where the pairs ended: the same
         // contract on the slices' tails.
         unsafe {
-            uyvp_to_v210_avx2(src, dst, pairs);
+            // Never called without AVX2, even for no pairs: that would be UB.
+            if pairs > 0 {
+                uyvp_to_v210_avx2(src, dst, pairs);
+            }
             uyvp_to_v210_ssse3(&src[done_src..], &mut dst[done_dst..], blocks - 2 * pairs);
         }
         return blocks;
@@ -63,7 +66,9 @@ pub(super) fn v210_to_uyvp_blocks(src: &[u8], dst: &mut [u8]) -> usize {
         // SAFETY: as above, with the bounds of `v210_to_uyvp_ssse3` (pair p reads up to
         // byte 64p + 64 and writes up to 60p + 66).
         unsafe {
-            v210_to_uyvp_avx2(src, dst, pairs);
+            if pairs > 0 {
+                v210_to_uyvp_avx2(src, dst, pairs);
+            }
             v210_to_uyvp_ssse3(&src[done_src..], &mut dst[done_dst..], blocks - 2 * pairs);
         }
         return blocks;

@@ -226,6 +226,12 @@ impl FrameStore for GrainFrames<'_> {
                     let w = row * line_bytes + from;
                     wire[w..w + end - from].copy_from_slice(&data[from - offset..]);
                     f.split.push((row, end / PG_GROUP));
+                    // Packets repeating a stretch (a broken or hostile sender) add the same
+                    // groups again: kept to distinct groups, the list stays within a frame's.
+                    if f.split.len() > 2 * self.layout.frame_bytes / PG_GROUP + 64 {
+                        f.split.sort_unstable();
+                        f.split.dedup();
+                    }
                 }
             }
         }

@@ -241,9 +241,12 @@ pub struct BurstSchedule {
     last_sent_ns: Option<u64>,
 }
 
-/// Most packets in a catch-up burst ([`BurstSchedule::burst_at`]): what one send call
-/// takes (a GSO train or a `sendmmsg` batch).
-pub const MAX_CATCH_UP_BURST: usize = 64;
+/// Most packets in a catch-up burst ([`BurstSchedule::burst_at`]): four send calls of a
+/// GSO train (64 datagrams, at most 65,000 bytes) or a `sendmmsg` batch. A timer that
+/// wakes the sender milliseconds late (a busy virtualisation host: 10% of wake-ups over
+/// 1.2 ms late were measured) leaves hundreds of packets due; fewer per catch-up would let
+/// the frame run over its period and the stream fall behind its writer.
+pub const MAX_CATCH_UP_BURST: usize = 256;
 
 /// Bursts per frame of a [`BurstSchedule::coarse`] schedule.
 const COARSE_BURSTS: usize = 32;
@@ -454,11 +457,11 @@ mod tests {
         assert_eq!(s.burst_at(epoch, 40, start + (40.0 * trs) as u64), s.burst);
         let slightly = start + (40.0 * trs) as u64 + s.start_slack_ns() / 4;
         assert_eq!(s.burst_at(epoch, 40, slightly), s.burst);
-        // 30 packet times late: those 30 and the burst due now.
+        // 30 packet times and the start slack late: at least those 30 and the burst due.
         let late = start + (70.0 * trs) as u64 + s.start_slack_ns();
         let n = s.burst_at(epoch, 40, late);
         assert!(n > 30 + s.burst && n <= MAX_CATCH_UP_BURST, "{n}");
-        // Far behind: one send call's worth at a time.
+        // Far behind: at most MAX_CATCH_UP_BURST at a time.
         assert_eq!(s.burst_at(epoch, 0, start + 5_000_000), MAX_CATCH_UP_BURST);
         // Due at once, whatever the bucket holds.
         s.sent(late, s.burst);
@@ -466,7 +469,7 @@ mod tests {
         assert!(s.due_ns(epoch, 40, s.burst) >= late);
         // Coarse bursts are never smaller for it.
         let c = BurstSchedule::coarse(&m);
-        assert_eq!(c.burst_at(epoch, 0, start + 50_000_000), c.burst);
+        assert!(c.burst_at(epoch, 0, start + 50_000_000) >= c.burst);
     }
 
     /// A frame ready just before its epoch's first burst (or up to the start slack after)

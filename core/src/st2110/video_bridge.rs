@@ -303,7 +303,16 @@ pub struct SenderStats {
     /// Frames whose packets, as sent, the ST 2110-21 model calls narrow, wide and
     /// non-compliant (the sender's own check of its pacing).
     pub timing: [u64; 3],
+    /// Bursts sent, and of those how many went out more than [`LATE_WAKE_UP`] after
+    /// their time: a machine whose timer wake-ups come that late cannot pace (a virtual
+    /// machine on a busy host), whatever the schedule.
+    pub bursts: u64,
+    pub late_bursts: u64,
 }
+
+/// A burst this late is beyond what the wide schedule's margin absorbs (about 130 TRS at
+/// 1080p59.94): the sender catches up with a non-compliant burst.
+pub const LATE_WAKE_UP: Duration = Duration::from_micros(500);
 
 /// How long a video receiver lets a paced stream's bursts gather between reads: about 70
 /// packets of 1080p59.94, so 60 reads a frame rather than one per burst.

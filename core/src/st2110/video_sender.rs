@@ -16,7 +16,7 @@ use super::pacing::{BurstSchedule, SenderType, TimingChecker};
 use super::udp::{udp_socket, PacketQueue, UdpSender};
 use super::video_bridge::{
     grain_lines, grain_rows_to_wire, rtp_time, sends_in_place, BridgeError, Pacer, Pacing,
-    SenderOptions, SenderStats, MAX_BEHIND, ROWS_AHEAD,
+    SenderOptions, SenderStats, LATE_WAKE_UP, MAX_BEHIND, ROWS_AHEAD,
 };
 use crate::flow::{Domain, FollowError, Follower, HeldGrain};
 use crate::time::index_to_timestamp;
@@ -291,6 +291,11 @@ impl StreamTx {
         let Some(mut f) = self.frame.take() else {
             return Ok(());
         };
+        self.stats.bursts += 1;
+        let late = crate::time::now_tai_ns().saturating_sub(f.due);
+        if late > LATE_WAKE_UP.as_nanos() as u64 {
+            self.stats.late_bursts += 1;
+        }
         let mut queue = PacketQueue::default();
         let mut header_start = 0;
         let source: &[u8] = if f.direct {

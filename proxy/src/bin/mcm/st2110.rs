@@ -249,6 +249,12 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
     println!(
         "st2110-send: ST 2110-21 pacing as sent: {narrow} frames narrow, {wide} wide, {off} non-compliant"
     );
+    println!(
+        "st2110-send: {} of {} bursts went out more than {} µs late (timer wake-ups)",
+        stats.late_bursts,
+        stats.bursts,
+        video_bridge::LATE_WAKE_UP.as_micros()
+    );
     Ok(())
 }
 
