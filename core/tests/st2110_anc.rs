@@ -16,14 +16,8 @@ use mcm_core::st2110::rtp::RtpHeader;
 use mcm_core::time::Rational;
 use uuid::Uuid;
 
-fn domain() -> (tempfile::TempDir, Domain) {
-    let dir = tempfile::Builder::new()
-        .prefix("mcm-test-")
-        .tempdir_in("/dev/shm")
-        .unwrap();
-    let d = Domain::open(dir.path()).unwrap();
-    (dir, d)
-}
+mod common;
+use common::domain;
 
 /// Frame `i`'s ANC: a CEA-708 caption packet (DID 0x61, SDID 0x01) and an ATC timecode
 /// packet (DID 0x60, SDID 0x60), their words depending on `i`.

@@ -12,14 +12,8 @@ use mcm_core::st2110::audio_bridge::{
 };
 use uuid::Uuid;
 
-fn domain() -> (tempfile::TempDir, Domain) {
-    let dir = tempfile::Builder::new()
-        .prefix("mcm-test-")
-        .tempdir_in("/dev/shm")
-        .unwrap();
-    let d = Domain::open(dir.path()).unwrap();
-    (dir, d)
-}
+mod common;
+use common::domain;
 
 /// Grain `i` of the test stream: 48 stereo L24 samples, every byte depending on `i`.
 fn grain_bytes(i: u64) -> Vec<u8> {

@@ -10,21 +10,15 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mcm_core::flow::{Domain, WriterOptions};
+use mcm_core::flow::WriterOptions;
 use mcm_core::format::{FlowDef, InterlaceMode, VideoFormat};
 use mcm_core::st2110::rfc4175::{Assembler, AssemblerConfig, PackingMode, Sampling, VideoGeometry};
 use mcm_core::st2110::video_bridge::{send_video, send_videos, Pacing, SenderOptions};
 use mcm_core::time::{current_index, index_to_timestamp, sleep_until_tai, Rational};
 use uuid::Uuid;
 
-fn domain() -> (tempfile::TempDir, Domain) {
-    let dir = tempfile::Builder::new()
-        .prefix("mcm-test-")
-        .tempdir_in("/dev/shm")
-        .unwrap();
-    let d = Domain::open(dir.path()).unwrap();
-    (dir, d)
-}
+mod common;
+use common::domain;
 
 /// Wide-paced, from any loopback port to `destination`.
 fn sender(destination: SocketAddr, ssrc: u32, packing: PackingMode) -> SenderOptions {
