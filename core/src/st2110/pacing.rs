@@ -207,21 +207,28 @@ const WIDE_LEAD_TRS: f64 = 360.0;
 /// between the sender's clock and the receiver's.
 const JITTER_PACKETS: f64 = 2.0;
 
-/// Packets of room a [`BurstSchedule`]'s bursts leave under its CMAX: how many TRS a late
-/// sender gains back per burst. Each send call (which on loopback and veth also delivers
-/// the packets) takes several µs, and bursts are spaced from its end.
+/// Packets of room a [`BurstSchedule`]'s bursts leave under its CMAX: what a burst sent
+/// after a late wake-up (the bucket drained meanwhile) may carry on top of its own. Each
+/// send call (which on loopback and veth also delivers the packets) takes several µs, and
+/// bursts are spaced from its end.
 const CATCH_UP_PACKETS: usize = 4;
+
+/// How much slower than the model's T_DRAIN a [`BurstSchedule`] drains its own bucket:
+/// 2% of margin for clock differences. T_DRAIN is about 5.6% shorter than TRS (β = 1.1 and
+/// R_ACTIVE = 1080/1125), so a late sender still gains back about 3.5% of the time it
+/// sends, within CMAX.
+const DRAIN_MARGIN: f64 = 1.02;
 
 /// A sender schedule the ST 2110-21 wide model accepts: bursts of [`BurstSchedule::burst`]
 /// packets, one every `burst` × TRS, from a little before the frame's TPR0 (its
 /// transmission epoch plus TROFFSET).
 ///
-/// The sender keeps the model's network compatibility bucket (drained one packet per TRS,
-/// more slowly than the model's T_DRAIN: on the safe side)
-/// as it sends: a burst waits until the bucket has room for it under the wide CMAX, so a
-/// burst is never sent on top of a late one, yet a late sender catches up (bursts are
-/// [`CATCH_UP_PACKETS`] under CMAX, so it gains that many TRS per burst). Sans-IO: times
-/// in, due times out.
+/// The sender keeps the model's network compatibility bucket (drained one packet per
+/// T_DRAIN × [`DRAIN_MARGIN`]) as it sends: a burst waits until the bucket has room for it
+/// under the wide CMAX, so a burst is never sent on top of a late one, yet a late sender
+/// catches up: its bursts then follow the bucket, which drains faster than one packet per
+/// TRS. A sender too late for that to end the frame in its period sends what is due in
+/// one burst ([`burst_at`](Self::burst_at)). Sans-IO: times in, due times out.
 ///
 /// [`coarse`](Self::coarse) is the cheap alternative for links with headroom: 32 bursts
 /// per frame, as large as the kernel takes in one call, with no CMAX limit; about 40% less
@@ -229,6 +236,13 @@ const CATCH_UP_PACKETS: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BurstSchedule {
     trs_ns: f64,
+    /// How long the sender's bucket takes to drain a packet.
+    drain_ns: f64,
+    /// Packets per frame.
+    packets: usize,
+    /// Time between the frame's nominal last burst and the next frame's first:
+    /// T_FRAME × (1 − R_ACTIVE).
+    end_slack_ns: f64,
     /// The CMAX the sender keeps to (the model's, less [`JITTER_PACKETS`]).
     cmax: f64,
     /// Packets per burst.
@@ -263,6 +277,9 @@ impl BurstSchedule {
         let burst = (cmax as usize).saturating_sub(CATCH_UP_PACKETS).max(1);
         Self {
             trs_ns,
+            drain_ns: (model.tdrain_ns() * DRAIN_MARGIN).min(trs_ns),
+            packets: model.packets as usize,
+            end_slack_ns: model.t_frame_ns - f64::from(model.packets) * trs_ns,
             cmax,
             burst,
             spacing_ns: burst as f64 * trs_ns,
@@ -332,19 +349,27 @@ impl BurstSchedule {
         }
     }
 
+    /// How far behind its nominal times a sender may be after the first `sent` packets of
+    /// a frame and still end the frame before the next one's first burst, ns: the gap
+    /// between frames, and what the bucket wins back over the rest of the frame.
+    pub fn recoverable_ns(&self, sent: usize) -> f64 {
+        let rest = self.packets.saturating_sub(sent) as f64;
+        self.end_slack_ns + rest * (self.trs_ns - self.drain_ns)
+    }
+
     /// Packets for the burst after the first `sent` packets of the frame whose transmission
-    /// epoch is `epoch_ns`, at `now_ns`: [`burst`](Self::burst), or, when a late wake-up
-    /// left the sender more than half the start slack behind its nominal times, every
-    /// packet nominally due by now (at most [`MAX_CATCH_UP_BURST`]). Small delays the
-    /// bucket's margin wins back within CMAX; but a virtual machine's timer wake-ups can
-    /// come milliseconds late, and a frame that ran over its period by more than the start
-    /// slack would push the next one into the following epoch: the stream would fall a
-    /// frame behind for good. Such a catch-up burst exceeds CMAX (the sender's own check
-    /// counts the frame as non-compliant) and keeps the frame in its period.
+    /// epoch is `epoch_ns`, at `now_ns`: [`burst`](Self::burst), or, when late wake-ups
+    /// left the sender further behind its nominal times than it can win back within CMAX
+    /// by the frame's end ([`recoverable_ns`](Self::recoverable_ns)), every packet
+    /// nominally due by now (at most [`MAX_CATCH_UP_BURST`]). A virtual machine's timer
+    /// wake-ups can come milliseconds late, and a frame that ran over its period would
+    /// push the next one late, and in the end into the following epoch: the stream would
+    /// fall a frame behind for good. Such a catch-up burst exceeds CMAX (the sender's own
+    /// check counts the frame as non-compliant) and keeps the frame in its period.
     pub fn burst_at(&self, epoch_ns: u64, sent: usize, now_ns: u64) -> usize {
         let start = epoch_ns as f64 + self.first_offset_ns() as f64;
         let behind_ns = now_ns as f64 - (start + sent as f64 * self.trs_ns);
-        if behind_ns <= self.start_slack_ns() as f64 / 2.0 {
+        if behind_ns <= self.recoverable_ns(sent) {
             return self.burst;
         }
         // Packets whose nominal time has come (the burst they start included).
@@ -374,15 +399,17 @@ impl BurstSchedule {
         if excess <= 0.0 {
             return nominal;
         }
-        nominal.max(last + (excess * self.trs_ns).ceil() as u64)
+        nominal.max(last + (excess * self.drain_ns).ceil() as u64)
     }
 
-    /// A burst of `packets` went at `sent_ns`.
+    /// A burst of `packets` went at `sent_ns`. A catch-up burst leaves the bucket at
+    /// CMAX, not above: it broke the model once, and waiting for it to drain would only
+    /// put the sender behind again (and into the next catch-up).
     pub fn sent(&mut self, sent_ns: u64, packets: usize) {
         let drained = self.last_sent_ns.map_or(f64::INFINITY, |l| {
-            sent_ns.saturating_sub(l) as f64 / self.trs_ns
+            sent_ns.saturating_sub(l) as f64 / self.drain_ns
         });
-        self.bucket = (self.bucket - drained).max(0.0) + packets as f64;
+        self.bucket = ((self.bucket - drained).max(0.0) + packets as f64).min(self.cmax);
         self.last_sent_ns = Some(sent_ns);
     }
 }
@@ -442,10 +469,9 @@ mod tests {
         assert!(late.underrun && late.verdict == SenderType::NonCompliant);
     }
 
-    /// On time, or a little late (what the bucket's margin wins back), a burst is the
-    /// schedule's; woken well past the start slack, the sender gets every packet due by
-    /// then in one burst (at most a send call's worth), due at once, and ends the frame in
-    /// its period.
+    /// On time, or late by what the bucket wins back by the frame's end, a burst is the
+    /// schedule's; woken later than that, the sender gets every packet due by then in one
+    /// burst (at most a send call's worth), due at once, and ends the frame in its period.
     #[test]
     fn a_sender_woken_late_catches_up_in_one_burst() {
         let m = model();
@@ -455,10 +481,16 @@ mod tests {
         let trs = m.trs_ns();
         assert_eq!(s.burst_at(epoch, 0, start), s.burst);
         assert_eq!(s.burst_at(epoch, 40, start + (40.0 * trs) as u64), s.burst);
-        let slightly = start + (40.0 * trs) as u64 + s.start_slack_ns() / 4;
+        // The gap between frames, and about 3.5% of the rest of the frame.
+        let recoverable = s.recoverable_ns(40);
+        let gap = m.t_frame_ns * (1.0 - m.r_active);
+        let rest = (m.packets - 40) as f64 * trs;
+        assert!(recoverable > gap + 0.03 * rest && recoverable < gap + 0.04 * rest);
+        assert!(s.recoverable_ns(m.packets as usize) - gap < 1.0);
+        let slightly = start + (40.0 * trs + recoverable) as u64 - 1_000;
         assert_eq!(s.burst_at(epoch, 40, slightly), s.burst);
-        // 30 packet times and the start slack late: at least those 30 and the burst due.
-        let late = start + (70.0 * trs) as u64 + s.start_slack_ns();
+        // 30 packet times later than that: at least those 30 and the burst due.
+        let late = start + (70.0 * trs + recoverable) as u64;
         let n = s.burst_at(epoch, 40, late);
         assert!(n > 30 + s.burst && n <= MAX_CATCH_UP_BURST, "{n}");
         // Far behind: at most MAX_CATCH_UP_BURST at a time.
@@ -470,6 +502,80 @@ mod tests {
         // Coarse bursts are never smaller for it.
         let c = BurstSchedule::coarse(&m);
         assert!(c.burst_at(epoch, 0, start + 50_000_000) >= c.burst);
+    }
+
+    /// The sender's loop over one frame, woken `late(k)` after burst `k`'s due time:
+    /// returns the bursts' sizes, the checker's verdict and when the last burst went,
+    /// relative to the next frame's first burst (negative: before it).
+    fn send_frame(
+        m: &PacingModel,
+        s: &mut BurstSchedule,
+        late: impl Fn(usize) -> u64,
+    ) -> (Vec<usize>, FrameTiming, i64) {
+        let n = m.packets as usize;
+        let epoch = 1_000_000_000_000u64;
+        let mut c = TimingChecker::new(*m);
+        let (mut sent, mut now, mut sizes, mut timing) = (
+            0,
+            epoch.saturating_add_signed(s.first_offset_ns()),
+            vec![],
+            None,
+        );
+        while sent < n {
+            let size = s.burst_at(epoch, sent, now).min(n - sent);
+            now = now.max(s.due_ns(epoch, sent, size)) + late(sizes.len());
+            s.sent(now, size);
+            for i in sent..sent + size {
+                timing = c.packet(now as f64 - epoch as f64, i + 1 == n).or(timing);
+            }
+            sent += size;
+            sizes.push(size);
+        }
+        let next_first = (epoch + m.t_frame_ns as u64).saturating_add_signed(s.first_offset_ns());
+        (
+            sizes,
+            timing.expect("frame ended"),
+            now as i64 - next_first as i64,
+        )
+    }
+
+    /// One wake-up late by a few hundred µs: the bucket wins the time back at the model's
+    /// drain rate, with no burst over the schedule's and the frame wide and in its period
+    /// (a catch-up burst, whose bucket the next bursts waited out, once put the sender
+    /// further behind after each: a frame took its whole period in bursts of 256). Woken
+    /// 3 ms late: catch-up bursts at once, then the schedule's bursts again, in the period.
+    #[test]
+    fn a_late_wake_up_is_won_back_and_does_not_cascade() {
+        let m = PacingModel::progressive(Rational::new(60000, 1001), 4320, 1080);
+        let mut s = BurstSchedule::wide(&m);
+        let (sizes, timing, end) = send_frame(&m, &mut s, |_| 0);
+        assert!(sizes.iter().all(|&b| b <= s.burst), "{sizes:?}");
+        assert_eq!(timing.verdict, SenderType::Wide, "{timing:?}");
+        assert!(
+            end < 0,
+            "on time, the frame ends {end} ns after the next one starts"
+        );
+
+        let mut s = BurstSchedule::wide(&m);
+        let (sizes, timing, end) = send_frame(&m, &mut s, |k| if k == 7 { 400_000 } else { 0 });
+        assert!(sizes.iter().all(|&b| b <= s.burst), "{sizes:?}");
+        assert_eq!(timing.verdict, SenderType::Wide, "{timing:?}");
+        assert!(
+            end < 0,
+            "400 µs late once, the frame ends {end} ns into the next"
+        );
+
+        let mut s = BurstSchedule::wide(&m);
+        let (sizes, _, end) = send_frame(&m, &mut s, |k| if k == 7 { 3_000_000 } else { 0 });
+        // Catch-up bursts (MAX_CATCH_UP_BURST at most each) right after the late one, then
+        // the schedule's again.
+        let big: Vec<_> = (0..sizes.len()).filter(|&k| sizes[k] > s.burst).collect();
+        assert!(!big.is_empty() && big.len() <= 3, "{sizes:?}");
+        assert_eq!(big, (8..8 + big.len()).collect::<Vec<_>>(), "{sizes:?}");
+        assert!(
+            end < 0,
+            "3 ms late once, the frame ends {end} ns into the next"
+        );
     }
 
     /// A frame ready just before its epoch's first burst (or up to the start slack after)

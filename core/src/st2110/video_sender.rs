@@ -414,6 +414,7 @@ pub(super) fn pace(streams: &mut [StreamTx], stop: &AtomicBool) -> Result<(), Br
     crate::time::pacing_thread();
     let single = streams.len() == 1;
     let mut turn = 0;
+    let mut sleeper = crate::time::PunctualSleeper::default();
     while !stop.load(Ordering::Acquire) && streams.iter().any(|s| !s.finished()) {
         let now = Instant::now();
         for s in streams.iter_mut() {
@@ -441,7 +442,7 @@ pub(super) fn pace(streams: &mut [StreamTx], stop: &AtomicBool) -> Result<(), Br
             }
             (None, true) => continue,
         };
-        crate::time::sleep_until_tai(until);
+        sleeper.sleep_until_tai(until);
         // Every burst due goes out first; rows for the next bursts are converted after.
         // The stream that goes first takes turns, so no stream's bursts are always the
         // ones that wait for the others'.
