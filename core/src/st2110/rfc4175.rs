@@ -684,7 +684,8 @@ impl Assembler {
         let pg = self.config.geometry.pgroup;
         let slot = &mut self.slots[i];
         let mut data_at = segments.data_start;
-        for s in segments.list.iter().take(segments.count) {
+        for k in 0..segments.count {
+            let s = Srd::decode(&payload[ESN_LEN + k * SRD_LEN..], pg.lines);
             let offset = s.offset as usize / pg.pixels * pg.bytes;
             let at = s.row as usize * line_bytes + offset;
             store.write(
@@ -791,11 +792,11 @@ impl Assembler {
         let pg = g.pgroup;
         let line_bytes = g.line_bytes();
         let mut out = Segments {
-            list: [Srd::default(); MAX_SRDS],
             count: 0,
             data_start: 0,
             second_field: false,
         };
+        let mut total = 0;
         let mut at = ESN_LEN;
         loop {
             let h = payload.get(at..at + SRD_LEN)?;
@@ -820,18 +821,13 @@ impl Assembler {
                 return None;
             }
             out.second_field = field;
-            out.list[out.count] = Srd {
-                len,
-                row: line / pg.lines as u16,
-                offset: offset as u16,
-            };
             out.count += 1;
+            total += len;
             if !more {
                 break;
             }
         }
         out.data_start = at;
-        let total: usize = out.list[..out.count].iter().map(|s| s.len).sum();
         (payload.len() >= at + total).then_some(out)
     }
 }
@@ -847,8 +843,21 @@ struct Srd {
     offset: u16,
 }
 
+impl Srd {
+    /// The SRD header at the start of `h` (at least [`SRD_LEN`] bytes, checked by
+    /// [`Assembler::segments`]), for pgroups of `pgroup_lines` lines.
+    fn decode(h: &[u8], pgroup_lines: usize) -> Self {
+        Self {
+            len: usize::from(u16::from_be_bytes([h[0], h[1]])),
+            row: (u16::from_be_bytes([h[2], h[3]]) & 0x7FFF) / pgroup_lines as u16,
+            offset: u16::from_be_bytes([h[4], h[5]]) & 0x7FFF,
+        }
+    }
+}
+
+/// A payload's SRD headers, checked: decoded again where they are used (a list of them
+/// per packet, zeroed on every call, cost more than the rest of the packet's handling).
 struct Segments {
-    list: [Srd; MAX_SRDS],
     count: usize,
     data_start: usize,
     second_field: bool,
