@@ -383,10 +383,12 @@ pub fn parse(text: &str) -> Result<Vec<SdpMedia>, SdpError> {
                     // `incl IN IP4 <destination> <source>...`; `excl` lists are not a sender.
                     let f: Vec<&str> = rest.split_whitespace().collect();
                     if let ["incl", _, _, _, source, ..] = f.as_slice() {
-                        match media.last_mut() {
-                            Some(m) => m.source = Some(source.to_string()),
-                            None => session_source = Some(source.to_string()),
-                        }
+                        // The first `incl` line of a section names its sender.
+                        let slot = match media.last_mut() {
+                            Some(m) => &mut m.source,
+                            None => &mut session_source,
+                        };
+                        slot.get_or_insert_with(|| source.to_string());
                     }
                     continue;
                 }
@@ -576,6 +578,8 @@ mod tests {
         let excl =
             "v=0\nm=video 5004 RTP/AVP 96\na=source-filter: excl IN IP4 232.1.1.1 10.0.0.7\n";
         assert_eq!(parse(excl).unwrap()[0].source, None);
+        let two = "v=0\nm=video 5004 RTP/AVP 96\na=source-filter: incl IN IP4 232.1.1.1 10.0.0.7\na=source-filter: incl IN IP4 232.1.1.1 10.0.0.8\n";
+        assert_eq!(parse(two).unwrap()[0].source.as_deref(), Some("10.0.0.7"));
         let audio = "v=0\ns=a\nm=audio 5006 RTP/AVP 97\nc=IN IP4 239.0.0.1/32\na=rtpmap:97 L24/48000/2\na=ptime:1\n";
         let a = &parse(audio).unwrap()[0];
         assert_eq!(

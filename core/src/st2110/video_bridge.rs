@@ -506,7 +506,9 @@ pub struct ReceiverOptions {
     /// twice `rate`, the first field at even indices (MXL).
     pub interlace: InterlaceMode,
     pub flow_id: uuid::Uuid,
-    /// Back-pressure for reliable local readers (file work); live otherwise.
+    /// Back-pressure for reliable local readers (file work); live otherwise. Either way a
+    /// frame lost on the network (incomplete) leaves its grain index marked invalid (no
+    /// media), so readers see the gap rather than wait on it or get a torn frame.
     pub reliable: bool,
     /// End the flow's stream and return after this many complete frames (0: never).
     pub frames: u64,
