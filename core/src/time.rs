@@ -144,19 +144,22 @@ pub fn sleep_until_tai(ts_ns: u64) {
     }
 }
 
-/// Longest a [`PunctualSleeper`] spins: the share of a wake-up's latency it makes up for
-/// is capped here, and so is one observed latency (a stray wake-up a millisecond late
-/// must not make it spin for the next hundred).
-const MAX_SPIN_NS: u64 = 100_000;
+/// Longest a [`PunctualSleeper`] spins: the wake-up latency it makes up for is capped
+/// here, and so is one observed latency (a stray wake-up a millisecond late must not make
+/// it spin for the next hundred).
+const MAX_SPIN_NS: u64 = 50_000;
 
 /// Sleeps to TAI deadlines and wakes on time: it learns how late this machine's timer
-/// wake-ups come (a running average; 15-25 µs at `SCHED_FIFO` on a virtual machine), sleeps
-/// that much less (three quarters of it) and spins the rest. A pacer that slept to each
-/// deadline would lose that latency on every burst: hundreds of times a frame, enough to
-/// fall behind its schedule.
+/// wake-ups come at least (a low quantile of the recent ones: 12-20 µs at `SCHED_FIFO` on
+/// this project's virtual machine), sleeps that much less and spins the rest. A pacer that
+/// slept to each deadline would lose that latency on every burst, hundreds of times a
+/// frame: enough to fall behind its schedule. The estimate follows faster wake-ups
+/// quickly and slower ones slowly, so a loaded machine's slow wake-ups do not turn into
+/// long spins once it is quiet again.
 #[derive(Debug, Default, Clone)]
 pub struct PunctualSleeper {
     latency_ns: f64,
+    spun_ns: u64,
 }
 
 impl PunctualSleeper {
@@ -166,21 +169,35 @@ impl PunctualSleeper {
         if ts_ns <= now {
             return;
         }
-        let lead = ((self.latency_ns * 0.75) as u64).min(MAX_SPIN_NS);
+        let lead = (self.latency_ns as u64).min(MAX_SPIN_NS);
         let target = ts_ns - lead;
         if target > now {
             sleep_until_tai(target);
             let observed = now_tai_ns().saturating_sub(target).min(MAX_SPIN_NS) as f64;
-            self.latency_ns += (observed - self.latency_ns) / 16.0;
+            let weight = if observed < self.latency_ns {
+                0.25
+            } else {
+                1.0 / 64.0
+            };
+            self.latency_ns += (observed - self.latency_ns) * weight;
         }
-        while now_tai_ns() < ts_ns {
+        let spin_from = now_tai_ns();
+        let mut at = spin_from;
+        while at < ts_ns {
             std::hint::spin_loop();
+            at = now_tai_ns();
         }
+        self.spun_ns += at.saturating_sub(spin_from);
     }
 
-    /// The wake-up latency learnt so far, ns.
+    /// The wake-up latency it makes up for, ns.
     pub fn latency_ns(&self) -> u64 {
         self.latency_ns as u64
+    }
+
+    /// Time spent spinning so far, ns.
+    pub fn spun_ns(&self) -> u64 {
+        self.spun_ns
     }
 }
 
@@ -229,6 +246,22 @@ mod tests {
         // 1001/30 ms = 33_366_666.67 ns rounds to 33_366_667.
         assert_eq!(index_to_timestamp(ntsc, 1), 33_366_667);
         assert_eq!(timestamp_to_index(Rational::new(0, 0), 5), UNDEFINED_INDEX);
+    }
+
+    /// Never returns before the deadline, whatever latency it learnt; learns a latency
+    /// no larger than the cap.
+    #[test]
+    fn a_punctual_sleeper_is_never_early() {
+        let mut s = PunctualSleeper::default();
+        for k in 0..200u64 {
+            let deadline = now_tai_ns() + 20_000 + (k % 7) * 5_000;
+            s.sleep_until_tai(deadline);
+            assert!(now_tai_ns() >= deadline, "woke early at {k}");
+        }
+        assert!(s.latency_ns() <= MAX_SPIN_NS);
+        // A deadline in the past returns at once.
+        let before = now_tai_ns();
+        s.sleep_until_tai(before - 1_000);
     }
 
     #[test]

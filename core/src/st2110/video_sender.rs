@@ -457,5 +457,10 @@ pub(super) fn pace(streams: &mut [StreamTx], stop: &AtomicBool) -> Result<(), Br
             s.prepare_next();
         }
     }
+    tracing::debug!(
+        wake_up_latency_ns = sleeper.latency_ns(),
+        spun_ms = sleeper.spun_ns() / 1_000_000,
+        "pacing thread done"
+    );
     Ok(())
 }
