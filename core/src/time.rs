@@ -201,19 +201,32 @@ impl PunctualSleeper {
     }
 }
 
-/// Readies the calling thread for software pacing: a timer slack of 1 ns (not the
-/// default 50 µs), and real-time priority (`SCHED_FIFO`) where the process may take it
-/// (root or `CAP_SYS_NICE`), so its wake-ups stay on time while other threads load every
-/// core; otherwise late wake-ups pile up in a frame of hundreds of bursts. The thread
-/// must sleep between bursts (a real-time thread that spun would starve the host).
-/// Returns whether the thread runs real-time.
+/// Readies the calling thread for software pacing: see [`realtime_thread`].
 pub fn pacing_thread() -> bool {
+    realtime_thread("pacing thread", PACING_PRIORITY)
+}
+
+/// `SCHED_FIFO` priority of pacing threads: above receivers ([`RECEIVER_PRIORITY`]), whose
+/// socket buffers absorb a late read, where a late burst is a timing violation.
+pub const PACING_PRIORITY: u8 = 50;
+
+/// `SCHED_FIFO` priority of receive threads that sleep between reads.
+pub const RECEIVER_PRIORITY: u8 = 40;
+
+/// Readies the calling thread for work that must happen on time: a timer slack of 1 ns
+/// (not the default 50 µs), and real-time priority (`SCHED_FIFO`) where the process may
+/// take it (root or `CAP_SYS_NICE`), so its wake-ups stay on time while other threads load
+/// every core; otherwise a pacer's late wake-ups pile up in a frame of hundreds of bursts,
+/// and a receiver that sleeps between reads overflows its socket buffer. The thread must
+/// sleep between bursts of work (a real-time thread that spun would starve the host).
+/// Returns whether the thread runs real-time (at `priority`, 1-99).
+pub fn realtime_thread(role: &str, priority: u8) -> bool {
     use thread_priority::{
         set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
         ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
     };
     let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
-    let Ok(value) = ThreadPriorityValue::try_from(50u8) else {
+    let Ok(value) = ThreadPriorityValue::try_from(priority) else {
         return false;
     };
     let realtime = set_thread_priority_and_policy(
@@ -224,8 +237,8 @@ pub fn pacing_thread() -> bool {
     .is_ok();
     if !realtime {
         tracing::info!(
-            "pacing thread runs at normal priority (no CAP_SYS_NICE): its bursts may go \
-             out late when the cores are busy"
+            "{role} runs at normal priority (no CAP_SYS_NICE): it may wake late when the \
+             cores are busy"
         );
     }
     realtime

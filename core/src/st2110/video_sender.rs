@@ -292,7 +292,11 @@ impl StreamTx {
             return Ok(());
         };
         self.stats.bursts += 1;
-        let late = crate::time::now_tai_ns().saturating_sub(f.due);
+        // Loopback and veth receivers stamp a burst's packets as the send call hands them
+        // over, and a NIC queues them then: the burst counts from the call's start, so the
+        // call's own duration (about 10 µs, varying) does not shift the next one.
+        let started = crate::time::now_tai_ns();
+        let late = started.saturating_sub(f.due);
         if late > LATE_WAKE_UP.as_nanos() as u64 {
             self.stats.late_bursts += 1;
         }
@@ -333,9 +337,7 @@ impl StreamTx {
             queue.push(&self.headers[header_start..*header_end], &self.last_packet);
             self.batch.send(&mut queue)?;
         }
-        // When the send call returned: the burst is on the wire by then, so the next one
-        // is spaced from the latest time this one could have gone.
-        let at = crate::time::now_tai_ns();
+        let at = started;
         let n = self.packets.len();
         if let Some(s) = self.schedule.as_mut() {
             s.sent(at, n);
