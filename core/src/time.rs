@@ -218,7 +218,9 @@ pub const RECEIVER_PRIORITY: u8 = 40;
 /// take it (root or `CAP_SYS_NICE`), so its wake-ups stay on time while other threads load
 /// every core; otherwise a pacer's late wake-ups pile up in a frame of hundreds of bursts,
 /// and a receiver that sleeps between reads overflows its socket buffer. The thread must
-/// sleep between bursts of work (a real-time thread that spun would starve the host).
+/// sleep between bursts of work (a real-time thread that spun for long would starve the
+/// host; a [`PunctualSleeper`] spins at most 50 µs before each deadline, and for formats
+/// whose bursts come closer than its wake-up latency, 2160p, it hardly sleeps at all).
 /// Returns whether the thread runs real-time (at `priority`, 1-99).
 pub fn realtime_thread(role: &str, priority: u8) -> bool {
     use thread_priority::{
@@ -271,10 +273,10 @@ mod tests {
             s.sleep_until_tai(deadline);
             assert!(now_tai_ns() >= deadline, "woke early at {k}");
         }
-        assert!(s.latency_ns() <= MAX_SPIN_NS);
-        // A deadline in the past returns at once.
+        // A deadline in the past returns at once, however far back it is.
         let before = now_tai_ns();
-        s.sleep_until_tai(before - 1_000);
+        s.sleep_until_tai(before - 10_000_000_000);
+        assert!(now_tai_ns() - before < 1_000_000_000);
     }
 
     #[test]

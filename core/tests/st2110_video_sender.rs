@@ -263,12 +263,103 @@ fn streams_paced_by_one_thread_each_arrive_byte_exact() {
             numbers.len() as u64 >= FRAMES * 3 / 4,
             "stream {s}: {} of {FRAMES} frames ({:?})",
             numbers.len(),
-            stats[s]
+            stats[s].0
         );
-        assert_eq!(
-            stats[s].timing.iter().sum::<u64>(),
-            stats[s].frames,
-            "stream {s}"
-        );
+        let (stats, failure) = &stats[s];
+        assert!(failure.is_none(), "stream {s}: {failure:?}");
+        assert_eq!(stats.timing.iter().sum::<u64>(), stats.frames, "stream {s}");
     }
+}
+
+/// One thread, two streams, and one of them cannot be sent (an ancillary flow): that
+/// stream ends with its error and the other goes on, its frames whole and in order.
+#[test]
+fn a_stream_that_fails_ends_alone() {
+    let (_dir, domain) = domain();
+    let rate = Rational::new(50, 1);
+    let (w, h) = (96u32, 16u32);
+    let video = FlowDef::video(
+        Uuid::new_v4(),
+        "video",
+        VideoFormat::Uyvp,
+        w,
+        h,
+        rate,
+        InterlaceMode::Progressive,
+    )
+    .unwrap();
+    let anc = FlowDef::ancillary(Uuid::new_v4(), "anc", rate).unwrap();
+    let options = WriterOptions::default();
+    let mut video_writer = domain.create_grain_writer(&video, &options).unwrap();
+    let mut anc_writer = domain.create_grain_writer(&anc, &options).unwrap();
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let elsewhere = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let streams = vec![
+        (
+            video.id,
+            sender(rx.local_addr().unwrap(), 0x2110, PackingMode::SingleLine),
+        ),
+        (
+            anc.id,
+            sender(
+                elsewhere.local_addr().unwrap(),
+                0x2111,
+                PackingMode::SingleLine,
+            ),
+        ),
+    ];
+    let g = VideoGeometry::new(w, h, Sampling::YCbCr422, 10, false).unwrap();
+    let len = g.frame_bytes();
+    let mut assembler = Assembler::new(AssemblerConfig {
+        geometry: g,
+        payload_type: Some(96),
+        ssrc: None,
+    });
+    let (stop, written) = (AtomicBool::new(false), AtomicBool::new(false));
+    const N: u64 = 10;
+    let (numbers, results) = std::thread::scope(|scope| {
+        let sender = scope.spawn(|| send_videos(domain.clone(), &streams, &stop));
+        scope.spawn(|| {
+            let first = current_index(rate) + 2;
+            for n in 0..N {
+                sleep_until_tai(index_to_timestamp(rate, first + n));
+                anc_writer.open_grain(first + n).unwrap().commit().unwrap();
+                let mut grain = video_writer.open_grain(first + n).unwrap();
+                grain.payload()[..len].copy_from_slice(&picture(0, n, len));
+                grain.commit().unwrap();
+            }
+            written.store(true, Ordering::Release);
+        });
+        let (mut buf, mut numbers) = (vec![0u8; 2048], Vec::new());
+        for _ in 0..100_000 {
+            let Ok(n) = rx.recv(&mut buf) else {
+                if written.load(Ordering::Acquire) {
+                    break;
+                }
+                continue;
+            };
+            assembler.push(&buf[..n], &mut |info, frame| {
+                if info.complete {
+                    let number = u64::from_le_bytes(frame[..8].try_into().unwrap());
+                    assert!(frame == picture(0, number, len), "frame {number} differs");
+                    numbers.push(number);
+                }
+            });
+        }
+        stop.store(true, Ordering::Release);
+        (numbers, sender.join().unwrap().unwrap())
+    });
+    let (video_stats, video_failure) = &results[0];
+    assert!(video_failure.is_none(), "{video_failure:?}");
+    assert!(
+        numbers.len() as u64 >= N * 3 / 4 && numbers.windows(2).all(|p| p[0] < p[1]),
+        "{numbers:?} ({video_stats:?})"
+    );
+    let failure = results[1].1.as_ref().map(|e| e.to_string());
+    assert!(
+        failure.as_deref().is_some_and(|e| e.contains("not video")),
+        "{failure:?}"
+    );
 }

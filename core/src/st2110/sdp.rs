@@ -328,6 +328,8 @@ impl SdpMedia {
 pub fn parse(text: &str) -> Result<Vec<SdpMedia>, SdpError> {
     let mut session_addr: Option<String> = None;
     let mut session_source: Option<String> = None;
+    // The current media section has a source-filter line of its own.
+    let mut own_source = false;
     let mut media: Vec<SdpMedia> = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let l = raw.trim_end_matches('\r').trim();
@@ -356,6 +358,7 @@ pub fn parse(text: &str) -> Result<Vec<SdpMedia>, SdpError> {
                     .and_then(|p| p.parse().ok())
                     .filter(|&p: &u8| p < 128)
                     .ok_or_else(|| syntax("m= payload type"))?;
+                own_source = false;
                 media.push(SdpMedia {
                     media: name.into(),
                     port,
@@ -383,12 +386,18 @@ pub fn parse(text: &str) -> Result<Vec<SdpMedia>, SdpError> {
                     // `incl IN IP4 <destination> <source>...`; `excl` lists are not a sender.
                     let f: Vec<&str> = rest.split_whitespace().collect();
                     if let ["incl", _, _, _, source, ..] = f.as_slice() {
-                        // The first `incl` line of a section names its sender.
-                        let slot = match media.last_mut() {
-                            Some(m) => &mut m.source,
-                            None => &mut session_source,
-                        };
-                        slot.get_or_insert_with(|| source.to_string());
+                        // The first `incl` line of a section names its sender; a media
+                        // section's own line wins over the session's (RFC 4570).
+                        match media.last_mut() {
+                            Some(m) if !own_source => {
+                                m.source = Some(source.to_string());
+                                own_source = true;
+                            }
+                            Some(_) => {}
+                            None => {
+                                session_source.get_or_insert_with(|| source.to_string());
+                            }
+                        }
                     }
                     continue;
                 }
@@ -580,6 +589,11 @@ mod tests {
         assert_eq!(parse(excl).unwrap()[0].source, None);
         let two = "v=0\nm=video 5004 RTP/AVP 96\na=source-filter: incl IN IP4 232.1.1.1 10.0.0.7\na=source-filter: incl IN IP4 232.1.1.1 10.0.0.8\n";
         assert_eq!(parse(two).unwrap()[0].source.as_deref(), Some("10.0.0.7"));
+        // A media section's own line wins over the session's.
+        let own = "v=0\na=source-filter: incl IN IP4 232.1.1.1 10.0.0.7\nm=video 5004 RTP/AVP 96\na=source-filter: incl IN IP4 232.1.1.1 10.0.0.9\nm=audio 5006 RTP/AVP 97\n";
+        let own = parse(own).unwrap();
+        assert_eq!(own[0].source.as_deref(), Some("10.0.0.9"));
+        assert_eq!(own[1].source.as_deref(), Some("10.0.0.7"));
         let audio = "v=0\ns=a\nm=audio 5006 RTP/AVP 97\nc=IN IP4 239.0.0.1/32\na=rtpmap:97 L24/48000/2\na=ptime:1\n";
         let a = &parse(audio).unwrap()[0];
         assert_eq!(

@@ -381,18 +381,22 @@ pub fn send_video(
 /// Sends several flows as ST 2110-20 from one thread, each as [`send_video`] would: one
 /// pacing wake-up serves every stream with a burst due by then (streams of one format
 /// share their burst times), rather than a thread and its wake-ups per stream. Returns
-/// each stream's figures, in order.
+/// each stream's figures, in order, with the error that ended it early, if one did (a
+/// stream's error ends that stream, not the others).
 pub fn send_videos(
     domain: Domain,
     streams: &[(uuid::Uuid, SenderOptions)],
     stop: &AtomicBool,
-) -> Result<Vec<SenderStats>, BridgeError> {
+) -> Result<Vec<(SenderStats, Option<BridgeError>)>, BridgeError> {
     let mut txs = streams
         .iter()
         .map(|(id, options)| StreamTx::new(domain.clone(), *id, options.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     pace(&mut txs, stop)?;
-    Ok(txs.iter().map(StreamTx::stats).collect())
+    Ok(txs
+        .iter_mut()
+        .map(|t| (t.stats(), t.take_failure()))
+        .collect())
 }
 
 /// Grains a video sender may fall behind the writer before it skips to newer ones: the

@@ -68,6 +68,8 @@ pub(super) struct StreamTx {
     started: bool,
     frame: Option<FrameTx>,
     closed: bool,
+    /// What ended this stream early, when it shares its thread with others (which go on).
+    failure: Option<BridgeError>,
     last_poll: Option<Instant>,
 }
 
@@ -94,15 +96,17 @@ impl StreamTx {
             started: false,
             frame: None,
             closed: false,
+            failure: None,
             last_poll: None,
         })
     }
 
     /// The flow ended, or the frame budget is spent (and no frame is in flight).
     pub fn finished(&self) -> bool {
-        self.frame.is_none()
-            && (self.closed
-                || (self.options.frames != 0 && self.stats.frames >= self.options.frames))
+        self.failure.is_some()
+            || self.frame.is_none()
+                && (self.closed
+                    || (self.options.frames != 0 && self.stats.frames >= self.options.frames))
     }
 
     /// The stream's figures so far.
@@ -113,6 +117,27 @@ impl StreamTx {
         stats.unsent = self.batch.dropped;
         stats.syscalls = self.batch.syscalls;
         stats
+    }
+
+    /// What ended the stream early, if anything did (see [`pace`]).
+    pub fn take_failure(&mut self) -> Option<BridgeError> {
+        self.failure.take()
+    }
+
+    /// Ends the stream on `error`: the frame in flight counts as torn.
+    fn fail(&mut self, error: BridgeError) {
+        tracing::warn!(%error, "st2110-20 sender: stream ended");
+        self.abandon_frame();
+        self.failure = Some(error);
+    }
+
+    /// Gives up the frame in flight (stop, or the stream's failure): it counts as torn,
+    /// with the packets that went, and not as a frame sent.
+    fn abandon_frame(&mut self) {
+        if let Some(f) = self.frame.take() {
+            self.stats.torn += 1;
+            self.stats.packets += f.sent as u64;
+        }
     }
 
     fn drops(&self) -> Arc<AtomicU64> {
@@ -322,7 +347,11 @@ impl StreamTx {
             header_start = *header_end;
         }
         if !queue.is_empty() {
-            self.batch.send(&mut queue)?;
+            if let Err(e) = self.batch.send(&mut queue) {
+                drop(queue);
+                self.frame = Some(f); // the caller gives it up, counted
+                return Err(e.into());
+            }
         }
         if let Some(last) = held_back {
             let (header_end, data) = &self.packets[last];
@@ -335,7 +364,12 @@ impl StreamTx {
                 return Ok(());
             }
             queue.push(&self.headers[header_start..*header_end], &self.last_packet);
-            self.batch.send(&mut queue)?;
+            if let Err(e) = self.batch.send(&mut queue) {
+                drop(queue);
+                f.sent += last;
+                self.frame = Some(f);
+                return Err(e.into());
+            }
         }
         let at = started;
         let n = self.packets.len();
@@ -410,24 +444,36 @@ impl StreamTx {
 }
 
 /// Sends `streams` from the calling thread until each is finished or `stop` is set. A
-/// single stream waits on its flow between frames; several are polled every
-/// [`IDLE_POLL`] while idle. Every wake-up sends each stream's burst that is due by then.
+/// single stream waits on its flow between frames, and its error is returned; several are
+/// polled every [`IDLE_POLL`] while idle, and one's error ends that stream alone (see
+/// [`StreamTx::take_failure`]). Every wake-up sends each stream's burst that is due by
+/// then. A frame still in flight when `stop` comes counts as torn.
 pub(super) fn pace(streams: &mut [StreamTx], stop: &AtomicBool) -> Result<(), BridgeError> {
     crate::time::pacing_thread();
     let single = streams.len() == 1;
+    let settle = |s: &mut StreamTx, result: Result<(), BridgeError>| match result {
+        Err(e) if !single => {
+            s.fail(e);
+            Ok(())
+        }
+        other => other,
+    };
     let mut turn = 0;
     let mut sleeper = crate::time::PunctualSleeper::default();
     while !stop.load(Ordering::Acquire) && streams.iter().any(|s| !s.finished()) {
         let now = Instant::now();
         for s in streams.iter_mut() {
-            if single {
-                s.poll_grain(Duration::from_millis(100))?;
+            let polled = if single {
+                s.poll_grain(Duration::from_millis(100))
             } else if s
                 .last_poll
                 .is_none_or(|t| now.duration_since(t) >= IDLE_POLL)
             {
-                s.poll_grain(Duration::ZERO)?;
-            }
+                s.poll_grain(Duration::ZERO)
+            } else {
+                Ok(())
+            };
+            settle(s, polled)?;
         }
         let due = streams.iter().filter_map(StreamTx::next_due).min();
         let until = match (due, single) {
@@ -452,12 +498,16 @@ pub(super) fn pace(streams: &mut [StreamTx], stop: &AtomicBool) -> Result<(), Br
         let (later, first) = streams.split_at_mut(turn);
         for s in first.iter_mut().chain(later.iter_mut()) {
             if s.next_due().is_some_and(|d| d <= crate::time::now_tai_ns()) {
-                s.send_burst()?;
+                let sent = s.send_burst();
+                settle(s, sent)?;
             }
         }
         for s in streams.iter_mut() {
             s.prepare_next();
         }
+    }
+    for s in streams.iter_mut() {
+        s.abandon_frame();
     }
     tracing::debug!(
         wake_up_latency_ns = sleeper.latency_ns(),

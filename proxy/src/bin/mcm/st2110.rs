@@ -317,12 +317,20 @@ fn send_several(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
         ));
     }
     let all = video_bridge::send_videos(domain, &streams, &stop)?;
-    for ((flow_id, _), stats) in streams.iter().zip(all) {
+    let mut failed = 0;
+    for ((flow_id, _), (stats, error)) in streams.iter().zip(all) {
         let [narrow, wide, off] = stats.timing;
         println!(
             "st2110-send: {flow_id}: {} frames, {} packets in {} system calls, {} torn, {} dropped; pacing as sent: {narrow} narrow, {wide} wide, {off} non-compliant",
             stats.frames, stats.packets, stats.syscalls, stats.torn, stats.dropped
         );
+        if let Some(e) = error {
+            eprintln!("st2110-send: {flow_id}: stopped early: {e}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} streams stopped early", streams.len());
     }
     Ok(())
 }
