@@ -206,18 +206,14 @@ pub fn pacing_thread() -> bool {
     realtime_thread("pacing thread", PACING_PRIORITY)
 }
 
-/// `SCHED_FIFO` priority of pacing threads: above receivers ([`RECEIVER_PRIORITY`]), whose
-/// socket buffers absorb a late read, where a late burst is a timing violation.
+/// `SCHED_FIFO` priority of pacing threads.
 pub const PACING_PRIORITY: u8 = 50;
-
-/// `SCHED_FIFO` priority of receive threads that sleep between reads.
-pub const RECEIVER_PRIORITY: u8 = 40;
 
 /// Readies the calling thread for work that must happen on time: a timer slack of 1 ns
 /// (not the default 50 µs), and real-time priority (`SCHED_FIFO`) where the process may
 /// take it (root or `CAP_SYS_NICE`), so its wake-ups stay on time while other threads load
-/// every core; otherwise a pacer's late wake-ups pile up in a frame of hundreds of bursts,
-/// and a receiver that sleeps between reads overflows its socket buffer. The thread must
+/// every core; otherwise a pacer's late wake-ups pile up in a frame of hundreds of bursts.
+/// The thread must
 /// sleep between bursts of work (a real-time thread that spun for long would starve the
 /// host; a [`PunctualSleeper`] spins at most 50 µs before each deadline, and for formats
 /// whose bursts come closer than its wake-up latency, 2160p, it hardly sleeps at all).

@@ -68,13 +68,22 @@ pub fn udp_socket(bind: SocketAddr) -> io::Result<UdpSocket> {
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    // Past the kernel's cap where the process may (CAP_NET_ADMIN): a paced stream's
+    // bursts are buffers of their own in the socket (about 64 KiB of accounting for 10
+    // packets), so a capped 8 MiB holds only a few ms of a 1080p59.94 stream.
+    if s.recv_buffer_size()? < SOCKET_BUFFER {
+        let _ = setsockopt(&s, sockopt::RcvBufForce, &SOCKET_BUFFER);
+    }
+    if s.send_buffer_size()? < SOCKET_BUFFER {
+        let _ = setsockopt(&s, sockopt::SndBufForce, &SOCKET_BUFFER);
+    }
     for (what, got) in [
         ("receive", s.recv_buffer_size()?),
         ("send", s.send_buffer_size()?),
     ] {
         if got < SOCKET_BUFFER {
             tracing::warn!(
-                "UDP {what} buffer is {got} bytes, not the {SOCKET_BUFFER} asked: the kernel caps it (raise net.core.{}mem_max) and bursts may be dropped",
+                "UDP {what} buffer is {got} bytes, not the {SOCKET_BUFFER} asked: the kernel caps it (raise net.core.{}mem_max, or give the process CAP_NET_ADMIN) and bursts may be dropped",
                 if what == "receive" { "r" } else { "w" }
             );
         }

@@ -607,9 +607,6 @@ pub fn receive_video(
     let socket = super::udp::receiving_socket(options.bind, options.multicast)?;
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut receiver = UdpReceiver::new(socket, options.offload);
-    // Between reads the socket buffer holds what arrives: a few ms of a paced stream (each
-    // burst is a buffer of its own), so the reader must not wait behind busy threads.
-    crate::time::realtime_thread("st2110-20 receiver", crate::time::RECEIVER_PRIORITY);
     // Batched reads need the kernel's arrival times, or the timing check would see each
     // batch arrive at once.
     if receiver.stamp_arrivals() {
