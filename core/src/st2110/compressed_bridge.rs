@@ -102,6 +102,7 @@ pub fn send_compressed(
     let mut schedule: Option<BurstSchedule> = None;
     let mut last_epoch: Option<u64> = None;
     crate::time::pacing_thread();
+    let mut sleeper = crate::time::PunctualSleeper::default();
     let mut frame = Vec::new();
     let mut packets: Vec<u8> = Vec::new();
     let mut ends: Vec<usize> = Vec::new();
@@ -185,9 +186,10 @@ pub fn send_compressed(
             }
             // Never more than two frames' sleep: a clock step back must not hold `stop`.
             let due = s.due_ns(epoch, k * s.burst, burst.len());
-            crate::time::sleep_until_tai(due.min(crate::time::now_tai_ns() + longest_sleep));
-            sender.send(&mut queue)?;
+            sleeper.sleep_until_tai(due.min(crate::time::now_tai_ns() + longest_sleep));
+            // The burst counts from the send call's start, as the video sender's does.
             let at = crate::time::now_tai_ns();
+            sender.send(&mut queue)?;
             s.sent(at, burst.len());
             let last_burst = (k + 1) * s.burst >= ends.len();
             for i in 0..burst.len() {
