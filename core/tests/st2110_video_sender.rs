@@ -4,7 +4,8 @@
 //!   that the receiver takes as complete: the frame's last packet goes out only after a
 //!   check.
 //! - Several streams paced by one thread (`send_videos`): each reaches its own
-//!   destination as the frames of its own flow, in order, byte for byte.
+//!   destination as the frames of its own flow, in order, byte for byte. A stream that
+//!   fails ends alone; streams join and leave a running `SharedPacer`.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 use mcm_core::flow::WriterOptions;
 use mcm_core::format::{FlowDef, InterlaceMode, VideoFormat};
 use mcm_core::st2110::rfc4175::{Assembler, AssemblerConfig, PackingMode, Sampling, VideoGeometry};
-use mcm_core::st2110::video_bridge::{send_video, send_videos, Pacing, SenderOptions};
+use mcm_core::st2110::video_bridge::{
+    send_video, send_videos, Pacing, SenderOptions, SenderStats, SharedPacer,
+};
 use mcm_core::time::{current_index, index_to_timestamp, sleep_until_tai, Rational};
 use uuid::Uuid;
 
@@ -362,4 +365,139 @@ fn a_stream_that_fails_ends_alone() {
         failure.as_deref().is_some_and(|e| e.contains("not video")),
         "{failure:?}"
     );
+}
+
+/// A `SharedPacer` takes a stream, then a second while the first is under way; the first
+/// leaves (its stop flag) and the second goes on. Each arrives byte-exact and in order,
+/// and each is told its end with its figures.
+#[test]
+fn streams_join_and_leave_a_shared_pacer() {
+    let (_dir, domain) = domain();
+    let rate = Rational::new(50, 1);
+    let (w, h) = (96u32, 16u32);
+    let g = VideoGeometry::new(w, h, Sampling::YCbCr422, 10, false).unwrap();
+    let len = g.frame_bytes();
+    let mut writers = Vec::new();
+    let mut ids = Vec::new();
+    let mut sockets = Vec::new();
+    for s in 0..2 {
+        let def = FlowDef::video(
+            Uuid::new_v4(),
+            &format!("stream {s}"),
+            VideoFormat::Uyvp,
+            w,
+            h,
+            rate,
+            InterlaceMode::Progressive,
+        )
+        .unwrap();
+        writers.push(
+            domain
+                .create_grain_writer(&def, &WriterOptions::default())
+                .unwrap(),
+        );
+        ids.push(def.id);
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        sockets.push(rx);
+    }
+    let pacer = SharedPacer::start();
+    let stops = [
+        std::sync::Arc::new(AtomicBool::new(false)),
+        std::sync::Arc::new(AtomicBool::new(false)),
+    ];
+    let (ended_tx, ended) = std::sync::mpsc::channel::<(usize, Result<SenderStats, String>)>();
+    let add = |s: usize| {
+        let ended_tx = ended_tx.clone();
+        let options = sender(
+            sockets[s].local_addr().unwrap(),
+            0x2120 + s as u32,
+            PackingMode::SingleLine,
+        );
+        pacer
+            .add(
+                domain.clone(),
+                ids[s],
+                options,
+                stops[s].clone(),
+                move |r| {
+                    let _ = ended_tx.send((s, r.map_err(|e| e.to_string())));
+                },
+            )
+            .unwrap();
+    };
+    // Frames 0-5: stream 0 alone; 6-11: both; 12-17: stream 1 alone.
+    const N: u64 = 18;
+    let written = AtomicBool::new(false);
+    let received = std::thread::scope(|scope| {
+        let receivers: Vec<_> = sockets
+            .iter()
+            .enumerate()
+            .map(|(s, rx)| {
+                let written = &written;
+                scope.spawn(move || {
+                    let mut a = Assembler::new(AssemblerConfig {
+                        geometry: g,
+                        payload_type: Some(96),
+                        ssrc: None,
+                    });
+                    let (mut buf, mut numbers) = (vec![0u8; 2048], Vec::new());
+                    for _ in 0..100_000 {
+                        let Ok(n) = rx.recv(&mut buf) else {
+                            if written.load(Ordering::Acquire) {
+                                break;
+                            }
+                            continue;
+                        };
+                        a.push(&buf[..n], &mut |info, frame| {
+                            if info.complete {
+                                let number = u64::from_le_bytes(frame[..8].try_into().unwrap());
+                                assert!(frame == picture(s, number, len), "{s}: frame {number}");
+                                numbers.push(number);
+                            }
+                        });
+                    }
+                    numbers
+                })
+            })
+            .collect();
+        add(0);
+        let first = current_index(rate) + 2;
+        for n in 0..N {
+            if n == 6 {
+                add(1);
+            }
+            if n == 12 {
+                stops[0].store(true, Ordering::Release);
+            }
+            sleep_until_tai(index_to_timestamp(rate, first + n));
+            for (s, writer) in writers.iter_mut().enumerate() {
+                let mut grain = writer.open_grain(first + n).unwrap();
+                grain.payload()[..len].copy_from_slice(&picture(s, n, len));
+                grain.commit().unwrap();
+            }
+        }
+        written.store(true, Ordering::Release);
+        let received: Vec<Vec<u64>> = receivers.into_iter().map(|r| r.join().unwrap()).collect();
+        stops[1].store(true, Ordering::Release);
+        received
+    });
+    // Both told their end, with what they sent.
+    let mut ends: Vec<_> = (0..2)
+        .map(|_| ended.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    ends.sort_by_key(|(s, _)| *s);
+    for (s, result) in &ends {
+        let stats = result.as_ref().unwrap();
+        assert!(stats.frames >= 4, "stream {s}: {stats:?}");
+    }
+    for (s, numbers) in received.iter().enumerate() {
+        assert!(numbers.windows(2).all(|p| p[0] < p[1]), "{s}: {numbers:?}");
+    }
+    // Stream 0 stopped at frame 12, stream 1 (joined at 6) went on to the end.
+    assert!(received[0].iter().all(|&n| n < 13), "{:?}", received[0]);
+    assert!(received[0].len() >= 8, "{:?}", received[0]);
+    assert!(received[1].iter().any(|&n| n >= 15), "{:?}", received[1]);
+    assert!(received[1].iter().all(|&n| n >= 5), "{:?}", received[1]);
 }

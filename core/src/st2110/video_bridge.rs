@@ -26,6 +26,7 @@ use super::rfc4175::{
     DEFAULT_PACKET_SIZE,
 };
 use super::udp::UdpReceiver;
+pub use super::video_sender::SharedPacer;
 use super::video_sender::{pace, StreamTx};
 use crate::flow::{Domain, FlowError, WriterOptions};
 use crate::format::{FlowDef, InterlaceMode, MediaFormat, VideoFormat};

@@ -450,20 +450,53 @@ impl StreamTx {
 /// then. A frame still in flight when `stop` comes counts as torn.
 pub(super) fn pace(streams: &mut [StreamTx], stop: &AtomicBool) -> Result<(), BridgeError> {
     crate::time::pacing_thread();
-    let single = streams.len() == 1;
-    let settle = |s: &mut StreamTx, result: Result<(), BridgeError>| match result {
-        Err(e) if !single => {
-            s.fail(e);
-            Ok(())
-        }
-        other => other,
-    };
-    let mut turn = 0;
-    let mut sleeper = crate::time::PunctualSleeper::default();
+    let mut pacing = PaceLoop::new(streams.len() == 1);
     while !stop.load(Ordering::Acquire) && streams.iter().any(|s| !s.finished()) {
+        pacing.step(streams)?;
+    }
+    for s in streams.iter_mut() {
+        s.abandon_frame();
+    }
+    pacing.report();
+    Ok(())
+}
+
+/// The pacing loop's state between wake-ups.
+struct PaceLoop {
+    single: bool,
+    turn: usize,
+    sleeper: crate::time::PunctualSleeper,
+}
+
+impl PaceLoop {
+    fn new(single: bool) -> Self {
+        Self {
+            single,
+            turn: 0,
+            sleeper: crate::time::PunctualSleeper::default(),
+        }
+    }
+
+    /// Settles a stream's step: several streams go on without one that failed.
+    fn settle(&self, s: &mut StreamTx, result: Result<(), BridgeError>) -> Result<(), BridgeError> {
+        match result {
+            Err(e) if !self.single => {
+                s.fail(e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// One wake-up: takes new grains, sleeps to the next burst due, sends every burst due
+    /// by then and prepares the next ones.
+    fn step(&mut self, streams: &mut [StreamTx]) -> Result<(), BridgeError> {
+        if streams.is_empty() {
+            return Ok(());
+        }
         let now = Instant::now();
         for s in streams.iter_mut() {
-            let polled = if single {
+            let polled = if self.single {
                 s.poll_grain(Duration::from_millis(100))
             } else if s
                 .last_poll
@@ -473,10 +506,10 @@ pub(super) fn pace(streams: &mut [StreamTx], stop: &AtomicBool) -> Result<(), Br
             } else {
                 Ok(())
             };
-            settle(s, polled)?;
+            self.settle(s, polled)?;
         }
         let due = streams.iter().filter_map(StreamTx::next_due).min();
-        let until = match (due, single) {
+        let until = match (due, self.single) {
             (Some(due), true) => due,
             (due, false) => {
                 let idle_poll = crate::time::now_tai_ns() + IDLE_POLL.as_nanos() as u64;
@@ -488,31 +521,120 @@ pub(super) fn pace(streams: &mut [StreamTx], stop: &AtomicBool) -> Result<(), Br
                     }
                 })
             }
-            (None, true) => continue,
+            (None, true) => return Ok(()),
         };
-        sleeper.sleep_until_tai(until);
+        self.sleeper.sleep_until_tai(until);
         // Every burst due goes out first; rows for the next bursts are converted after.
         // The stream that goes first takes turns, so no stream's bursts are always the
         // ones that wait for the others'.
-        turn = (turn + 1) % streams.len();
-        let (later, first) = streams.split_at_mut(turn);
+        self.turn = (self.turn + 1) % streams.len();
+        let (later, first) = streams.split_at_mut(self.turn);
         for s in first.iter_mut().chain(later.iter_mut()) {
             if s.next_due().is_some_and(|d| d <= crate::time::now_tai_ns()) {
                 let sent = s.send_burst();
-                settle(s, sent)?;
+                self.settle(s, sent)?;
             }
         }
         for s in streams.iter_mut() {
             s.prepare_next();
         }
+        Ok(())
     }
-    for s in streams.iter_mut() {
-        s.abandon_frame();
+
+    fn report(&self) {
+        tracing::debug!(
+            wake_up_latency_ns = self.sleeper.latency_ns(),
+            spun_ms = self.sleeper.spun_ns() / 1_000_000,
+            "pacing thread done"
+        );
     }
-    tracing::debug!(
-        wake_up_latency_ns = sleeper.latency_ns(),
-        spun_ms = sleeper.spun_ns() / 1_000_000,
-        "pacing thread done"
-    );
-    Ok(())
+}
+
+/// A stream handed to a [`SharedPacer`]: told its end through `done`.
+struct Member {
+    stop: Arc<AtomicBool>,
+    done: Box<dyn FnOnce(Result<SenderStats, BridgeError>) + Send>,
+}
+
+/// A pacing thread that video streams join and leave while it runs (the proxy's transmit
+/// bridges): one wake-up serves every stream with a burst due, as in
+/// [`send_videos`](super::video_bridge::send_videos), rather than a real-time thread and
+/// its wake-ups per stream. The thread ends when the `SharedPacer` is dropped and its
+/// streams have left.
+pub struct SharedPacer {
+    joining: std::sync::mpsc::Sender<(StreamTx, Member)>,
+}
+
+impl SharedPacer {
+    /// Starts the pacing thread.
+    pub fn start() -> Self {
+        let (joining, arrivals) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("st2110-pacer".into())
+            .spawn(move || serve(arrivals))
+            .expect("spawning a thread");
+        Self { joining }
+    }
+
+    /// Sends `flow_id` of `domain` as `options` say until `stop` is set or the flow ends;
+    /// `done` gets the stream's figures, or the error that ended it. Set-up errors (the
+    /// flow, the socket) come back here.
+    pub fn add(
+        &self,
+        domain: Domain,
+        flow_id: uuid::Uuid,
+        options: SenderOptions,
+        stop: Arc<AtomicBool>,
+        done: impl FnOnce(Result<SenderStats, BridgeError>) + Send + 'static,
+    ) -> Result<(), BridgeError> {
+        let stream = StreamTx::new(domain, flow_id, options)?;
+        let member = Member {
+            stop,
+            done: Box::new(done),
+        };
+        self.joining
+            .send((stream, member))
+            .map_err(|_| BridgeError::Unsupported("the pacing thread has ended".into()))
+    }
+}
+
+/// The [`SharedPacer`]'s thread: paces its members, takes new ones between wake-ups
+/// (waiting for one when it has none) and tells each its end.
+fn serve(arrivals: std::sync::mpsc::Receiver<(StreamTx, Member)>) {
+    crate::time::pacing_thread();
+    let mut pacing = PaceLoop::new(false);
+    let (mut streams, mut members): (Vec<StreamTx>, Vec<Member>) = (Vec::new(), Vec::new());
+    loop {
+        if streams.is_empty() {
+            match arrivals.recv() {
+                Ok((s, m)) => {
+                    streams.push(s);
+                    members.push(m);
+                }
+                Err(_) => break,
+            }
+        }
+        while let Ok((s, m)) = arrivals.try_recv() {
+            streams.push(s);
+            members.push(m);
+        }
+        // Several streams: errors end their stream, never the loop.
+        let _ = pacing.step(&mut streams);
+        let mut k = 0;
+        while k < streams.len() {
+            if members[k].stop.load(Ordering::Acquire) || streams[k].finished() {
+                let mut s = streams.swap_remove(k);
+                let m = members.swap_remove(k);
+                s.abandon_frame();
+                let result = match s.take_failure() {
+                    Some(e) => Err(e),
+                    None => Ok(s.stats()),
+                };
+                (m.done)(result);
+            } else {
+                k += 1;
+            }
+        }
+    }
+    pacing.report();
 }
