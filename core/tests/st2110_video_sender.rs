@@ -150,6 +150,43 @@ fn picture(s: usize, n: u64, len: usize) -> Vec<u8> {
     p
 }
 
+/// The numbers of the complete frames of stream `s` that reach `rx`, each checked against
+/// [`picture`], in arrival order; reads until `written` is set and the socket goes quiet
+/// for its read timeout (bounded).
+fn receive_pictures(
+    rx: &UdpSocket,
+    geometry: VideoGeometry,
+    s: usize,
+    written: &AtomicBool,
+) -> Vec<u64> {
+    let mut a = Assembler::new(AssemblerConfig {
+        geometry,
+        payload_type: Some(96),
+        ssrc: None,
+    });
+    let len = geometry.frame_bytes();
+    let (mut buf, mut numbers) = (vec![0u8; 2048], Vec::new());
+    for _ in 0..100_000 {
+        let Ok(n) = rx.recv(&mut buf) else {
+            if written.load(Ordering::Acquire) {
+                break;
+            }
+            continue;
+        };
+        a.push(&buf[..n], &mut |info, frame| {
+            if info.complete {
+                let number = u64::from_le_bytes(frame[..8].try_into().unwrap());
+                assert!(
+                    frame == picture(s, number, len),
+                    "stream {s} frame {number} differs"
+                );
+                numbers.push(number);
+            }
+        });
+    }
+    numbers
+}
+
 #[test]
 fn streams_paced_by_one_thread_each_arrive_byte_exact() {
     let (_dir, domain) = domain();
@@ -160,7 +197,7 @@ fn streams_paced_by_one_thread_each_arrive_byte_exact() {
     let mut writers = Vec::new();
     let mut sockets = Vec::new();
     let mut streams = Vec::new();
-    let mut assemblers = Vec::new();
+    let mut geometries = Vec::new();
     for (s, &format) in formats.iter().enumerate() {
         let def = FlowDef::video(
             Uuid::new_v4(),
@@ -190,19 +227,11 @@ fn streams_paced_by_one_thread_each_arrive_byte_exact() {
         ));
         sockets.push(rx);
         let depth = if format == VideoFormat::Uyvy { 8 } else { 10 };
-        let g = VideoGeometry::new(w, h, Sampling::YCbCr422, depth, false).unwrap();
-        assemblers.push((
-            g,
-            Assembler::new(AssemblerConfig {
-                geometry: g,
-                payload_type: Some(96),
-                ssrc: None,
-            }),
-        ));
+        geometries.push(VideoGeometry::new(w, h, Sampling::YCbCr422, depth, false).unwrap());
     }
     let stop = AtomicBool::new(false);
     let written = AtomicBool::new(false);
-    let lens: Vec<usize> = assemblers.iter().map(|(g, _)| g.frame_bytes()).collect();
+    let lens: Vec<usize> = geometries.iter().map(VideoGeometry::frame_bytes).collect();
     let (received, stats) = std::thread::scope(|scope| {
         let sender = scope.spawn(|| send_videos(domain.clone(), &streams, &stop));
         let lens = &lens;
@@ -223,34 +252,10 @@ fn streams_paced_by_one_thread_each_arrive_byte_exact() {
         // for a read timeout (bounded).
         let written = &written;
         let receivers: Vec<_> = sockets
-            .into_iter()
-            .zip(assemblers)
+            .iter()
+            .zip(&geometries)
             .enumerate()
-            .map(|(s, (rx, (g, mut a)))| {
-                scope.spawn(move || {
-                    let (mut buf, mut numbers) = (vec![0u8; 2048], Vec::new());
-                    let len = g.frame_bytes();
-                    for _ in 0..100_000 {
-                        let Ok(n) = rx.recv(&mut buf) else {
-                            if written.load(Ordering::Acquire) {
-                                break;
-                            }
-                            continue;
-                        };
-                        a.push(&buf[..n], &mut |info, frame| {
-                            if info.complete {
-                                let number = u64::from_le_bytes(frame[..8].try_into().unwrap());
-                                assert!(
-                                    frame == picture(s, number, len),
-                                    "stream {s} frame {number} differs"
-                                );
-                                numbers.push(number);
-                            }
-                        });
-                    }
-                    numbers
-                })
-            })
+            .map(|(s, (rx, &g))| scope.spawn(move || receive_pictures(rx, g, s, written)))
             .collect();
         let received: Vec<Vec<u64>> = receivers.into_iter().map(|r| r.join().unwrap()).collect();
         stop.store(true, Ordering::Release);
@@ -315,11 +320,6 @@ fn a_stream_that_fails_ends_alone() {
     ];
     let g = VideoGeometry::new(w, h, Sampling::YCbCr422, 10, false).unwrap();
     let len = g.frame_bytes();
-    let mut assembler = Assembler::new(AssemblerConfig {
-        geometry: g,
-        payload_type: Some(96),
-        ssrc: None,
-    });
     let (stop, written) = (AtomicBool::new(false), AtomicBool::new(false));
     const N: u64 = 10;
     let (numbers, results) = std::thread::scope(|scope| {
@@ -335,22 +335,7 @@ fn a_stream_that_fails_ends_alone() {
             }
             written.store(true, Ordering::Release);
         });
-        let (mut buf, mut numbers) = (vec![0u8; 2048], Vec::new());
-        for _ in 0..100_000 {
-            let Ok(n) = rx.recv(&mut buf) else {
-                if written.load(Ordering::Acquire) {
-                    break;
-                }
-                continue;
-            };
-            assembler.push(&buf[..n], &mut |info, frame| {
-                if info.complete {
-                    let number = u64::from_le_bytes(frame[..8].try_into().unwrap());
-                    assert!(frame == picture(0, number, len), "frame {number} differs");
-                    numbers.push(number);
-                }
-            });
-        }
+        let numbers = receive_pictures(&rx, g, 0, &written);
         stop.store(true, Ordering::Release);
         (numbers, sender.join().unwrap().unwrap())
     });
@@ -436,30 +421,7 @@ fn streams_join_and_leave_a_shared_pacer() {
             .enumerate()
             .map(|(s, rx)| {
                 let written = &written;
-                scope.spawn(move || {
-                    let mut a = Assembler::new(AssemblerConfig {
-                        geometry: g,
-                        payload_type: Some(96),
-                        ssrc: None,
-                    });
-                    let (mut buf, mut numbers) = (vec![0u8; 2048], Vec::new());
-                    for _ in 0..100_000 {
-                        let Ok(n) = rx.recv(&mut buf) else {
-                            if written.load(Ordering::Acquire) {
-                                break;
-                            }
-                            continue;
-                        };
-                        a.push(&buf[..n], &mut |info, frame| {
-                            if info.complete {
-                                let number = u64::from_le_bytes(frame[..8].try_into().unwrap());
-                                assert!(frame == picture(s, number, len), "{s}: frame {number}");
-                                numbers.push(number);
-                            }
-                        });
-                    }
-                    numbers
-                })
+                scope.spawn(move || receive_pictures(rx, g, s, written))
             })
             .collect();
         add(0);
