@@ -11,7 +11,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mcm_core::flow::WriterOptions;
+use mcm_core::flow::{Domain, GrainWriter, WriterOptions};
 use mcm_core::format::{FlowDef, InterlaceMode, VideoFormat};
 use mcm_core::st2110::rfc4175::{Assembler, AssemblerConfig, PackingMode, Sampling, VideoGeometry};
 use mcm_core::st2110::video_bridge::{
@@ -150,6 +150,34 @@ fn picture(s: usize, n: u64, len: usize) -> Vec<u8> {
     p
 }
 
+/// Stream `s`: a progressive video flow in `domain` with its writer, and a loopback
+/// socket to receive it on (300 ms read timeout).
+fn video_stream(
+    domain: &Domain,
+    s: usize,
+    format: VideoFormat,
+    (w, h): (u32, u32),
+    rate: Rational,
+) -> (Uuid, GrainWriter, UdpSocket) {
+    let def = FlowDef::video(
+        Uuid::new_v4(),
+        &format!("stream {s}"),
+        format,
+        w,
+        h,
+        rate,
+        InterlaceMode::Progressive,
+    )
+    .unwrap();
+    let writer = domain
+        .create_grain_writer(&def, &WriterOptions::default())
+        .unwrap();
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    (def.id, writer, rx)
+}
+
 /// The numbers of the complete frames of stream `s` that reach `rx`, each checked against
 /// [`picture`], in arrival order; reads until `written` is set and the socket goes quiet
 /// for its read timeout (bounded).
@@ -199,26 +227,10 @@ fn streams_paced_by_one_thread_each_arrive_byte_exact() {
     let mut streams = Vec::new();
     let mut geometries = Vec::new();
     for (s, &format) in formats.iter().enumerate() {
-        let def = FlowDef::video(
-            Uuid::new_v4(),
-            &format!("stream {s}"),
-            format,
-            w,
-            h,
-            rate,
-            InterlaceMode::Progressive,
-        )
-        .unwrap();
-        writers.push(
-            domain
-                .create_grain_writer(&def, &WriterOptions::default())
-                .unwrap(),
-        );
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
+        let (id, writer, rx) = video_stream(&domain, s, format, (w, h), rate);
+        writers.push(writer);
         streams.push((
-            def.id,
+            id,
             sender(
                 rx.local_addr().unwrap(),
                 0x2110_0000 + s as u32,
@@ -366,25 +378,9 @@ fn streams_join_and_leave_a_shared_pacer() {
     let mut ids = Vec::new();
     let mut sockets = Vec::new();
     for s in 0..2 {
-        let def = FlowDef::video(
-            Uuid::new_v4(),
-            &format!("stream {s}"),
-            VideoFormat::Uyvp,
-            w,
-            h,
-            rate,
-            InterlaceMode::Progressive,
-        )
-        .unwrap();
-        writers.push(
-            domain
-                .create_grain_writer(&def, &WriterOptions::default())
-                .unwrap(),
-        );
-        ids.push(def.id);
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
+        let (id, writer, rx) = video_stream(&domain, s, VideoFormat::Uyvp, (w, h), rate);
+        writers.push(writer);
+        ids.push(id);
         sockets.push(rx);
     }
     let pacer = SharedPacer::start();
