@@ -547,23 +547,16 @@ mod tests {
     #[test]
     fn a_late_wake_up_is_won_back_and_does_not_cascade() {
         let m = PacingModel::progressive(Rational::new(60000, 1001), 4320, 1080);
-        let mut s = BurstSchedule::wide(&m);
-        let (sizes, timing, end) = send_frame(&m, &mut s, |_| 0);
-        assert!(sizes.iter().all(|&b| b <= s.burst), "{sizes:?}");
-        assert_eq!(timing.verdict, SenderType::Wide, "{timing:?}");
-        assert!(
-            end < 0,
-            "on time, the frame ends {end} ns after the next one starts"
-        );
-
-        let mut s = BurstSchedule::wide(&m);
-        let (sizes, timing, end) = send_frame(&m, &mut s, |k| if k == 7 { 400_000 } else { 0 });
-        assert!(sizes.iter().all(|&b| b <= s.burst), "{sizes:?}");
-        assert_eq!(timing.verdict, SenderType::Wide, "{timing:?}");
-        assert!(
-            end < 0,
-            "400 µs late once, the frame ends {end} ns into the next"
-        );
+        for late in [0, 400_000] {
+            let mut s = BurstSchedule::wide(&m);
+            let (sizes, timing, end) = send_frame(&m, &mut s, |k| if k == 7 { late } else { 0 });
+            assert!(sizes.iter().all(|&b| b <= s.burst), "{late}: {sizes:?}");
+            assert_eq!(timing.verdict, SenderType::Wide, "{late}: {timing:?}");
+            assert!(
+                end < 0,
+                "{late} ns late once, the frame ends {end} ns into the next"
+            );
+        }
 
         let mut s = BurstSchedule::wide(&m);
         let (sizes, _, end) = send_frame(&m, &mut s, |k| if k == 7 { 3_000_000 } else { 0 });
