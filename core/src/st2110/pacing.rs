@@ -203,18 +203,20 @@ impl TimingChecker {
 /// holds the lead. Never more than a tenth of the frame period.
 const WIDE_LEAD_TRS: f64 = 360.0;
 
-/// Packets of the wide model's CMAX a [`BurstSchedule`] leaves unused, for timing jitter
-/// between the sender's clock and the receiver's.
-const JITTER_PACKETS: f64 = 2.0;
+/// Packets of the wide model's CMAX a [`BurstSchedule`] leaves unused, for jitter between
+/// the sender's times and the receiver's: a loopback or veth receiver stamps a burst
+/// 2-15 µs into its send call, up to 3 packet times of jitter. With 2, the receiver's
+/// check called 22-33% of 1080p59.94 frames wide; with 4, 44-50% (the sender's own check
+/// 96-99% either way). With 6 (and no catch-up room) the sender fell behind.
+const JITTER_PACKETS: f64 = 4.0;
 
-/// Packets of room a [`BurstSchedule`]'s bursts leave under its CMAX: what a burst sent
-/// after a late wake-up (the bucket drained meanwhile) may carry on top of its own. Each
-/// send call (which on loopback and veth also delivers the packets) takes several µs, and
-/// bursts are spaced from its end.
-const CATCH_UP_PACKETS: usize = 4;
+/// Packets of room a [`BurstSchedule`]'s bursts leave under its CMAX: the bucket drains
+/// that much further between bursts sent on time, and a burst after a late wake-up (the
+/// bucket drained meanwhile) goes at once.
+const CATCH_UP_PACKETS: usize = 2;
 
 /// How much slower than the model's T_DRAIN a [`BurstSchedule`] drains its own bucket:
-/// 2% of margin for clock differences. T_DRAIN is about 5.6% shorter than TRS (β = 1.1 and
+/// 2% of margin for clock differences. T_DRAIN is about 5.3% shorter than TRS (β = 1.1 and
 /// R_ACTIVE = 1080/1125), so a late sender still gains back about 3.5% of the time it
 /// sends, within CMAX.
 const DRAIN_MARGIN: f64 = 1.02;
@@ -269,7 +271,7 @@ impl BurstSchedule {
     /// The wide-model schedule of `model`'s format.
     pub fn wide(model: &PacingModel) -> Self {
         let trs_ns = model.trs_ns();
-        // Two packets of the wide CMAX kept back for jitter between the sender's clock and
+        // Packets of the wide CMAX kept back for jitter between the sender's clock and
         // the wire (a burst's send call takes a few µs, a TRS is 3.7 µs at 1080p59.94).
         let cmax = (model.cmax(SenderType::Wide) - JITTER_PACKETS)
             .floor()
@@ -403,8 +405,10 @@ impl BurstSchedule {
     }
 
     /// A burst of `packets` went at `sent_ns`. A catch-up burst leaves the bucket at
-    /// CMAX, not above: it broke the model once, and waiting for it to drain would only
-    /// put the sender behind again (and into the next catch-up).
+    /// CMAX, not above: it broke the model, and waiting for the excess to drain would
+    /// only put the sender behind again (and into the next catch-up). The receiver's
+    /// bucket still holds that excess, draining about half a packet per burst, so the
+    /// frames that follow may count as beyond the wide model too.
     pub fn sent(&mut self, sent_ns: u64, packets: usize) {
         let drained = self.last_sent_ns.map_or(f64::INFINITY, |l| {
             sent_ns.saturating_sub(l) as f64 / self.drain_ns

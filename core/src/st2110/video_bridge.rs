@@ -311,8 +311,9 @@ pub struct SenderStats {
     pub late_bursts: u64,
 }
 
-/// A burst this late is beyond what the wide schedule's margin absorbs (about 130 TRS at
-/// 1080p59.94): the sender catches up with a non-compliant burst.
+/// A burst this late is counted and reported as late: a machine whose timer wake-ups come
+/// that late cannot pace (the sender catches up with a non-compliant burst once it could
+/// not otherwise end the frame in its period, about 1.2 ms behind at 1080p59.94).
 pub const LATE_WAKE_UP: Duration = Duration::from_micros(500);
 
 /// How long a video receiver lets a paced stream's bursts gather between reads: about 260
