@@ -832,3 +832,52 @@ mod corrupt_runtime_values {
         }
     }
 }
+
+#[test]
+fn a_busy_polling_follower_receives_every_grain_of_a_paced_writer() {
+    let (_t, d) = domain();
+    // 200 grains a second, the writer committing on that rhythm in its own thread: the
+    // follower learns it and spins around each expected commit instead of sleeping.
+    let def = FlowDef::opaque(
+        Uuid::new_v4(),
+        "paced",
+        "application/octet-stream",
+        Rational::new(200, 1),
+        64,
+    )
+    .unwrap();
+    let mut follower =
+        mcm_core::flow::Follower::new(Domain::open(d.path()).unwrap(), def.id, true).unwrap();
+    follower.set_busy_poll(Duration::from_micros(500));
+    let opts = WriterOptions {
+        grain_count: Some(8),
+        back_pressure: Some(Duration::from_millis(100)),
+        ..Default::default()
+    };
+    let mut w = d.create_grain_writer(&def, &opts).unwrap();
+    const GRAINS: u64 = 60;
+    let writer = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        for i in 0..GRAINS {
+            // The writer's own rhythm (what a live source does), not synchronisation.
+            let due = start + Duration::from_millis(5 * i);
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+            let mut g = w.open_grain(i).unwrap();
+            g.payload()[..8].copy_from_slice(&(i * 7919).to_le_bytes());
+            g.commit().unwrap();
+        }
+        w.end_of_stream().unwrap();
+    });
+    let mut got = Vec::new();
+    for _ in 0..GRAINS + 1 {
+        match follower.next_grain(Duration::from_secs(5)) {
+            Ok(g) => got.push((g.index(), u64_at(g.payload(), 0))),
+            Err(mcm_core::flow::FollowError::Closed) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    writer.join().unwrap();
+    let want: Vec<_> = (0..GRAINS).map(|i| (i, i * 7919)).collect();
+    assert_eq!(got, want);
+    assert_eq!(follower.drops().load(std::sync::atomic::Ordering::Relaxed), 0);
+}

@@ -10,7 +10,10 @@ prints
   default, is faulted in on its first lap, shmsink's area as its allocator reaches it);
 - end-to-end latency, p50 and p99, from the buffer reaching the sender's sink to it
   reaching the receiver's fakesink, on a live 50 fps stream (so no frame waits in a queue),
-  stamped with the host's monotonic clock by `latency_probe` (gst-mcm/examples).
+  stamped with the host's monotonic clock by `latency_probe` (gst-mcm/examples); and
+  once more for mcm as a low-latency user runs it: `mcmsrc busy-poll=200`, the sender
+  and the receiver each on a CPU of its own (latency only: the spin is CPU spent on
+  purpose).
 
 Usage: gst-mcm/bench/compare_shm.py [--frames N]   (builds nothing: run
 `cargo build --release -p gst-mcm --examples` first; GST_PLUGIN_PATH is set to
@@ -30,6 +33,8 @@ ENV = dict(os.environ, GST_PLUGIN_PATH=os.path.join(ROOT, "target", "release"))
 PROBE = os.path.join(ROOT, "target", "release", "examples", "latency_probe")
 LIVE_FRAMES = 150
 SKIP = 10
+# mcmsrc's spin either side of the next grain's expected commit in the low-latency row.
+BUSY_POLL_US = 200
 
 
 def launch(pipeline):
@@ -111,22 +116,26 @@ def run_pair_watched(receiver, sender, sender_first_socket, dog):
     return tx_cpu + rx_cpu, end - start
 
 
-def probe(role, pipeline):
-    return subprocess.Popen([PROBE, role, pipeline, str(SKIP)], env=ENV,
+def probe(role, pipeline, cpu=None):
+    """One side of a latency run; on `cpu` alone when given."""
+    pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+    return subprocess.Popen([PROBE, role, pipeline, str(SKIP)], env=ENV, preexec_fn=pin,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def latency(receiver, sender, sender_first_socket=None):
-    """p50 and p99 in microseconds of a live stream, receiver and sender as in run_pair."""
+def latency(receiver, sender, sender_first_socket=None, pinned=False):
+    """p50 and p99 in microseconds of a live stream, receiver and sender as in run_pair;
+    `pinned`: the sender on CPU 0, the receiver on CPU 1."""
+    tx_cpu, rx_cpu = (0, 1) if pinned else (None, None)
     if sender_first_socket:
-        tx = probe("send", sender)
+        tx = probe("send", sender, tx_cpu)
         while not os.path.exists(sender_first_socket):
             time.sleep(0.01)  # bench harness only: wait for shmsink's socket file
-        rx = probe("recv", receiver)
+        rx = probe("recv", receiver, rx_cpu)
     else:
-        rx = probe("recv", receiver)
+        rx = probe("recv", receiver, rx_cpu)
         time.sleep(0.5)  # bench harness only: let the receiver start
-        tx = probe("send", sender)
+        tx = probe("send", sender, tx_cpu)
     out, err = rx.communicate(timeout=120)
     tx.wait(timeout=30)
     fields = out.decode().split()
@@ -195,6 +204,13 @@ def main():
             lat["mcm, mcmsrc zero-copy"] = latency(
                 f"mcmsrc {at} zero-copy=true ! fakesink name=sink sync=false",
                 f"{live} ! mcmsink name=sink {at}")
+        busy = None
+        if len(os.sched_getaffinity(0)) >= 2:
+            with tempfile.TemporaryDirectory(dir=shm_dir) as domain:
+                at = f"domain={domain} flow-id={uuid.uuid4()} reliable=true"
+                busy = latency(
+                    f"mcmsrc {at} zero-copy=true busy-poll={BUSY_POLL_US} ! fakesink name=sink sync=false",
+                    f"{live} ! mcmsink name=sink {at}", pinned=True)
         sock = os.path.join(tempfile.gettempdir(), f"shm-bench-{uuid.uuid4().hex}")
         lat["shmsink -> shmsrc"] = latency(
             f"shmsrc socket-path={sock} is-live=true num-buffers={LIVE_FRAMES} ! {live_caps} ! fakesink name=sink sync=false",
@@ -209,12 +225,18 @@ def main():
             p50, p99 = lat[name]
             print(f"{w}x{h:<4} {name:>22} {n / wall:8.1f} {per_frame:9.3f} ms {steady(name) * 1e3:9.3f} ms"
                   f" {p50:9.1f} us {p99:9.1f} us")
+        if busy:
+            print(f"{w}x{h:<4} {'mcm busy-poll, pinned':>22} {'':8} {'':12} {'':12}"
+                  f" {busy[0]:9.1f} us {busy[1]:9.1f} us")
         (m_cpu, _), (s_cpu, _) = results["mcm, mcmsrc zero-copy"], results["shmsink -> shmsrc"]
         ratio = (m_cpu - base_cpu) / max(s_cpu - base_cpu, 1e-9)
         steady_ratio = steady("mcm, mcmsrc zero-copy") / max(steady("shmsink -> shmsrc"), 1e-9)
         lat_ratio = lat["shmsink -> shmsrc"][0] / max(lat["mcm, mcmsrc zero-copy"][0], 1e-9)
         print(f"{w}x{h:<4} {'ratio mcm / shm CPU':>22} {'':8} {ratio:9.2f}x {steady_ratio:9.2f}x")
         print(f"{w}x{h:<4} {'shm / mcm latency p50':>22} {'':8} {'':12} {'':12} {lat_ratio:9.2f}x")
+        if busy:
+            busy_ratio = lat["shmsink -> shmsrc"][0] / max(busy[0], 1e-9)
+            print(f"{w}x{h:<4} {'shm / mcm busy-poll':>22} {'':8} {'':12} {'':12} {busy_ratio:9.2f}x")
 
 
 if __name__ == "__main__":

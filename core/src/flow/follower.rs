@@ -48,6 +48,11 @@ pub struct Follower {
     spin: Duration,
     /// When the writer last committed (TAI ns), and the typical interval between commits.
     commits: Option<(u64, Option<u64>)>,
+    /// The writer's schedule, once its commits follow the flow's grain rate: when the last
+    /// commit was due (TAI ns) and the grain period. A writer is late by its own wake-up
+    /// and processing jitter, never early, so the earliest phase its commits fit is when
+    /// they are due.
+    schedule: Option<(u64, u64)>,
 }
 
 impl Follower {
@@ -69,6 +74,7 @@ impl Follower {
             drops: Arc::default(),
             spin: Duration::ZERO,
             commits: None,
+            schedule: None,
         })
     }
 
@@ -210,19 +216,30 @@ impl Follower {
         self.next = Some(index.saturating_add(1));
         self.received += 1;
         if let Some(r) = &self.reader {
-            self.note_commit(r.last_write_time());
+            let rate = r.grain_rate();
+            let period = u64::try_from(rate.numerator)
+                .ok()
+                .filter(|&n| n > 0)
+                .and_then(|n| {
+                    let den = u64::try_from(rate.denominator).ok()?;
+                    u64::try_from(u128::from(den) * 1_000_000_000 / u128::from(n)).ok()
+                });
+            self.note_commit(r.last_write_time(), period);
         }
         Ok(index)
     }
 
-    /// When the writer's next commit is due: its last plus the usual interval (the
+    /// When the writer's next commit is due: its schedule plus the usual interval (the
     /// writer's own times, not this receiver's wake-ups, which are late by however long
     /// the scheduler took); `None` when there is no rhythm to go by.
     fn predicted(&self) -> Option<Instant> {
         let (last, Some(interval)) = self.commits? else {
             return None;
         };
-        let due = last.saturating_add(interval);
+        let due = match self.schedule {
+            Some((on_time, period)) => on_time.saturating_add(period),
+            None => last.saturating_add(interval),
+        };
         let now_tai = crate::time::now_tai_ns();
         let now = Instant::now();
         match due.checked_sub(now_tai) {
@@ -233,10 +250,44 @@ impl Follower {
         }
     }
 
+    /// Learns the writer's rhythm from a commit time read from shared memory: the usual
+    /// interval and, when that is the flow's grain `period` (ns, within 5%), the schedule,
+    /// which a commit late by the writer's own jitter moves by a sixteenth of its lateness
+    /// only (the grain clock and the commit clock may differ by some ppm), so the next
+    /// spin still starts in time for an on-time commit.
+    fn note_commit(&mut self, at: u64, period: Option<u64>) {
+        if self.commits.is_some_and(|(last, _)| at <= last) {
+            return; // seen already (several grains read after one wake-up)
+        }
+        self.learn_interval(at, period);
+        let interval = self.commits.and_then(|(_, interval)| interval);
+        let period = period.filter(|&p| {
+            interval.is_some_and(|i| i.abs_diff(p) <= p / 20) && p <= MAX_GRAIN_INTERVAL_NS
+        });
+        self.schedule = period.map(|period| {
+            let on_time = match self.schedule {
+                Some((on_time, p)) if p == period => {
+                    let due = on_time.saturating_add(period);
+                    match at.checked_sub(due) {
+                        // Earlier than the schedule: the schedule was late.
+                        None => at,
+                        Some(late) if late < period / 2 => due + late / 16,
+                        // A gap (a skipped grain, a pause): start again from this commit.
+                        Some(_) => at,
+                    }
+                }
+                _ => at,
+            };
+            (on_time, period)
+        });
+    }
+
     /// Tracks the usual interval between commits (a moving average that ignores bursts and
-    /// gaps, so a pause does not throw the prediction off for long). The times come from
-    /// shared memory: anything but a plausible grain rhythm is not learned.
-    fn note_commit(&mut self, at: u64) {
+    /// gaps, so a pause does not throw the prediction off for long). Anything but a
+    /// plausible grain rhythm is not learned.
+    fn learn_interval(&mut self, at: u64, period: Option<u64>) {
+        // Longer than a period and a half: a skipped grain, not a slower rhythm.
+        let gap = |seen: u64| period.is_some_and(|p| seen > p.saturating_mul(3) / 2);
         self.commits = Some(match self.commits {
             None => (at, None),
             Some((last, _)) if at <= last => return,
@@ -244,7 +295,7 @@ impl Follower {
             Some((last, None)) => (at, Some(at - last)),
             Some((last, Some(avg))) => {
                 let seen = at - last;
-                let avg = if seen > avg / 4 && seen < avg.saturating_mul(4) {
+                let avg = if seen > avg / 4 && seen < avg.saturating_mul(4) && !gap(seen) {
                     (avg * 7 + seen) / 8
                 } else {
                     avg
@@ -305,7 +356,7 @@ mod tests {
         // Commits every 20 ms, the last 5 ms ago: the next is due in about 15 ms,
         // however late this receiver woke for the earlier ones.
         for k in (0..6u64).rev() {
-            f.note_commit(now - 5_000_000 - k * 20_000_000);
+            f.note_commit(now - 5_000_000 - k * 20_000_000, None);
         }
         let ahead = f.predicted().unwrap() - Instant::now();
         assert!(
@@ -313,29 +364,72 @@ mod tests {
             "{ahead:?}"
         );
         // A commit seen twice (a backlog read later) changes nothing.
-        f.note_commit(now - 5_000_000);
+        f.note_commit(now - 5_000_000, None);
         assert_eq!(f.commits, Some((now - 5_000_000, Some(20_000_000))));
         // A burst, then a pause, are not learned as the rhythm.
-        f.note_commit(now - 4_000_000);
-        f.note_commit(now + 100_000_000);
+        f.note_commit(now - 4_000_000, None);
+        f.note_commit(now + 100_000_000, None);
         assert_eq!(f.commits, Some((now + 100_000_000, Some(20_000_000))));
+    }
+
+    #[test]
+    fn commits_late_by_jitter_do_not_make_the_prediction_late() {
+        let (_dir, mut f) = follower();
+        let period = 20_000_000u64;
+        let now = crate::time::now_tai_ns();
+        let first = now - 15 * period - 5_000_000;
+        // On-time commits, then the last one late by 150 us (the writer woke late).
+        for k in 0..15u64 {
+            f.note_commit(first + k * period, Some(period));
+        }
+        f.note_commit(first + 15 * period + 150_000, Some(period));
+        let due = first + 16 * period;
+        let (on_time, p) = f.schedule.unwrap();
+        assert_eq!(p, period);
+        // The schedule moved by a sixteenth of the lateness, not by all of it.
+        assert_eq!(on_time + period, due + 150_000 / 16);
+        // Without the flow's period, the last commit is the base, late by all of it.
+        let (_dir, mut g) = follower();
+        for k in 0..15u64 {
+            g.note_commit(first + k * period, None);
+        }
+        g.note_commit(first + 15 * period + 150_000, None);
+        assert!(g.schedule.is_none());
+        let late = g.predicted().unwrap() - f.predicted().unwrap();
+        // (The last commit, plus an average interval the late commit lengthened by 19 us.)
+        assert!(
+            late > Duration::from_micros(150) && late < Duration::from_micros(175),
+            "{late:?}"
+        );
+        // An early commit moves the schedule to it; a gap of a grain starts again from it.
+        f.note_commit(due - 10_000, Some(period));
+        assert_eq!(f.schedule, Some((due - 10_000, period)));
+        f.note_commit(due - 10_000 + 2 * period, Some(period));
+        assert_eq!(f.schedule, Some((due - 10_000 + 2 * period, period)));
+        // A period the commits do not follow (a writer at half the rate) is not used.
+        let (_dir, mut h) = follower();
+        for k in 0..8u64 {
+            h.note_commit(first + k * 2 * period, Some(period));
+        }
+        assert!(h.schedule.is_none());
+        assert_eq!(h.commits, Some((first + 14 * period, Some(2 * period))));
     }
 
     #[test]
     fn garbage_commit_times_from_shared_memory_never_panic() {
         let (_dir, mut f) = follower();
         for at in [0, 1, u64::MAX / 2, u64::MAX - 2, u64::MAX - 1, u64::MAX, 7] {
-            f.note_commit(at);
+            f.note_commit(at, None);
             // Due in some far future, or unknown: never a spin now.
             assert!(f
                 .predicted()
                 .is_none_or(|p| p > Instant::now() + Duration::from_secs(3600)));
         }
         // Far-apart times are a pause, not a rhythm.
-        f.note_commit(u64::MAX);
+        f.note_commit(u64::MAX, None);
         let (_dir, mut g) = follower();
-        g.note_commit(1_000);
-        g.note_commit(1_000 + 2 * MAX_GRAIN_INTERVAL_NS);
+        g.note_commit(1_000, None);
+        g.note_commit(1_000 + 2 * MAX_GRAIN_INTERVAL_NS, None);
         assert_eq!(g.commits, Some((1_000 + 2 * MAX_GRAIN_INTERVAL_NS, None)));
     }
 }
