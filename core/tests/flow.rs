@@ -879,5 +879,8 @@ fn a_busy_polling_follower_receives_every_grain_of_a_paced_writer() {
     writer.join().unwrap();
     let want: Vec<_> = (0..GRAINS).map(|i| (i, i * 7919)).collect();
     assert_eq!(got, want);
-    assert_eq!(follower.drops().load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        follower.drops().load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }
