@@ -6,6 +6,8 @@
 //! - Several streams paced by one thread (`send_videos`): each reaches its own
 //!   destination as the frames of its own flow, in order, byte for byte. A stream that
 //!   fails ends alone; streams join and leave a running `SharedPacer`.
+//! - With ST 2110-10's extended UDP size, a 1920-pixel line goes in one packet, the SDP
+//!   says `MAXUDP=8960`, and frames arrive byte for byte.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +17,7 @@ use mcm_core::flow::{Domain, GrainWriter, WriterOptions};
 use mcm_core::format::{FlowDef, InterlaceMode, VideoFormat};
 use mcm_core::st2110::rfc4175::{Assembler, AssemblerConfig, PackingMode, Sampling, VideoGeometry};
 use mcm_core::st2110::video_bridge::{
-    send_video, send_videos, Pacing, SenderOptions, SenderStats, SharedPacer,
+    send_video, send_videos, Pacing, SenderOptions, SenderStats, SharedPacer, UdpSize,
 };
 use mcm_core::time::{current_index, index_to_timestamp, sleep_until_tai, Rational};
 use uuid::Uuid;
@@ -32,6 +34,7 @@ fn sender(destination: SocketAddr, ssrc: u32, packing: PackingMode) -> SenderOpt
         ssrc,
         packing,
         pacing: Pacing::Wide,
+        udp_size: Default::default(),
         frames: 0,
         offload: true,
         counters: None,
@@ -193,7 +196,8 @@ fn receive_pictures(
         ssrc: None,
     });
     let len = geometry.frame_bytes();
-    let (mut buf, mut numbers) = (vec![0u8; 2048], Vec::new());
+    // Room for jumbo packets (ST 2110-10 extended UDP size).
+    let (mut buf, mut numbers) = (vec![0u8; 9000], Vec::new());
     for _ in 0..100_000 {
         let Ok(n) = rx.recv(&mut buf) else {
             if written.load(Ordering::Acquire) {
@@ -458,4 +462,55 @@ fn streams_join_and_leave_a_shared_pacer() {
     assert!(received[0].len() >= 8, "{:?}", received[0]);
     assert!(received[1].iter().any(|&n| n >= 15), "{:?}", received[1]);
     assert!(received[1].iter().all(|&n| n >= 5), "{:?}", received[1]);
+}
+
+#[test]
+fn jumbo_packets_carry_a_line_each_and_arrive_byte_exact() {
+    let (_dir, domain) = domain();
+    let rate = Rational::new(50, 1);
+    // 10-bit 4:2:2, 1920 pixels: 4800 bytes of pgroups a line, more than a standard
+    // packet (1352 bytes) holds, less than an extended one (8960).
+    let (w, h) = (1920u32, 8u32);
+    let (id, mut writer, rx) = video_stream(&domain, 0, VideoFormat::Uyvp, (w, h), rate);
+    let (sdp_tx, sdp_rx) = std::sync::mpsc::channel();
+    let dir = tempfile::tempdir().unwrap();
+    let options = SenderOptions {
+        udp_size: UdpSize::Extended,
+        sdp_file: Some(dir.path().join("jumbo.sdp")),
+        sdp_written: Some(sdp_tx),
+        ..sender(
+            rx.local_addr().unwrap(),
+            0x2110_8960,
+            PackingMode::SingleLine,
+        )
+    };
+    let geometry = VideoGeometry::new(w, h, Sampling::YCbCr422, 10, false).unwrap();
+    let len = geometry.frame_bytes();
+    let stop = AtomicBool::new(false);
+    let written = AtomicBool::new(false);
+    let (numbers, stats) = std::thread::scope(|scope| {
+        let sender = scope.spawn(|| send_video(domain.clone(), id, &options, &stop));
+        scope.spawn(|| {
+            let first = current_index(rate) + 2;
+            for n in 0..FRAMES {
+                sleep_until_tai(index_to_timestamp(rate, first + n));
+                let mut grain = writer.open_grain(first + n).unwrap();
+                grain.payload()[..len].copy_from_slice(&picture(0, n, len));
+                grain.commit().unwrap();
+            }
+            written.store(true, Ordering::Release);
+        });
+        let numbers = receive_pictures(&rx, geometry, 0, &written);
+        stop.store(true, Ordering::Release);
+        (numbers, sender.join().unwrap().unwrap())
+    });
+    assert!(
+        numbers.len() as u64 >= FRAMES * 3 / 4 && numbers.windows(2).all(|p| p[0] < p[1]),
+        "{} of {FRAMES} frames, in order: {numbers:?}",
+        numbers.len()
+    );
+    // One packet a line: a standard-size sender needs four.
+    assert_eq!(stats.packets, stats.frames * u64::from(h), "{stats:?}");
+    let sdp = sdp_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(sdp.contains("; MAXUDP=8960"), "{sdp}");
 }

@@ -207,6 +207,7 @@ impl Bridges {
                     // GPM-compliant, and equal packets: the kernel can segment runs of them.
                     packing: PackingMode::SingleLine,
                     pacing: Pacing::Wide,
+                    udp_size: Default::default(),
                     frames: 0,
                     sdp_file: None,
                     sdp_written: None,

@@ -32,6 +32,8 @@ pub struct VideoSdp {
     /// `TP`: `2110TPN` (narrow), `2110TPNL` (narrow linear), `2110TPW` (wide), or empty
     /// for none (a sender beyond the models).
     pub sender_type: String,
+    /// `MAXUDP`: the extended UDP size limit (8960) when the sender uses it (ST 2110-10).
+    pub max_udp: Option<usize>,
 }
 
 fn is_multicast(addr: &str) -> bool {
@@ -58,7 +60,7 @@ impl VideoSdp {
         };
         line(format!("a=rtpmap:{} raw/90000", self.payload_type));
         line(format!(
-            "a=fmtp:{} sampling={}; width={}; height={}; exactframerate={}; depth={}; TCS=SDR; colorimetry={}; PM={}; SSN=ST2110-20:2017{}{}",
+            "a=fmtp:{} sampling={}; width={}; height={}; exactframerate={}; depth={}; TCS=SDR; colorimetry={}; PM={}; SSN=ST2110-20:2017{}{}{}",
             self.payload_type,
             g.sampling.name(),
             g.width,
@@ -74,6 +76,8 @@ impl VideoSdp {
                 format!("; TP={}", self.sender_type)
             },
             if g.interlaced { "; interlace" } else { "" },
+            self.max_udp
+                .map_or(String::new(), |m| format!("; MAXUDP={m}")),
         ));
         s.push_str(CLOCKING);
         s
@@ -292,6 +296,14 @@ impl SdpMedia {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The largest UDP payload the sender may send (ST 2110-10 `MAXUDP`): 1460 unless
+    /// it signals the extended limit; a value that is not a number counts as unsignalled.
+    pub fn max_udp(&self) -> usize {
+        self.param("MAXUDP")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1460)
+    }
+
     /// The picture of a `raw/90000` stream (RFC 4175 needs sampling, width, height, depth).
     pub fn video_geometry(&self) -> Result<VideoGeometry, SdpError> {
         let what = || format!("{} {}", self.media, self.payload_type);
@@ -489,9 +501,18 @@ mod tests {
             packing: PackingMode::General,
             colorimetry: "BT709".into(),
             sender_type: "2110TPW".into(),
+            max_udp: None,
+        };
+        let jumbo = VideoSdp {
+            max_udp: Some(8960),
+            ..sdp.clone()
         }
         .to_sdp();
+        let sdp = sdp.to_sdp();
         assert!(sdp.contains("a=fmtp:96 sampling=YCbCr-4:2:2; width=1920; height=1080; exactframerate=60000/1001; depth=10; TCS=SDR; colorimetry=BT709; PM=2110GPM; SSN=ST2110-20:2017; TP=2110TPW\r\n"));
+        assert!(jumbo.contains("; TP=2110TPW; MAXUDP=8960\r\n"), "{jumbo}");
+        assert_eq!(parse(&jumbo).unwrap()[0].max_udp(), 8960);
+        assert_eq!(parse(&sdp).unwrap()[0].max_udp(), 1460);
         assert!(sdp.contains("c=IN IP4 239.100.9.10/64\r\n"));
         let m = &parse(&sdp).unwrap()[0];
         assert_eq!(

@@ -21,9 +21,9 @@ use super::convert::{
 use super::counters::LiveCounters;
 use super::grain_frames::{FrameLayout, GrainFrames};
 use super::pacing::{PacingModel, SenderType, TimingChecker};
+pub use super::rfc4175::UdpSize;
 use super::rfc4175::{
     Assembler, AssemblerConfig, Packetizer, PackingMode, ReceiverStats, Sampling, VideoGeometry,
-    DEFAULT_PACKET_SIZE,
 };
 use super::udp::UdpReceiver;
 pub use super::video_sender::SharedPacer;
@@ -343,6 +343,8 @@ pub struct SenderOptions {
     pub ssrc: u32,
     pub packing: PackingMode,
     pub pacing: Pacing,
+    /// Standard (1460) or extended (8960, jumbo frames) UDP size limit (ST 2110-10).
+    pub udp_size: UdpSize,
     /// Stop after this many frames (0: until the flow ends or `stop`).
     pub frames: u64,
     /// Hand the kernel runs of packets at once (UDP segmentation offload) where it can.
@@ -443,7 +445,7 @@ impl Pacer {
             options.packing,
             options.payload_type,
             options.ssrc,
-            DEFAULT_PACKET_SIZE,
+            options.udp_size.packet_size(),
         )?;
         packetizer.set_sequence(options.ssrc.rotate_left(7));
         let sdp = video_sdp(def, g, options);
@@ -480,6 +482,7 @@ fn video_sdp(def: &FlowDef, geometry: VideoGeometry, options: &SenderOptions) ->
             Pacing::Wide => "2110TPW".into(),
             Pacing::Coarse => String::new(),
         },
+        max_udp: options.udp_size.sdp_max_udp(),
     }
     .to_sdp()
 }

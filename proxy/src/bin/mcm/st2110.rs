@@ -13,7 +13,7 @@ use mcm_core::st2110::audio_bridge::{self, AudioReceiverOptions, AudioSenderOpti
 use mcm_core::st2110::compressed_bridge::{
     self, CompressedReceiverOptions, CompressedSenderOptions,
 };
-use mcm_core::st2110::rfc4175::PackingMode;
+use mcm_core::st2110::rfc4175::{PackingMode, UdpSize};
 use mcm_core::st2110::video_bridge::{self, Pacing, ReceiverOptions, SenderOptions};
 use mcm_core::{Domain, Rational};
 
@@ -41,6 +41,10 @@ pub struct SendArgs {
     /// model's CMAX) or coarse (32 large bursts per frame: less CPU, no TP claimed).
     #[arg(long, default_value = "wide")]
     pacing: String,
+    /// UDP size limit (ST 2110-10): standard (packets of 1352 bytes, any network) or
+    /// extended (up to 8960, signalled MAXUDP=8960: needs a 9000-byte MTU on the way).
+    #[arg(long, default_value = "standard")]
+    udp_size: String,
     /// Stop after this many frames (0: until the flow ends).
     #[arg(long, default_value_t = 0)]
     frames: u64,
@@ -145,6 +149,7 @@ pub fn send(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
         ssrc: rand_ssrc(),
         packing,
         pacing: pacing_of(&args.pacing)?,
+        udp_size: udp_size_of(&args.udp_size)?,
         frames: args.frames,
         sdp_file: args.sdp.clone(),
         sdp_written: None,
@@ -275,6 +280,14 @@ fn pacing_of(name: &str) -> anyhow::Result<Pacing> {
     })
 }
 
+fn udp_size_of(name: &str) -> anyhow::Result<UdpSize> {
+    Ok(match name {
+        "standard" => UdpSize::Standard,
+        "extended" => UdpSize::Extended,
+        other => anyhow::bail!("UDP size `{other}`: standard or extended"),
+    })
+}
+
 /// Several video flows from one pacing thread ([`video_bridge::send_videos`]).
 fn send_several(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
     if args.sdp.is_some() {
@@ -308,6 +321,7 @@ fn send_several(domain: &Path, args: SendArgs) -> anyhow::Result<()> {
                 ssrc: rand_ssrc(),
                 packing: packing_of(&args.packing)?,
                 pacing: pacing_of(&args.pacing)?,
+                udp_size: udp_size_of(&args.udp_size)?,
                 frames: args.frames,
                 sdp_file: None,
                 sdp_written: None,
