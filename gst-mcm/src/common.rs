@@ -49,6 +49,8 @@ pub struct ConnSettings {
     pub transport: String,
     pub payload_type: u32,
     pub transport_pixel_format: String,
+    /// ST 2110-10 UDP size limit: 1460 (standard) or 8960 (extended, jumbo frames).
+    pub max_udp: u32,
     pub buffer_queue_capacity: u32,
     pub reliable: bool,
     pub proxy: Option<String>,
@@ -72,6 +74,7 @@ impl Default for ConnSettings {
             transport: "st2110-20".into(),
             payload_type: 112,
             transport_pixel_format: "yuv422p10rfc4175".into(),
+            max_udp: 1460,
             buffer_queue_capacity: 16,
             reliable: false,
             proxy: None,
@@ -289,6 +292,7 @@ impl ConnSettings {
             string_prop("transport", "Transport", "st2110-20, st2110-22, st2110-30 or st2110-40", Some("st2110-20")),
             glib::ParamSpecUInt::builder("payload-type").nick("Payload type").blurb("RTP payload type").maximum(127).default_value(d.payload_type).mutable_ready().build(),
             string_prop("transport-pixel-format", "Transport pixel format", "ST 2110-20 wire format, e.g. yuv422p10rfc4175", Some("yuv422p10rfc4175")),
+            glib::ParamSpecUInt::builder("max-udp").nick("UDP size limit").blurb("ST 2110-10 UDP size limit a sender keeps to: 1460 (standard) or 8960 (extended: jumbo frames, a 9000-byte MTU on the way; MAXUDP=8960 in the SDP)").minimum(1460).maximum(8960).default_value(d.max_udp).mutable_ready().build(),
             glib::ParamSpecUInt::builder("buffer-queue-capacity").nick("Buffer queue capacity").blurb("Grains in the ring (2..=128)").minimum(2).maximum(128).default_value(d.buffer_queue_capacity).mutable_ready().build(),
             glib::ParamSpecBoolean::builder("reliable").nick("Reliable").blurb("Back-pressure: the sender waits for slow receivers instead of dropping (file pipelines); not live").default_value(false).mutable_ready().build(),
             string_prop("proxy", "Proxy", "Media proxy as HOST:PORT; default MCM_MEDIA_PROXY_IP/PORT, then the local unix socket", None),
@@ -313,6 +317,7 @@ impl ConnSettings {
             "mcast-sip-addr" => self.mcast_sip_addr = s(),
             "transport" => self.transport = s().unwrap_or_else(|| "st2110-20".into()),
             "payload-type" => self.payload_type = u(),
+            "max-udp" => self.max_udp = u(),
             "transport-pixel-format" => {
                 self.transport_pixel_format = s().unwrap_or_else(|| "yuv422p10rfc4175".into())
             }
@@ -339,6 +344,7 @@ impl ConnSettings {
             "mcast-sip-addr" => self.mcast_sip_addr.to_value(),
             "transport" => self.transport.to_value(),
             "payload-type" => self.payload_type.to_value(),
+            "max-udp" => self.max_udp.to_value(),
             "transport-pixel-format" => self.transport_pixel_format.to_value(),
             "buffer-queue-capacity" => self.buffer_queue_capacity.to_value(),
             "reliable" => self.reliable.to_value(),
@@ -387,6 +393,15 @@ impl ConnSettings {
                     "transport": self.transport, "ipAddr": ip, "port": self.port,
                     "payloadType": self.payload_type, "transportPixelFormat": self.transport_pixel_format,
                 });
+                match self.max_udp {
+                    1460 => {}
+                    8960 => st["maxUdp"] = self.max_udp.into(),
+                    m => {
+                        return Err(format!(
+                            "max-udp {m}: 1460 (standard) or 8960 (extended UDP size, ST 2110-10)"
+                        ))
+                    }
+                }
                 if let Some(s) = &self.mcast_sip_addr {
                     st["multicastSourceIpAddr"] = s.clone().into();
                 }

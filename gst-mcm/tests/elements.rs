@@ -178,6 +178,11 @@ fn bad_properties_fail_the_state_change_with_a_clear_error() {
         ),
         ("mcmsink", "conn-type=st2110", "needs ip-addr"),
         (
+            "mcmsink",
+            "conn-type=st2110 ip-addr=239.1.1.1 max-udp=5000",
+            "max-udp 5000: 1460 (standard) or 8960",
+        ),
+        (
             "mcmsrc",
             "conn-type=carrier-pigeon urn=x",
             "conn-type `carrier-pigeon`",

@@ -1000,7 +1000,7 @@ fn control_api_bridges_a_group_and_reports_it() {
     let f2 = uuid::Uuid::new_v4();
     let (recv, rx) = receive_into(db.path(), f2, port, frames);
     let config = format!(
-        r#"{{"connection":{{"st2110":{{"transport":"st2110-20","ipAddr":"127.0.0.1","port":{port},"payloadType":96}}}},"payload":{{"video":{{"width":384,"height":216,"fps":25,"pixelFormat":"v210"}}}}}}"#
+        r#"{{"connection":{{"st2110":{{"transport":"st2110-20","ipAddr":"127.0.0.1","port":{port},"payloadType":96,"maxUdp":8960}}}},"payload":{{"video":{{"width":384,"height":216,"fps":25,"pixelFormat":"v210"}}}}}}"#
     );
     let token = pa.token();
     let list = |rt: &tokio::runtime::Runtime| {
@@ -1062,7 +1062,10 @@ fn control_api_bridges_a_group_and_reports_it() {
         "{b:?}"
     );
     assert!(
-        b.sdp.contains("a=rtpmap:96 raw/90000") && b.sdp.contains("width=384; height=216"),
+        b.sdp.contains("a=rtpmap:96 raw/90000")
+            && b.sdp.contains("width=384; height=216")
+            // The connection's `maxUdp`: jumbo packets allowed, and said so.
+            && b.sdp.contains("; MAXUDP=8960"),
         "{}",
         b.sdp
     );

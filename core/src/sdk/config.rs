@@ -185,6 +185,9 @@ pub struct St2110Config {
     pub pacing: String,
     pub payload_type: u8,
     pub transport_pixel_format: String,
+    /// `maxUdp` (an mcm extension): the UDP size limit of ST 2110-10 a sender keeps to,
+    /// 1460 (standard, the default) or 8960 (extended: jumbo frames, `MAXUDP=8960`).
+    pub max_udp: u32,
 }
 
 /// `payload.*`: what the connection carries.
@@ -418,6 +421,12 @@ impl ConnectionConfig {
                         "yuv422p10rfc4175",
                         &["yuv422p10rfc4175", "yuv422p8rfc4175", "yuv422p12rfc4175"],
                     )?,
+                    max_udp: match uint(body, "maxUdp", 1460, 0..=u64::from(u32::MAX))? {
+                        m @ (1460 | 8960) => m as u32,
+                        m => return Err(SdkError::conn_inval(format!(
+                            "maxUdp {m}: 1460 (standard) or 8960 (extended UDP size, ST 2110-10)"
+                        ))),
+                    },
                 }
                 .into()
             }
@@ -797,6 +806,22 @@ mod tests {
         assert_eq!(a.grain_rate(), Rational::new(8000, 1));
         let anc = ConnectionConfig::parse(r#"{"connection":{"st2110":{"transport":"st2110-40","ipAddr":"239.1.1.1","port":9004}},"payload":{"ancillary":{"fps":29.97}}}"#).unwrap();
         assert_eq!(anc.grain_rate(), Rational::new(30000, 1001));
+        let jumbo = |json: &str| match ConnectionConfig::parse(json).unwrap().connection {
+            ConnectionType::St2110(st) => st.max_udp,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            jumbo(
+                r#"{"connection":{"st2110":{"ipAddr":"239.1.1.1","port":9000}},"payload":{"video":{}}}"#
+            ),
+            1460
+        );
+        assert_eq!(
+            jumbo(
+                r#"{"connection":{"st2110":{"ipAddr":"239.1.1.1","port":9000,"maxUdp":8960}},"payload":{"video":{}}}"#
+            ),
+            8960
+        );
         assert_eq!(anc.max_payload_size, crate::format::DATA_GRAIN_SIZE);
         assert_eq!(
             anc.flow_def(Uuid::nil()).unwrap().media,
@@ -873,6 +898,10 @@ mod tests {
             ),
             (
                 r#"{"connection":{"st2110":{"ipAddr":"239.1.1.1","port":9000,"payloadType":300}},"payload":{"video":{}}}"#,
+                ConnConfigInval,
+            ),
+            (
+                r#"{"connection":{"st2110":{"ipAddr":"239.1.1.1","port":9000,"maxUdp":9000}},"payload":{"video":{}}}"#,
                 ConnConfigInval,
             ),
             (
