@@ -423,9 +423,11 @@ impl ConnectionConfig {
                     )?,
                     max_udp: match uint(body, "maxUdp", 1460, 0..=u64::from(u32::MAX))? {
                         m @ (1460 | 8960) => m as u32,
-                        m => return Err(SdkError::conn_inval(format!(
+                        m => {
+                            return Err(SdkError::conn_inval(format!(
                             "maxUdp {m}: 1460 (standard) or 8960 (extended UDP size, ST 2110-10)"
-                        ))),
+                        )))
+                        }
                     },
                 }
                 .into()

@@ -203,12 +203,13 @@ impl TimingChecker {
 /// holds the lead. Never more than a tenth of the frame period.
 const WIDE_LEAD_TRS: f64 = 360.0;
 
-/// Packets of the wide model's CMAX a [`BurstSchedule`] leaves unused, for jitter between
-/// the sender's times and the receiver's: a loopback or veth receiver stamps a burst
-/// 2-15 µs into its send call, up to 3 packet times of jitter. With 2, the receiver's
-/// check called 22-33% of 1080p59.94 frames wide; with 4, 44-50% (the sender's own check
-/// 96-99% either way). With 6 (and no catch-up room) the sender fell behind.
-const JITTER_PACKETS: f64 = 4.0;
+/// Time a [`BurstSchedule`] keeps of the wide model's CMAX for jitter between the sender's
+/// times and the receiver's, as whole packets (at least one): a loopback or veth receiver
+/// stamps a burst 2-15 µs into its send call. At 1080p59.94 with standard packets (TRS
+/// 3.7 µs) that is 4 packets: with 2, the receiver's check called 22-33% of frames wide;
+/// with 4, 44-50% (the sender's own check 96-99% either way); with 6 (and no catch-up
+/// room) the sender fell behind. With jumbo packets (TRS 14.8 µs) it is one.
+const JITTER_NS: f64 = 15_000.0;
 
 /// Packets of room a [`BurstSchedule`]'s bursts leave under its CMAX: the bucket drains
 /// that much further between bursts sent on time, and a burst after a late wake-up (the
@@ -245,7 +246,7 @@ pub struct BurstSchedule {
     /// Time between the frame's nominal last burst and the next frame's first:
     /// T_FRAME × (1 − R_ACTIVE).
     end_slack_ns: f64,
-    /// The CMAX the sender keeps to (the model's, less [`JITTER_PACKETS`]).
+    /// The CMAX the sender keeps to (the model's, less [`JITTER_NS`] in whole packets).
     cmax: f64,
     /// Packets per burst.
     pub burst: usize,
@@ -273,9 +274,8 @@ impl BurstSchedule {
         let trs_ns = model.trs_ns();
         // Packets of the wide CMAX kept back for jitter between the sender's clock and
         // the wire (a burst's send call takes a few µs, a TRS is 3.7 µs at 1080p59.94).
-        let cmax = (model.cmax(SenderType::Wide) - JITTER_PACKETS)
-            .floor()
-            .max(1.0);
+        let jitter = (JITTER_NS / trs_ns).round().max(1.0);
+        let cmax = (model.cmax(SenderType::Wide) - jitter).floor().max(1.0);
         let burst = (cmax as usize).saturating_sub(CATCH_UP_PACKETS).max(1);
         Self {
             trs_ns,
@@ -471,6 +471,17 @@ mod tests {
         let mut c = TimingChecker::new(m);
         let late = frame(&mut c, 0.0, n, |i| tro + f64::from(i) * trs * 1.2);
         assert!(late.underrun && late.verdict == SenderType::NonCompliant);
+    }
+
+    /// The jitter margin is time: 4 packets of 3.7 µs with standard packets at 1080p59.94
+    /// (bursts of 10), one of 14.8 µs with jumbo packets, a line each (bursts of 13).
+    #[test]
+    fn wide_bursts_keep_a_jitter_margin_in_time() {
+        let rate = Rational::new(60000, 1001);
+        let standard = BurstSchedule::wide(&PacingModel::progressive(rate, 4320, 1080));
+        assert_eq!((standard.cmax, standard.burst), (12.0, 10));
+        let jumbo = BurstSchedule::wide(&PacingModel::progressive(rate, 1080, 1080));
+        assert_eq!((jumbo.cmax, jumbo.burst), (15.0, 13));
     }
 
     /// On time, or late by what the bucket wins back by the frame's end, a burst is the
