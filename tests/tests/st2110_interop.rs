@@ -77,16 +77,28 @@ fn picture(flow: VideoFormat, wire: &[u8]) -> Vec<u8> {
 }
 
 fn mcm_to_rtpvrawdepay(sampling: Sampling, depth: u8, format: &str, flow: VideoFormat) {
+    mcm_to_rtpvrawdepay_in(sampling, depth, format, flow, 1400);
+}
+
+/// mcm's packetizer with RTP packets of up to `packet_size` bytes to GStreamer's
+/// depayloader: every frame MD5-equal.
+fn mcm_to_rtpvrawdepay_in(
+    sampling: Sampling,
+    depth: u8,
+    format: &str,
+    flow: VideoFormat,
+    packet_size: usize,
+) {
     let port = free_port();
     let rx = gst_launch_started(
         "gst receiver",
         &format!(
-            "udpsrc address=127.0.0.1 port={port} caps=application/x-rtp,media=(string)video,clock-rate=(int)90000,encoding-name=(string)RAW,sampling=(string){},depth=(string){depth},width=(string){W},height=(string){H},payload=(int)96 ! rtpvrawdepay ! video/x-raw,format={format} ! checksumsink hash=md5 sync=false",
+            "udpsrc address=127.0.0.1 port={port} mtu=9000 caps=application/x-rtp,media=(string)video,clock-rate=(int)90000,encoding-name=(string)RAW,sampling=(string){},depth=(string){depth},width=(string){W},height=(string){H},payload=(int)96 ! rtpvrawdepay ! video/x-raw,format={format} ! checksumsink hash=md5 sync=false",
             sampling.name()
         ),
     );
     let g = VideoGeometry::new(W, H, sampling, depth, false).unwrap();
-    let mut p = Packetizer::new(g, PackingMode::General, 96, 0x5110_2110, 1400).unwrap();
+    let mut p = Packetizer::new(g, PackingMode::General, 96, 0x5110_2110, packet_size).unwrap();
     p.set_sequence(0xFFFF_FFF8); // the ESN and the 16-bit number wrap during the test
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut rx = rx;
@@ -110,11 +122,17 @@ fn mcm_to_rtpvrawdepay(sampling: Sampling, depth: u8, format: &str, flow: VideoF
 }
 
 fn rtpvrawpay_to_mcm(sampling: Sampling, depth: u8, format: &str, flow: VideoFormat) {
+    rtpvrawpay_to_mcm_in(sampling, depth, format, flow, 1400);
+}
+
+/// GStreamer's payloader with packets of up to `mtu` bytes to mcm's assembler: every frame
+/// MD5-equal, none incomplete or malformed.
+fn rtpvrawpay_to_mcm_in(sampling: Sampling, depth: u8, format: &str, flow: VideoFormat, mtu: u32) {
     let (socket, port) = receiving_socket();
     let tx = gst_launch(
         "gst sender",
         &format!(
-            "videotestsrc num-buffers={FRAMES} pattern=ball ! video/x-raw,format={format},width={W},height={H},framerate=25/1 ! tee name=t ! queue ! rtpvrawpay pt=96 mtu=1400 ! udpsink host=127.0.0.1 port={port} sync=false t. ! queue ! checksumsink hash=md5"
+            "videotestsrc num-buffers={FRAMES} pattern=ball ! video/x-raw,format={format},width={W},height={H},framerate=25/1 ! tee name=t ! queue ! rtpvrawpay pt=96 mtu={mtu} ! udpsink host=127.0.0.1 port={port} sync=false t. ! queue ! checksumsink hash=md5"
         ),
     );
     let mut a = Assembler::new(AssemblerConfig {
@@ -162,6 +180,13 @@ fn mcm_sends_10_bit_pgroups_to_rtpvrawdepay() {
 #[test]
 fn mcm_sends_i420_as_4_2_0_pgroups_to_rtpvrawdepay() {
     mcm_to_rtpvrawdepay(Sampling::YCbCr420, 8, "I420", VideoFormat::I420);
+}
+
+/// ST 2110-10's extended UDP size (jumbo packets, up to 8960 bytes) both ways.
+#[test]
+fn jumbo_10_bit_pgroups_cross_both_ways() {
+    mcm_to_rtpvrawdepay_in(Sampling::YCbCr422, 10, "UYVP", VideoFormat::Uyvp, 8960);
+    rtpvrawpay_to_mcm_in(Sampling::YCbCr422, 10, "UYVP", VideoFormat::Uyvp, 8960);
 }
 
 #[test]
