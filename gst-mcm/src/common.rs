@@ -8,6 +8,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst_video::prelude::*;
 use mcm_core::format::{FlowDef, InterlaceMode, MediaFormat, PcmFormat, SampleFormat, VideoFormat};
+use mcm_core::st2110::rfc4175::UdpSize;
 use mcm_core::time::Rational;
 use serde_json::json;
 use uuid::Uuid;
@@ -393,12 +394,13 @@ impl ConnSettings {
                     "transport": self.transport, "ipAddr": ip, "port": self.port,
                     "payloadType": self.payload_type, "transportPixelFormat": self.transport_pixel_format,
                 });
-                match self.max_udp {
-                    1460 => {}
-                    8960 => st["maxUdp"] = self.max_udp.into(),
-                    m => {
+                match UdpSize::from_max_udp(self.max_udp.into()) {
+                    Some(UdpSize::Standard) => {}
+                    Some(UdpSize::Extended) => st["maxUdp"] = self.max_udp.into(),
+                    None => {
                         return Err(format!(
-                            "max-udp {m}: 1460 (standard) or 8960 (extended UDP size, ST 2110-10)"
+                            "max-udp {}: 1460 (standard) or 8960 (extended UDP size, ST 2110-10)",
+                            self.max_udp
                         ))
                     }
                 }

@@ -20,7 +20,7 @@ use mcm_core::st2110::compressed_bridge::{
 };
 use mcm_core::st2110::counters::LiveCounters;
 use mcm_core::st2110::pacing::SenderType;
-use mcm_core::st2110::rfc4175::{PackingMode, UdpSize};
+use mcm_core::st2110::rfc4175::PackingMode;
 use mcm_core::st2110::video_bridge::{self, Pacing, ReceiverOptions, SenderOptions};
 use mcm_core::Domain;
 
@@ -207,10 +207,7 @@ impl Bridges {
                     // GPM-compliant, and equal packets: the kernel can segment runs of them.
                     packing: PackingMode::SingleLine,
                     pacing: Pacing::Wide,
-                    udp_size: match st.max_udp {
-                        8960 => UdpSize::Extended,
-                        _ => UdpSize::Standard,
-                    },
+                    udp_size: st.udp_size,
                     frames: 0,
                     sdp_file: None,
                     sdp_written: None,

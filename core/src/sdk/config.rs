@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::error::{MeshErrorCode, SdkError, SdkResult};
 use crate::format::{FlowDef, InterlaceMode, PcmFormat, VideoFormat};
+use crate::st2110::rfc4175::UdpSize;
 use crate::time::Rational;
 
 /// Default SDK API TCP port of the media proxy.
@@ -187,7 +188,7 @@ pub struct St2110Config {
     pub transport_pixel_format: String,
     /// `maxUdp` (an mcm extension): the UDP size limit of ST 2110-10 a sender keeps to,
     /// 1460 (standard, the default) or 8960 (extended: jumbo frames, `MAXUDP=8960`).
-    pub max_udp: u32,
+    pub udp_size: UdpSize,
 }
 
 /// `payload.*`: what the connection carries.
@@ -421,13 +422,13 @@ impl ConnectionConfig {
                         "yuv422p10rfc4175",
                         &["yuv422p10rfc4175", "yuv422p8rfc4175", "yuv422p12rfc4175"],
                     )?,
-                    max_udp: match uint(body, "maxUdp", 1460, 0..=u64::from(u32::MAX))? {
-                        m @ (1460 | 8960) => m as u32,
-                        m => {
-                            return Err(SdkError::conn_inval(format!(
-                            "maxUdp {m}: 1460 (standard) or 8960 (extended UDP size, ST 2110-10)"
-                        )))
-                        }
+                    udp_size: {
+                        let m = uint(body, "maxUdp", 1460, 0..=u64::from(u32::MAX))?;
+                        UdpSize::from_max_udp(m).ok_or_else(|| {
+                            SdkError::conn_inval(format!(
+                                "maxUdp {m}: 1460 (standard) or 8960 (extended UDP size, ST 2110-10)"
+                            ))
+                        })?
                     },
                 }
                 .into()
@@ -809,20 +810,20 @@ mod tests {
         let anc = ConnectionConfig::parse(r#"{"connection":{"st2110":{"transport":"st2110-40","ipAddr":"239.1.1.1","port":9004}},"payload":{"ancillary":{"fps":29.97}}}"#).unwrap();
         assert_eq!(anc.grain_rate(), Rational::new(30000, 1001));
         let jumbo = |json: &str| match ConnectionConfig::parse(json).unwrap().connection {
-            ConnectionType::St2110(st) => st.max_udp,
+            ConnectionType::St2110(st) => st.udp_size,
             other => panic!("{other:?}"),
         };
         assert_eq!(
             jumbo(
                 r#"{"connection":{"st2110":{"ipAddr":"239.1.1.1","port":9000}},"payload":{"video":{}}}"#
             ),
-            1460
+            UdpSize::Standard
         );
         assert_eq!(
             jumbo(
                 r#"{"connection":{"st2110":{"ipAddr":"239.1.1.1","port":9000,"maxUdp":8960}},"payload":{"video":{}}}"#
             ),
-            8960
+            UdpSize::Extended
         );
         assert_eq!(anc.max_payload_size, crate::format::DATA_GRAIN_SIZE);
         assert_eq!(

@@ -39,6 +39,15 @@ impl UdpSize {
         }
     }
 
+    /// The size for a `MAXUDP` value (ST 2110-10): 1460 or 8960, nothing else.
+    pub fn from_max_udp(max_udp: u64) -> Option<Self> {
+        match max_udp {
+            1460 => Some(UdpSize::Standard),
+            m if m == EXTENDED_UDP_SIZE as u64 => Some(UdpSize::Extended),
+            _ => None,
+        }
+    }
+
     /// The SDP `MAXUDP` value to signal, when not the standard limit.
     pub fn sdp_max_udp(self) -> Option<usize> {
         match self {
