@@ -216,15 +216,9 @@ impl Follower {
         self.next = Some(index.saturating_add(1));
         self.received += 1;
         if let Some(r) = &self.reader {
-            let rate = r.grain_rate();
-            let period = u64::try_from(rate.numerator)
-                .ok()
-                .filter(|&n| n > 0)
-                .and_then(|n| {
-                    let den = u64::try_from(rate.denominator).ok()?;
-                    u64::try_from(u128::from(den) * 1_000_000_000 / u128::from(n)).ok()
-                });
-            self.note_commit(r.last_write_time(), period);
+            // The grain period (u64::MAX for a rate that is not one, which is not learned).
+            let period = crate::time::index_to_timestamp(r.grain_rate(), 1);
+            self.note_commit(r.last_write_time(), Some(period));
         }
         Ok(index)
     }

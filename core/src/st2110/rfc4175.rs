@@ -15,6 +15,8 @@ pub const BPM_PAYLOAD: usize = 1260;
 /// The RTP packet size MTL and most ST 2110 senders aim for (1460-byte UDP payload
 /// standard limit minus headroom).
 pub const DEFAULT_PACKET_SIZE: usize = 1352;
+/// ST 2110-10's standard UDP size limit: the largest UDP payload any network carries.
+pub const STANDARD_UDP_SIZE: usize = 1460;
 /// ST 2110-10's extended UDP size limit (jumbo frames, signalled `MAXUDP=8960`): the
 /// largest RTP packet a sender using it may send.
 pub const EXTENDED_UDP_SIZE: usize = 8960;
@@ -22,7 +24,7 @@ pub const EXTENDED_UDP_SIZE: usize = 8960;
 /// The UDP payload sizes ST 2110-10 allows a sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UdpSize {
-    /// Up to 1460 bytes (any network): packets of [`DEFAULT_PACKET_SIZE`].
+    /// Up to [`STANDARD_UDP_SIZE`] bytes (any network): packets of [`DEFAULT_PACKET_SIZE`].
     #[default]
     Standard,
     /// Up to [`EXTENDED_UDP_SIZE`] bytes, on networks with a 9000-byte MTU: about 6.6
@@ -42,7 +44,7 @@ impl UdpSize {
     /// The size for a `MAXUDP` value (ST 2110-10): 1460 or 8960, nothing else.
     pub fn from_max_udp(max_udp: u64) -> Option<Self> {
         match max_udp {
-            1460 => Some(UdpSize::Standard),
+            m if m == STANDARD_UDP_SIZE as u64 => Some(UdpSize::Standard),
             m if m == EXTENDED_UDP_SIZE as u64 => Some(UdpSize::Extended),
             _ => None,
         }

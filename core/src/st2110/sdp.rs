@@ -301,7 +301,7 @@ impl SdpMedia {
     pub fn max_udp(&self) -> usize {
         self.param("MAXUDP")
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(1460)
+            .unwrap_or(crate::st2110::rfc4175::STANDARD_UDP_SIZE)
     }
 
     /// The picture of a `raw/90000` stream (RFC 4175 needs sampling, width, height, depth).
