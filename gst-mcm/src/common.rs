@@ -1030,6 +1030,9 @@ pub struct Stats {
     pub bytes: u64,
     pub drops: u64,
     pub copies: u64,
+    /// Live zero copy: grains the writer reused while a buffer downstream still had them
+    /// mapped (that buffer's bytes may have changed).
+    pub overwritten: u64,
     /// Last grain's age at delivery (receiver) or commit (sender), in ns.
     pub latency_ns: u64,
 }
@@ -1041,6 +1044,7 @@ impl Stats {
             .field("bytes", self.bytes)
             .field("drops", self.drops)
             .field("copies", self.copies)
+            .field("overwritten", self.overwritten)
             .field("latency-ns", self.latency_ns)
             .build()
     }
@@ -1049,7 +1053,7 @@ impl Stats {
 pub fn stats_property() -> glib::ParamSpec {
     glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
         .nick("Statistics")
-        .blurb("grains, bytes, drops, copies (frames copied between grain and buffer memory), latency-ns")
+        .blurb("grains, bytes, drops, copies (frames copied between grain and buffer memory), overwritten (mcmsrc, live zero copy: grains the writer reused while a buffer downstream had them mapped), latency-ns")
         .read_only()
         .build()
 }

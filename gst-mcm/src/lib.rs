@@ -15,6 +15,7 @@ use gst::glib;
 
 mod common;
 mod grainpool;
+mod leasemem;
 mod mcmsink;
 mod mcmsrc;
 

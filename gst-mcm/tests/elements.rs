@@ -816,3 +816,177 @@ fn live_timestamps_follow_grain_times_not_arrival() {
         );
     }
 }
+
+#[test]
+fn live_zero_copy_lends_grains_and_copies_a_held_one_out_before_the_writer_returns() {
+    init();
+    let dir = domain();
+    let d = Domain::open(dir.path()).unwrap();
+    let rate = Rational::new(50, 1);
+    let def = FlowDef::video(
+        Uuid::new_v4(),
+        "live",
+        VideoFormat::V210,
+        96,
+        8,
+        rate,
+        InterlaceMode::Progressive,
+    )
+    .unwrap();
+    let ring = 8u64;
+    let mut w = d
+        .create_grain_writer(
+            &def,
+            &WriterOptions {
+                grain_count: Some(ring as u32),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut h = gst_check::Harness::new_parse(&format!(
+        "mcmsrc name=src domain={} flow-id={}",
+        dir.path().display(),
+        def.id
+    ));
+    h.play();
+    let src = h
+        .element()
+        .unwrap()
+        .downcast::<gst::Bin>()
+        .unwrap()
+        .by_name("src")
+        .unwrap();
+    let frame = v210_stride(96) * 8;
+    let pattern = |i: u64| {
+        let mut v = vec![0u8; frame];
+        fill_v210(96, 8, i, &mut v);
+        v
+    };
+    let first = mcm_core::time::current_index(rate) - 100;
+    let mut write_and_pull = |i: u64| {
+        let mut g = w.open_grain(i).unwrap();
+        fill_v210(96, 8, i, g.payload());
+        g.commit().unwrap();
+        let buf = h.pull().unwrap();
+        assert_eq!(buf.offset(), i);
+        buf
+    };
+    // The first grain brings the caps, and is copied.
+    drop(write_and_pull(first - 1));
+    // Held, unmapped, while the writer goes round the ring more than once.
+    let kept = write_and_pull(first);
+    assert!(
+        kept.peek_memory(0).is_type("McmLeasedGrain"),
+        "a live buffer's memory is the grain, not a copy"
+    );
+    // Held and mapped while the writer comes back to its slot: it cannot move.
+    let mapped = write_and_pull(first + 1)
+        .into_mapped_buffer_readable()
+        .unwrap();
+    for i in first + 2..first + 3 * ring {
+        let buf = write_and_pull(i);
+        assert!(buf.map_readable().unwrap().as_slice() == pattern(i).as_slice());
+    }
+    assert!(
+        kept.map_readable().unwrap().as_slice() == pattern(first).as_slice(),
+        "the held buffer kept its frame though the writer reused its grain twice"
+    );
+    assert!(mapped.as_slice() != pattern(first + 1).as_slice());
+    let stats = src.property::<gst::Structure>("stats");
+    // The first grain's copy and the held one's.
+    assert_eq!(stats.get::<u64>("copies").unwrap(), 2, "{stats}");
+    assert_eq!(stats.get::<u64>("overwritten").unwrap(), 1, "{stats}");
+    assert_eq!(stats.get::<u64>("grains").unwrap(), 3 * ring + 1, "{stats}");
+}
+
+#[test]
+fn live_zero_copy_copies_grains_out_while_downstream_blocks_the_source() {
+    init();
+    let dir = domain();
+    let d = Domain::open(dir.path()).unwrap();
+    let rate = Rational::new(50, 1);
+    let def = FlowDef::video(
+        Uuid::new_v4(),
+        "blocked",
+        VideoFormat::V210,
+        96,
+        8,
+        rate,
+        InterlaceMode::Progressive,
+    )
+    .unwrap();
+    let ring = 16u64;
+    let mut w = d
+        .create_grain_writer(
+            &def,
+            &WriterOptions {
+                grain_count: Some(ring as u32),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let pipeline = gst::parse::launch(&format!(
+        "mcmsrc name=src domain={} flow-id={} ! fakesink sync=false",
+        dir.path().display(),
+        def.id
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline.by_name("src").unwrap();
+    // Every buffer comes to the test; the streaming thread then stops in the probe on the
+    // third, as behind a blocked downstream, until `release` is dropped.
+    let (buffers, got) = std::sync::mpsc::channel::<gst::Buffer>();
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    let blocked = std::sync::Mutex::new(blocked);
+    let seen = std::sync::atomic::AtomicU32::new(0);
+    src.static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buf) = info.buffer() {
+                let _ = buffers.send(buf.clone());
+                if seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 2 {
+                    let _ = blocked.lock().unwrap().recv();
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let frame = v210_stride(96) * 8;
+    let pattern = |i: u64| {
+        let mut v = vec![0u8; frame];
+        fill_v210(96, 8, i, &mut v);
+        v
+    };
+    let first = mcm_core::time::current_index(rate) - 1000;
+    let mut write = |i: u64| {
+        let mut g = w.open_grain(i).unwrap();
+        fill_v210(96, 8, i, g.payload());
+        g.commit().unwrap();
+    };
+    let recv = |got: &std::sync::mpsc::Receiver<gst::Buffer>| {
+        got.recv_timeout(Duration::from_secs(10)).expect("a buffer")
+    };
+    // The caps grain (copied), then two lent: one kept by the test, one in the probe.
+    write(first - 1);
+    drop(recv(&got));
+    write(first);
+    let kept = recv(&got);
+    write(first + 1);
+    let stuck = recv(&got);
+    assert!(kept.peek_memory(0).is_type("McmLeasedGrain"));
+    assert!(stuck.peek_memory(0).is_type("McmLeasedGrain"));
+    // The writer goes round the ring twice at its own rate (50 grains a second, as a live
+    // source); only the guard can copy the two out: the streaming thread is stuck.
+    for i in first + 2..first + 2 * ring {
+        std::thread::sleep(Duration::from_millis(20));
+        write(i);
+    }
+    assert!(kept.map_readable().unwrap().as_slice() == pattern(first).as_slice());
+    assert!(stuck.map_readable().unwrap().as_slice() == pattern(first + 1).as_slice());
+    let stats = src.property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("copies").unwrap(), 3, "{stats}");
+    assert_eq!(stats.get::<u64>("overwritten").unwrap(), 0, "{stats}");
+    drop(release);
+    pipeline.set_state(gst::State::Null).unwrap();
+}

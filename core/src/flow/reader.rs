@@ -533,6 +533,11 @@ impl HeldGrain {
     pub fn is_intact(&self) -> bool {
         self.reader.slot_holds(self.slot, self.index)
     }
+    /// The reader the grain came from: its head and ring size tell how soon a writer that is
+    /// not held back reuses the slot (`index + grain_count`).
+    pub fn reader(&self) -> &Arc<GrainReader> {
+        &self.reader
+    }
 }
 
 impl AsRef<[u8]> for HeldGrain {

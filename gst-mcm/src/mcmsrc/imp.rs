@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use gst::glib;
@@ -15,6 +15,7 @@ use mcm_core::format::FlowDef;
 use mcm_core::sdk::{Client, Connection, MeshErrorCode};
 use mcm_core::time::{index_to_timestamp, now_tai_ns};
 
+use super::lease::{Counts, Leases};
 use super::samples::SamplesInput;
 use crate::common::{self, ConnSettings, Kind, Mode, Stats, Timing, CAT};
 
@@ -41,7 +42,7 @@ impl Default for Settings {
         Self {
             conn: ConnSettings::default(),
             is_live: true,
-            zero_copy: false,
+            zero_copy: true,
             sender_timeout_ms: 0,
             sender_timeout_eos: false,
             busy_poll_us: 0,
@@ -75,7 +76,10 @@ struct Started {
     tai_offset: Option<i128>,
     /// Interlaced: the frame whose first field has arrived, waiting for the second.
     pending_field: Option<(u64, gst::Buffer, Option<Timing>)>,
-    zero_copy: bool,
+    /// Zero copy: the grains lent downstream, copied out before the writer reuses them.
+    leases: Option<Leases>,
+    /// Lease overwrites already warned about.
+    overwritten_seen: u64,
     /// Buffers can wrap grain memory: the grain layout is the buffer layout.
     wrap: bool,
     /// The caps the stream was configured with (property, or the SDP file's).
@@ -94,6 +98,8 @@ pub struct McmSrc {
     settings: Mutex<Settings>,
     state: Mutex<State>,
     stats: Mutex<Stats>,
+    /// Zero copy: what the leases came to (added to `stats`).
+    lease_counts: Arc<Counts>,
     flushing: AtomicBool,
 }
 
@@ -119,8 +125,8 @@ impl ObjectImpl for McmSrc {
             v.push(
                 glib::ParamSpecBoolean::builder("zero-copy")
                     .nick("Zero copy")
-                    .blurb("With reliable: push buffers whose memory is the grain itself when the layouts match (no copy); buffers kept downstream hold the sender back until released")
-                    .default_value(false)
+                    .blurb("Push buffers whose memory is the grain itself when the layouts match (no copy). A buffer kept downstream is copied out of its grain once the writer comes within half the flow's ring of it, or ends the stream, so it never stalls a reliable writer nor sees a live one reuse the grain (counted in stats as copies; one mapped at that moment is counted as overwritten). false: copy every grain into a pooled buffer")
+                    .default_value(true)
                     .mutable_ready()
                     .build(),
             );
@@ -192,12 +198,7 @@ impl ObjectImpl for McmSrc {
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
-            "stats" => self
-                .stats
-                .lock()
-                .map(|s| s.structure())
-                .unwrap_or_else(|_| Stats::default().structure())
-                .to_value(),
+            "stats" => self.stats().structure().to_value(),
             "sender-timeout" => self
                 .settings
                 .lock()
@@ -342,17 +343,20 @@ fn wrappable(kind: &Kind) -> bool {
     }
 }
 
-/// A buffer whose memory is the grain itself (zero copy); the grain stays out of the
-/// writer's reach until the buffer's last reference goes.
-fn wrap_buffer(kind: &Kind, held: HeldGrain) -> gst::Buffer {
+/// A buffer whose memory is the grain itself (zero copy): a lease (see [`Leases`]), copied
+/// out of the grain before the writer comes back to its slot.
+fn wrap_buffer(kind: &Kind, held: HeldGrain, leases: &mut Leases) -> gst::Buffer {
+    let len = held.payload().len();
     let duration = match kind {
         Kind::Raw { info, .. } => frame_duration(info),
-        Kind::Pcm { rate, frame, .. } => gst::ClockTime::SECOND
-            .mul_div_floor((held.payload().len() / frame) as u64, u64::from(*rate)),
+        Kind::Pcm { rate, frame, .. } => {
+            gst::ClockTime::SECOND.mul_div_floor((len / frame) as u64, u64::from(*rate))
+        }
         Kind::Anc | Kind::Opaque => None,
     };
-    let mut buffer = gst::Buffer::from_slice(held);
+    let mut buffer = gst::Buffer::new();
     if let Some(b) = buffer.get_mut() {
+        b.append_memory(crate::leasemem::memory(leases.lease(held)));
         b.set_duration(duration);
     }
     buffer
@@ -429,6 +433,14 @@ fn make_buffer(
 }
 
 impl McmSrc {
+    /// The `stats` property: the streaming thread's counters and the leases'.
+    fn stats(&self) -> Stats {
+        let mut stats = self.stats.lock().map(|s| *s).unwrap_or_default();
+        stats.copies += self.lease_counts.copies.load(Ordering::Relaxed);
+        stats.overwritten = self.lease_counts.overwritten.load(Ordering::Relaxed);
+        stats
+    }
+
     fn flow_error(&self, msg: String) -> gst::FlowError {
         gst::element_imp_error!(self, gst::ResourceError::Read, ["{}", msg]);
         gst::FlowError::Error
@@ -467,7 +479,7 @@ impl McmSrc {
                     let room = follower.reader().is_some_and(|r| {
                         (r.held_count() as u64).saturating_add(3) < r.grain_count()
                     });
-                    if started.zero_copy && started.wrap && room {
+                    if started.leases.is_some() && started.wrap && room {
                         let held = match follower.next_held(WAIT_SLICE) {
                             Ok(h) => h,
                             Err(FollowError::Timeout(_)) => continue,
@@ -493,7 +505,8 @@ impl McmSrc {
                         if def.map(|d| &d.json) == started.def.as_ref().map(|d| &d.json) {
                             let kind =
                                 started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
-                            let buffer = wrap_buffer(kind, held);
+                            let leases = started.leases.as_mut().ok_or(gst::FlowError::Error)?;
+                            let buffer = wrap_buffer(kind, held, leases);
                             let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
                             stats.copies = stats.copies.saturating_sub(1);
                             return Ok(Received {
@@ -775,7 +788,6 @@ impl BaseSrcImpl for McmSrc {
             .mode()
             .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
         let reliable = settings.conn.reliable;
-        let zero_copy = reliable && settings.zero_copy;
         let busy_poll = Duration::from_micros(settings.busy_poll_us.into());
         let input = match mode {
             Mode::Direct { domain, flow_id } => {
@@ -844,6 +856,8 @@ impl BaseSrcImpl for McmSrc {
             }
         };
         *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = Stats::default();
+        self.lease_counts.copies.store(0, Ordering::Relaxed);
+        self.lease_counts.overwritten.store(0, Ordering::Relaxed);
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = State::Started(Box::new(Started {
             input,
             def: None,
@@ -853,7 +867,10 @@ impl BaseSrcImpl for McmSrc {
             last_pts: None,
             tai_offset: None,
             pending_field: None,
-            zero_copy,
+            leases: settings
+                .zero_copy
+                .then(|| Leases::new(self.lease_counts.clone())),
+            overwritten_seen: 0,
             wrap: false,
             configured_caps: settings.conn.caps.clone(),
         }));
@@ -862,12 +879,7 @@ impl BaseSrcImpl for McmSrc {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = State::Stopped;
-        gst::info!(
-            CAT,
-            imp = self,
-            "stopped; {:?}",
-            self.stats.lock().map(|s| *s).unwrap_or_default()
-        );
+        gst::info!(CAT, imp = self, "stopped; {:?}", self.stats());
         Ok(())
     }
 
@@ -1013,6 +1025,18 @@ impl PushSrcImpl for McmSrc {
             }
         }
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(leases) = &started.leases {
+            leases.look();
+            let overwritten = self.lease_counts.overwritten.load(Ordering::Relaxed);
+            if overwritten > started.overwritten_seen {
+                started.overwritten_seen = overwritten;
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "{overwritten} grains reused by the writer while mapped downstream: keep buffers mapped for less than half the flow's ring of grains, or set reliable=true"
+                );
+            }
+        }
         stats.grains += 1;
         stats.bytes += buffer.size() as u64;
         stats.copies += 1;

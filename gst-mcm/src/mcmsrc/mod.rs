@@ -24,6 +24,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+pub(crate) mod lease;
 mod samples;
 
 glib::wrapper! {

@@ -1,0 +1,267 @@
+//! Zero copy out of a flow: buffers whose memory is a grain that the writer will reuse.
+//!
+//! A live writer never waits for readers (MXL): grain `i` lives in its slot until the writer
+//! reaches index `i + grain_count`. A reliable writer waits for the grains its readers hold,
+//! so a buffer kept downstream (a sink's last sample, a long queue) would stall it. A
+//! [`Lease`] is what a pushed buffer's memory points at: the grain while that is safe, or a
+//! private copy taken before the writer comes back to the slot. [`Leases`] watches the
+//! writer's head (on every buffer created, and from a guard thread woken by the writer's
+//! commits, for when downstream blocks the streaming thread) and copies a leased grain out
+//! once the writer is within half a ring of its slot or has ended the stream. Only a lease
+//! that downstream holds mapped at that moment cannot move: if a live writer reaches it
+//! first, it is counted as overwritten.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mcm_core::flow::{FlowError, HeldGrain};
+
+/// Longest the guard sleeps between looks at the writer's head when no commit wakes it.
+const GUARD_TICK: Duration = Duration::from_millis(20);
+
+/// The bytes behind one pushed buffer's memory.
+pub struct Lease {
+    index: u64,
+    len: usize,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    backing: Backing,
+    /// Maps open on the memory: while any is, the bytes must not move.
+    maps: usize,
+}
+
+enum Backing {
+    Grain(HeldGrain),
+    Copied(Box<[u8]>),
+    /// The writer reused the slot before the grain could be copied out.
+    Overwritten(HeldGrain),
+}
+
+/// What a look at a lease did.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Not at risk yet, or already settled.
+    Kept,
+    Copied,
+    /// At risk but mapped: looked at again on the writer's next commit.
+    Busy,
+    Overwritten,
+}
+
+impl Lease {
+    fn new(grain: HeldGrain) -> Self {
+        Self {
+            index: grain.index(),
+            len: grain.payload().len(),
+            inner: Mutex::new(Inner {
+                backing: Backing::Grain(grain),
+                maps: 0,
+            }),
+        }
+    }
+
+    /// Payload bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The bytes for one map: they stay where they are until the matching [`Self::unmap`].
+    pub fn map(&self) -> *const u8 {
+        let mut inner = self.lock();
+        inner.maps += 1;
+        match &inner.backing {
+            Backing::Grain(g) | Backing::Overwritten(g) => g.payload().as_ptr(),
+            Backing::Copied(b) => b.as_ptr(),
+        }
+    }
+
+    pub fn unmap(&self) {
+        let mut inner = self.lock();
+        inner.maps = inner.maps.saturating_sub(1);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The reader of a grain still in place; `None` once settled.
+    fn reader(&self) -> Option<Arc<mcm_core::flow::GrainReader>> {
+        match &self.lock().backing {
+            Backing::Grain(g) => Some(g.reader().clone()),
+            _ => None,
+        }
+    }
+
+    /// Copies the grain out if the writer is within half a ring of its slot, or has ended
+    /// the stream (a reliable writer waits for its readers to let go before it finishes).
+    fn look(&self) -> Outcome {
+        let mut inner = self.lock();
+        let Backing::Grain(grain) = &inner.backing else {
+            return Outcome::Kept;
+        };
+        let reader = grain.reader();
+        let ring = reader.grain_count();
+        // The writer's pool may fill grains ahead of its head; half a ring is the margin.
+        let reused_at = self.index.saturating_add(ring);
+        let at_risk = reader
+            .head_index()
+            .saturating_add(1)
+            .saturating_add(ring / 2)
+            >= reused_at
+            || reader.end_of_stream().is_some();
+        if !at_risk && grain.is_intact() {
+            return Outcome::Kept;
+        }
+        if !grain.is_intact() {
+            return settle_overwritten(&mut inner);
+        }
+        if inner.maps > 0 {
+            return Outcome::Busy;
+        }
+        let copy: Box<[u8]> = grain.payload().into();
+        // The seqlock check after the read: the writer may have reached the slot meanwhile.
+        if !grain.is_intact() {
+            return settle_overwritten(&mut inner);
+        }
+        inner.backing = Backing::Copied(copy);
+        Outcome::Copied
+    }
+}
+
+fn settle_overwritten(inner: &mut Inner) -> Outcome {
+    let backing = std::mem::replace(&mut inner.backing, Backing::Copied(Box::default()));
+    inner.backing = match backing {
+        Backing::Grain(g) => Backing::Overwritten(g),
+        other => other,
+    };
+    Outcome::Overwritten
+}
+
+/// The leases of one source and the guard that copies them out in time.
+pub struct Leases {
+    shared: Arc<Shared>,
+    guard: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    live: Mutex<Vec<Weak<Lease>>>,
+    wake: Condvar,
+    stop: AtomicBool,
+    counts: Arc<Counts>,
+}
+
+/// What the leases of a source came to, as they happen (the guard's too).
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Leased grains copied out before the writer came back to their slots.
+    pub copies: AtomicU64,
+    /// Leased grains the writer reused while mapped downstream.
+    pub overwritten: AtomicU64,
+}
+
+impl Leases {
+    /// Leases that add up in `counts`.
+    pub fn new(counts: Arc<Counts>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                live: Mutex::default(),
+                wake: Condvar::new(),
+                stop: AtomicBool::new(false),
+                counts,
+            }),
+            guard: None,
+        }
+    }
+
+    /// A lease on `grain`, watched from now on.
+    pub fn lease(&mut self, grain: HeldGrain) -> Arc<Lease> {
+        let lease = Arc::new(Lease::new(grain));
+        self.shared
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&lease));
+        if self.guard.is_none() {
+            let shared = self.shared.clone();
+            self.guard = std::thread::Builder::new()
+                .name("mcmsrc-leases".into())
+                .spawn(move || shared.guard())
+                .ok();
+        }
+        self.shared.wake.notify_one();
+        lease
+    }
+
+    /// Looks at every lease now (the streaming thread does on each buffer).
+    pub fn look(&self) {
+        self.shared.look();
+    }
+}
+
+impl Drop for Leases {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.wake.notify_all();
+        if let Some(guard) = self.guard.take() {
+            let _ = guard.join();
+        }
+    }
+}
+
+impl Shared {
+    fn look(&self) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.retain(|weak| {
+            let Some(lease) = weak.upgrade() else {
+                return false;
+            };
+            match lease.look() {
+                Outcome::Kept => lease.reader().is_some(),
+                Outcome::Busy => true,
+                Outcome::Copied => {
+                    self.counts.copies.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Outcome::Overwritten => {
+                    self.counts.overwritten.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+            }
+        });
+    }
+
+    /// Until stopped: while leases are out, looks at them on each commit of the writer.
+    fn guard(&self) {
+        loop {
+            let reader = {
+                let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    if self.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    live.retain(|w| w.strong_count() > 0);
+                    if let Some(r) = live
+                        .iter()
+                        .filter_map(Weak::upgrade)
+                        .find_map(|l| l.reader())
+                    {
+                        break r;
+                    }
+                    live = self.wake.wait(live).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            self.look();
+            let next = reader.head_index().saturating_add(1);
+            // Woken by the writer's next commit, or after GUARD_TICK (TooEarly) when it
+            // stalls; a flow ended or replaced answers at once, so wait the tick here.
+            match reader.wait_grain(next, 1, GUARD_TICK) {
+                Ok(_) | Err(FlowError::TooEarly { .. }) => {}
+                Err(_) => std::thread::park_timeout(GUARD_TICK),
+            }
+        }
+    }
+}
