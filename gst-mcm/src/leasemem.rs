@@ -152,20 +152,21 @@ mod imp {
         // initialised as in `memory`, with `mem` as its parent (which `gst_memory_init`
         // refs), and holds a count of the same lease of its own.
         unsafe {
-            let m = &*mem;
-            let parent = if m.parent.is_null() { mem } else { m.parent };
+            // Fields read through the pointer: other threads change the refcount and lock
+            // state of `mem` meanwhile, so no reference to the whole struct is made.
+            let (parent, allocator) = ((*mem).parent, (*mem).allocator);
+            let parent = if parent.is_null() { mem } else { parent };
+            let (m_size, m_offset, maxsize) = ((*mem).size, (*mem).offset, (*mem).maxsize);
+            let (align, flags) = ((*mem).align, (*mem).mini_object.flags);
             // GStreamer passes sizes as signed and means -1 as "the rest".
             let offset = offset as usize;
             let size = if size < 0 {
-                m.size.wrapping_sub(offset)
+                m_size.wrapping_sub(offset)
             } else {
                 size as usize
             };
-            let new_offset = m.offset.wrapping_add(offset);
-            if new_offset
-                .checked_add(size)
-                .is_none_or(|end| end > m.maxsize)
-            {
+            let new_offset = m_offset.wrapping_add(offset);
+            if new_offset.checked_add(size).is_none_or(|end| end > maxsize) {
                 return ptr::null_mut();
             }
             let lease = (*mem.cast::<LeasedMemory>()).lease;
@@ -174,11 +175,11 @@ mod imp {
                 .cast::<LeasedMemory>();
             gst::ffi::gst_memory_init(
                 ptr::addr_of_mut!((*raw).mem),
-                m.mini_object.flags | gst::ffi::GST_MINI_OBJECT_FLAG_LOCK_READONLY,
-                m.allocator,
+                flags | gst::ffi::GST_MINI_OBJECT_FLAG_LOCK_READONLY,
+                allocator,
                 parent,
-                m.maxsize,
-                m.align,
+                maxsize,
+                align,
                 new_offset,
                 size,
             );

@@ -897,6 +897,18 @@ fn live_zero_copy_lends_grains_and_copies_a_held_one_out_before_the_writer_retur
     assert_eq!(stats.get::<u64>("copies").unwrap(), 2, "{stats}");
     assert_eq!(stats.get::<u64>("overwritten").unwrap(), 1, "{stats}");
     assert_eq!(stats.get::<u64>("grains").unwrap(), 3 * ring + 1, "{stats}");
+    // A buffer still held when the source stops is copied out then: nothing watches the
+    // writer any more.
+    let last = write_and_pull(first + 3 * ring);
+    h.element().unwrap().set_state(gst::State::Null).unwrap();
+    for i in first + 3 * ring + 1..first + 5 * ring {
+        let mut g = w.open_grain(i).unwrap();
+        fill_v210(96, 8, i, g.payload());
+        g.commit().unwrap();
+    }
+    assert!(last.map_readable().unwrap().as_slice() == pattern(first + 3 * ring).as_slice());
+    let stats = src.property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("copies").unwrap(), 3, "{stats}");
 }
 
 #[test]

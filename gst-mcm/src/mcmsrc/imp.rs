@@ -125,7 +125,7 @@ impl ObjectImpl for McmSrc {
             v.push(
                 glib::ParamSpecBoolean::builder("zero-copy")
                     .nick("Zero copy")
-                    .blurb("Push buffers whose memory is the grain itself when the layouts match (no copy). A buffer kept downstream is copied out of its grain once the writer comes within half the flow's ring of it, or ends the stream, so it never stalls a reliable writer nor sees a live one reuse the grain (counted in stats as copies; one mapped at that moment is counted as overwritten). false: copy every grain into a pooled buffer")
+                    .blurb("Push buffers whose memory is the grain itself when the layouts match (no copy). A buffer kept downstream is copied out of its grain once the writer comes within half the flow's ring of it, ends the stream, or the source stops, so an unmapped buffer neither stalls a reliable writer nor sees a live one reuse its grain (counted in stats as copies; one still mapped when a live writer reuses the grain is counted as overwritten). false: copy every grain into a pooled buffer")
                     .default_value(true)
                     .mutable_ready()
                     .build(),
@@ -1024,7 +1024,6 @@ impl PushSrcImpl for McmSrc {
                 buf.set_pts(d * (got.index.saturating_sub(first) / per_frame));
             }
         }
-        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(leases) = &started.leases {
             leases.look();
             let overwritten = self.lease_counts.overwritten.load(Ordering::Relaxed);
@@ -1037,6 +1036,7 @@ impl PushSrcImpl for McmSrc {
                 );
             }
         }
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         stats.grains += 1;
         stats.bytes += buffer.size() as u64;
         stats.copies += 1;

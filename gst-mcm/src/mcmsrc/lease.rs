@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use mcm_core::flow::{FlowError, HeldGrain};
 
+use crate::common::CAT;
+
 /// Longest the guard sleeps between looks at the writer's head when no commit wakes it.
 const GUARD_TICK: Duration = Duration::from_millis(20);
 
@@ -97,8 +99,9 @@ impl Lease {
     }
 
     /// Copies the grain out if the writer is within half a ring of its slot, or has ended
-    /// the stream (a reliable writer waits for its readers to let go before it finishes).
-    fn look(&self) -> Outcome {
+    /// the stream (a reliable writer waits for its readers to let go before it finishes),
+    /// or `now`.
+    fn look(&self, now: bool) -> Outcome {
         let mut inner = self.lock();
         let Backing::Grain(grain) = &inner.backing else {
             return Outcome::Kept;
@@ -112,7 +115,8 @@ impl Lease {
             .saturating_add(1)
             .saturating_add(ring / 2)
             >= reused_at
-            || reader.end_of_stream().is_some();
+            || reader.end_of_stream().is_some()
+            || now;
         if !at_risk && grain.is_intact() {
             return Outcome::Kept;
         }
@@ -145,6 +149,8 @@ fn settle_overwritten(inner: &mut Inner) -> Outcome {
 pub struct Leases {
     shared: Arc<Shared>,
     guard: Option<JoinHandle<()>>,
+    /// The guard thread could not be started.
+    no_guard: bool,
 }
 
 struct Shared {
@@ -174,6 +180,7 @@ impl Leases {
                 counts,
             }),
             guard: None,
+            no_guard: false,
         }
     }
 
@@ -185,12 +192,19 @@ impl Leases {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Arc::downgrade(&lease));
-        if self.guard.is_none() {
+        if self.guard.is_none() && !self.no_guard {
             let shared = self.shared.clone();
-            self.guard = std::thread::Builder::new()
+            match std::thread::Builder::new()
                 .name("mcmsrc-leases".into())
                 .spawn(move || shared.guard())
-                .ok();
+            {
+                Ok(guard) => self.guard = Some(guard),
+                Err(e) => {
+                    // Leases are still looked at on every buffer created.
+                    self.no_guard = true;
+                    gst::warning!(CAT, "no guard thread for lent grains: {e}");
+                }
+            }
         }
         self.shared.wake.notify_one();
         lease
@@ -198,40 +212,55 @@ impl Leases {
 
     /// Looks at every lease now (the streaming thread does on each buffer).
     pub fn look(&self) {
-        self.shared.look();
+        self.shared.look_all(false);
     }
 }
 
 impl Drop for Leases {
+    /// Stops the guard, then copies out every lease still on its grain: nothing watches
+    /// them once the source has stopped (a sink's last sample, an app's kept buffer).
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        self.shared.wake.notify_all();
+        {
+            // Under the lock the guard checks `stop` with, so the wake-up cannot fall
+            // between its check and its wait.
+            let _live = self.shared.live.lock().unwrap_or_else(|p| p.into_inner());
+            self.shared.stop.store(true, Ordering::Release);
+            self.shared.wake.notify_all();
+        }
         if let Some(guard) = self.guard.take() {
             let _ = guard.join();
         }
+        self.shared.look_all(true);
     }
 }
 
 impl Shared {
-    fn look(&self) {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.retain(|weak| {
-            let Some(lease) = weak.upgrade() else {
-                return false;
-            };
-            match lease.look() {
-                Outcome::Kept => lease.reader().is_some(),
-                Outcome::Busy => true,
+    /// Looks at every lease (copying each out, if unmapped, when `all`). Frames are copied
+    /// outside the list's lock, so the streaming thread can lease meanwhile.
+    fn look_all(&self, all: bool) {
+        let leases: Vec<Arc<Lease>> = {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.retain(|w| w.strong_count() > 0);
+            live.iter().filter_map(Weak::upgrade).collect()
+        };
+        let mut settled = false;
+        for lease in &leases {
+            match lease.look(all) {
+                Outcome::Kept | Outcome::Busy => {}
                 Outcome::Copied => {
                     self.counts.copies.fetch_add(1, Ordering::Relaxed);
-                    false
+                    settled = true;
                 }
                 Outcome::Overwritten => {
                     self.counts.overwritten.fetch_add(1, Ordering::Relaxed);
-                    false
+                    settled = true;
                 }
             }
-        });
+        }
+        if settled {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.retain(|w| w.upgrade().is_some_and(|l| l.reader().is_some()));
+        }
     }
 
     /// Until stopped: while leases are out, looks at them on each commit of the writer.
@@ -254,7 +283,7 @@ impl Shared {
                     live = self.wake.wait(live).unwrap_or_else(|p| p.into_inner());
                 }
             };
-            self.look();
+            self.look_all(false);
             let next = reader.head_index().saturating_add(1);
             // Woken by the writer's next commit, or after GUARD_TICK (TooEarly) when it
             // stalls; a flow ended or replaced answers at once, so wait the tick here.
