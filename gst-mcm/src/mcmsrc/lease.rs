@@ -16,12 +16,14 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mcm_core::flow::{FlowError, HeldGrain};
+use mcm_core::flow::HeldGrain;
+use mcm_core::time::index_to_timestamp;
 
 use crate::common::CAT;
 
-/// Longest the guard sleeps between looks at the writer's head when no commit wakes it.
-const GUARD_TICK: Duration = Duration::from_millis(20);
+/// Bounds of the guard's sleep between looks at the leases.
+const GUARD_MIN_WAIT: Duration = Duration::from_millis(1);
+const GUARD_MAX_WAIT: Duration = Duration::from_millis(100);
 
 /// The bytes behind one pushed buffer's memory.
 pub struct Lease {
@@ -157,6 +159,8 @@ struct Shared {
     live: Mutex<Vec<Weak<Lease>>>,
     wake: Condvar,
     stop: AtomicBool,
+    /// The guard waits for a lease (it has none with a grain to watch).
+    idle: AtomicBool,
     counts: Arc<Counts>,
 }
 
@@ -177,6 +181,7 @@ impl Leases {
                 live: Mutex::default(),
                 wake: Condvar::new(),
                 stop: AtomicBool::new(false),
+                idle: AtomicBool::new(false),
                 counts,
             }),
             guard: None,
@@ -187,11 +192,11 @@ impl Leases {
     /// A lease on `grain`, watched from now on.
     pub fn lease(&mut self, grain: HeldGrain) -> Arc<Lease> {
         let lease = Arc::new(Lease::new(grain));
-        self.shared
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::downgrade(&lease));
+        let idle = {
+            let mut live = self.shared.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.push(Arc::downgrade(&lease));
+            self.shared.idle.load(Ordering::Relaxed)
+        };
         if self.guard.is_none() && !self.no_guard {
             let shared = self.shared.clone();
             match std::thread::Builder::new()
@@ -206,7 +211,11 @@ impl Leases {
                 }
             }
         }
-        self.shared.wake.notify_one();
+        // Newer leases are due later than those already watched: only an idle guard waits
+        // for one.
+        if idle {
+            self.shared.wake.notify_one();
+        }
         lease
     }
 
@@ -263,33 +272,44 @@ impl Shared {
         }
     }
 
-    /// Until stopped: while leases are out, looks at them on each commit of the writer.
+    /// Until stopped: while leases are out, looks at them when the oldest is due to come
+    /// within half a ring of the writer, at the flow's grain rate. Not on every commit: the
+    /// streaming thread looks on every buffer it creates, and a thread woken with it on
+    /// each commit cost the buffers ~100 µs of latency on a 2-core machine.
     fn guard(&self) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            let reader = {
-                let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-                loop {
-                    if self.stop.load(Ordering::Acquire) {
-                        return;
-                    }
-                    live.retain(|w| w.strong_count() > 0);
-                    if let Some(r) = live
-                        .iter()
-                        .filter_map(Weak::upgrade)
-                        .find_map(|l| l.reader())
-                    {
-                        break r;
-                    }
-                    live = self.wake.wait(live).unwrap_or_else(|p| p.into_inner());
-                }
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            live.retain(|w| w.strong_count() > 0);
+            let oldest = live
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter_map(|l| l.reader().map(|r| (l.index, r)))
+                .min_by_key(|(index, _)| *index);
+            let Some((index, reader)) = oldest else {
+                // Set and cleared under the lock `lease` pushes under: no lease is missed.
+                self.idle.store(true, Ordering::Relaxed);
+                live = self.wake.wait(live).unwrap_or_else(|p| p.into_inner());
+                self.idle.store(false, Ordering::Relaxed);
+                continue;
             };
+            drop(live);
             self.look_all(false);
-            let next = reader.head_index().saturating_add(1);
-            // Woken by the writer's next commit, or after GUARD_TICK (TooEarly) when it
-            // stalls; a flow ended or replaced answers at once, so wait the tick here.
-            match reader.wait_grain(next, 1, GUARD_TICK) {
-                Ok(_) | Err(FlowError::TooEarly { .. }) => {}
-                Err(_) => std::thread::park_timeout(GUARD_TICK),
+            let ring = reader.grain_count();
+            let risk_head = index.saturating_add(ring - ring / 2).saturating_sub(1);
+            let grains = risk_head.saturating_sub(reader.head_index());
+            let period = index_to_timestamp(reader.grain_rate(), 1);
+            let wait = Duration::from_nanos(period.saturating_mul(grains).max(period / 2))
+                .clamp(GUARD_MIN_WAIT, GUARD_MAX_WAIT);
+            live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            if !self.stop.load(Ordering::Acquire) {
+                live = self
+                    .wake
+                    .wait_timeout(live, wait)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
             }
         }
     }
