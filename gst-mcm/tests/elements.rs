@@ -817,24 +817,20 @@ fn live_timestamps_follow_grain_times_not_arrival() {
     }
 }
 
-#[test]
-fn live_zero_copy_lends_grains_and_copies_a_held_one_out_before_the_writer_returns() {
-    init();
-    let dir = domain();
-    let d = Domain::open(dir.path()).unwrap();
-    let rate = Rational::new(50, 1);
+/// A 96x8 v210 flow at 50 grains a second with a ring of `ring` grains, and its writer.
+fn small_live_flow(dir: &tempfile::TempDir, ring: u64) -> (FlowDef, mcm_core::flow::GrainWriter) {
     let def = FlowDef::video(
         Uuid::new_v4(),
         "live",
         VideoFormat::V210,
         96,
         8,
-        rate,
+        Rational::new(50, 1),
         InterlaceMode::Progressive,
     )
     .unwrap();
-    let ring = 8u64;
-    let mut w = d
+    let w = Domain::open(dir.path())
+        .unwrap()
         .create_grain_writer(
             &def,
             &WriterOptions {
@@ -843,6 +839,23 @@ fn live_zero_copy_lends_grains_and_copies_a_held_one_out_before_the_writer_retur
             },
         )
         .unwrap();
+    (def, w)
+}
+
+/// The frame `small_live_flow`'s grain `i` carries in these tests.
+fn small_frame(i: u64) -> Vec<u8> {
+    let mut v = vec![0u8; v210_stride(96) * 8];
+    fill_v210(96, 8, i, &mut v);
+    v
+}
+
+#[test]
+fn live_zero_copy_lends_grains_and_copies_a_held_one_out_before_the_writer_returns() {
+    init();
+    let dir = domain();
+    let ring = 8u64;
+    let (def, mut w) = small_live_flow(&dir, ring);
+    let rate = def.index_rate();
     let mut h = gst_check::Harness::new_parse(&format!(
         "mcmsrc name=src domain={} flow-id={}",
         dir.path().display(),
@@ -856,12 +869,6 @@ fn live_zero_copy_lends_grains_and_copies_a_held_one_out_before_the_writer_retur
         .unwrap()
         .by_name("src")
         .unwrap();
-    let frame = v210_stride(96) * 8;
-    let pattern = |i: u64| {
-        let mut v = vec![0u8; frame];
-        fill_v210(96, 8, i, &mut v);
-        v
-    };
     let first = mcm_core::time::current_index(rate) - 100;
     let mut write_and_pull = |i: u64| {
         let mut g = w.open_grain(i).unwrap();
@@ -885,13 +892,13 @@ fn live_zero_copy_lends_grains_and_copies_a_held_one_out_before_the_writer_retur
         .unwrap();
     for i in first + 2..first + 3 * ring {
         let buf = write_and_pull(i);
-        assert!(buf.map_readable().unwrap().as_slice() == pattern(i).as_slice());
+        assert!(buf.map_readable().unwrap().as_slice() == small_frame(i).as_slice());
     }
     assert!(
-        kept.map_readable().unwrap().as_slice() == pattern(first).as_slice(),
+        kept.map_readable().unwrap().as_slice() == small_frame(first).as_slice(),
         "the held buffer kept its frame though the writer reused its grain twice"
     );
-    assert!(mapped.as_slice() != pattern(first + 1).as_slice());
+    assert!(mapped.as_slice() != small_frame(first + 1).as_slice());
     let stats = src.property::<gst::Structure>("stats");
     // The first grain's copy and the held one's.
     assert_eq!(stats.get::<u64>("copies").unwrap(), 2, "{stats}");
@@ -906,7 +913,7 @@ fn live_zero_copy_lends_grains_and_copies_a_held_one_out_before_the_writer_retur
         fill_v210(96, 8, i, g.payload());
         g.commit().unwrap();
     }
-    assert!(last.map_readable().unwrap().as_slice() == pattern(first + 3 * ring).as_slice());
+    assert!(last.map_readable().unwrap().as_slice() == small_frame(first + 3 * ring).as_slice());
     let stats = src.property::<gst::Structure>("stats");
     assert_eq!(stats.get::<u64>("copies").unwrap(), 3, "{stats}");
 }
@@ -915,28 +922,9 @@ fn live_zero_copy_lends_grains_and_copies_a_held_one_out_before_the_writer_retur
 fn live_zero_copy_copies_grains_out_while_downstream_blocks_the_source() {
     init();
     let dir = domain();
-    let d = Domain::open(dir.path()).unwrap();
-    let rate = Rational::new(50, 1);
-    let def = FlowDef::video(
-        Uuid::new_v4(),
-        "blocked",
-        VideoFormat::V210,
-        96,
-        8,
-        rate,
-        InterlaceMode::Progressive,
-    )
-    .unwrap();
     let ring = 16u64;
-    let mut w = d
-        .create_grain_writer(
-            &def,
-            &WriterOptions {
-                grain_count: Some(ring as u32),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (def, mut w) = small_live_flow(&dir, ring);
+    let rate = def.index_rate();
     let pipeline = gst::parse::launch(&format!(
         "mcmsrc name=src domain={} flow-id={} ! fakesink sync=false",
         dir.path().display(),
@@ -964,12 +952,6 @@ fn live_zero_copy_copies_grains_out_while_downstream_blocks_the_source() {
             gst::PadProbeReturn::Ok
         });
     pipeline.set_state(gst::State::Playing).unwrap();
-    let frame = v210_stride(96) * 8;
-    let pattern = |i: u64| {
-        let mut v = vec![0u8; frame];
-        fill_v210(96, 8, i, &mut v);
-        v
-    };
     let first = mcm_core::time::current_index(rate) - 1000;
     let mut write = |i: u64| {
         let mut g = w.open_grain(i).unwrap();
@@ -994,8 +976,8 @@ fn live_zero_copy_copies_grains_out_while_downstream_blocks_the_source() {
         std::thread::sleep(Duration::from_millis(20));
         write(i);
     }
-    assert!(kept.map_readable().unwrap().as_slice() == pattern(first).as_slice());
-    assert!(stuck.map_readable().unwrap().as_slice() == pattern(first + 1).as_slice());
+    assert!(kept.map_readable().unwrap().as_slice() == small_frame(first).as_slice());
+    assert!(stuck.map_readable().unwrap().as_slice() == small_frame(first + 1).as_slice());
     let stats = src.property::<gst::Structure>("stats");
     assert_eq!(stats.get::<u64>("copies").unwrap(), 3, "{stats}");
     assert_eq!(stats.get::<u64>("overwritten").unwrap(), 0, "{stats}");
