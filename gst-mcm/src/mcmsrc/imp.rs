@@ -15,7 +15,7 @@ use mcm_core::format::FlowDef;
 use mcm_core::sdk::{Client, Connection, MeshErrorCode};
 use mcm_core::time::{index_to_timestamp, now_tai_ns};
 
-use super::lease::{Counts, Leases};
+use super::lease::{near_writer, Counts, Leases};
 use super::samples::SamplesInput;
 use crate::common::{self, ConnSettings, Kind, Mode, Stats, Timing, CAT};
 
@@ -505,6 +505,24 @@ impl McmSrc {
                         if def.map(|d| &d.json) == started.def.as_ref().map(|d| &d.json) {
                             let kind =
                                 started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
+                            if near_writer(&held) {
+                                // A reader lagging by most of the ring: lending the grain
+                                // would only copy it out at once, so copy it now, and drop it
+                                // if the writer got there during the copy.
+                                let buffer =
+                                    make_buffer(kind, started.pool.as_ref(), held.payload())
+                                        .map_err(|e| self.flow_error(e))?;
+                                if !held.is_intact() {
+                                    self.stats.lock().unwrap_or_else(|p| p.into_inner()).drops += 1;
+                                    continue;
+                                }
+                                return Ok(Received {
+                                    index,
+                                    timing,
+                                    buffer,
+                                    caps,
+                                });
+                            }
                             let leases = started.leases.as_mut().ok_or(gst::FlowError::Error)?;
                             let buffer = wrap_buffer(kind, held, leases);
                             let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());

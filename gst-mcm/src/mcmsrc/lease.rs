@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mcm_core::flow::HeldGrain;
+use mcm_core::flow::{GrainReader, HeldGrain};
 use mcm_core::time::index_to_timestamp;
 
 use crate::common::CAT;
@@ -93,7 +93,7 @@ impl Lease {
     }
 
     /// The reader of a grain still in place; `None` once settled.
-    fn reader(&self) -> Option<Arc<mcm_core::flow::GrainReader>> {
+    fn reader(&self) -> Option<Arc<GrainReader>> {
         match &self.lock().backing {
             Backing::Grain(g) => Some(g.reader().clone()),
             _ => None,
@@ -108,17 +108,7 @@ impl Lease {
         let Backing::Grain(grain) = &inner.backing else {
             return Outcome::Kept;
         };
-        let reader = grain.reader();
-        let ring = reader.grain_count();
-        // The writer's pool may fill grains ahead of its head; half a ring is the margin.
-        let reused_at = self.index.saturating_add(ring);
-        let at_risk = reader
-            .head_index()
-            .saturating_add(1)
-            .saturating_add(ring / 2)
-            >= reused_at
-            || reader.end_of_stream().is_some()
-            || now;
+        let at_risk = near_writer(grain) || grain.reader().end_of_stream().is_some() || now;
         if !at_risk && grain.is_intact() {
             return Outcome::Kept;
         }
@@ -136,6 +126,26 @@ impl Lease {
         inner.backing = Backing::Copied(copy);
         Outcome::Copied
     }
+}
+
+/// The writer is about to reuse `grain`'s slot (see [`risk_head`]).
+pub fn near_writer(grain: &HeldGrain) -> bool {
+    let reader = grain.reader();
+    reader.head_index() >= risk_head(reader, grain.index())
+}
+
+/// The writer's head from which grain `index` is about to be reused: within half a ring of
+/// its slot for a live writer (whose pool may fill grains ahead of its head), or one grain
+/// from waiting for it for a reliable one (which never overwrites a held grain, but would
+/// stall).
+fn risk_head(reader: &GrainReader, index: u64) -> u64 {
+    let ring = reader.grain_count();
+    let margin = if reader.cursor().is_some() {
+        1
+    } else {
+        ring / 2
+    };
+    index.saturating_add(ring).saturating_sub(1 + margin)
 }
 
 fn settle_overwritten(inner: &mut Inner) -> Outcome {
@@ -297,9 +307,7 @@ impl Shared {
             };
             drop(live);
             self.look_all(false);
-            let ring = reader.grain_count();
-            let risk_head = index.saturating_add(ring - ring / 2).saturating_sub(1);
-            let grains = risk_head.saturating_sub(reader.head_index());
+            let grains = risk_head(&reader, index).saturating_sub(reader.head_index());
             let period = index_to_timestamp(reader.grain_rate(), 1);
             let wait = Duration::from_nanos(period.saturating_mul(grains).max(period / 2))
                 .clamp(GUARD_MIN_WAIT, GUARD_MAX_WAIT);
