@@ -95,6 +95,15 @@ impl Follower {
         self.flow_id
     }
 
+    /// True when every grain the writer has committed has been read: the next call waits
+    /// for the writer (a reliable writer may be waiting for this reader meanwhile).
+    pub fn caught_up(&self) -> bool {
+        match (&self.reader, self.next) {
+            (Some(r), Some(next)) => next > r.head_index(),
+            _ => false,
+        }
+    }
+
     /// The reader, once the flow has been opened.
     pub fn reader(&self) -> Option<&GrainReader> {
         self.reader.as_deref()

@@ -683,9 +683,11 @@ impl BaseSinkImpl for McmSink {
             );
             return Ok(());
         }
-        // Leases shorten the history readers see; keep at least two grains for them.
+        // Leases shorten the history readers see, and a grain leased ahead is rewritten
+        // before the head shows it: at most half the ring ahead, which is the margin an
+        // mcmsrc lending grains keeps (see mcmsrc/lease.rs), and two grains for readers.
         let grains = grainpool::lock(output).writer.grain_count() as usize;
-        let max = grains.saturating_sub(2).max(1);
+        let max = grains.saturating_sub(2).min(grains / 2).max(1);
         let pool = GrainPool::new(output, max);
         let mut config = pool.config();
         config.set_params(Some(&caps), info.size() as u32, 0, max as u32);

@@ -286,6 +286,8 @@ struct Received {
     timing: Option<Timing>,
     buffer: gst::Buffer,
     caps: Option<gst::Caps>,
+    /// The buffer's memory is the grain (zero copy), not a copy of it.
+    lent: bool,
 }
 
 /// Takes on a (new) flow description: its kind, caps and, for raw video, a buffer pool so
@@ -475,6 +477,11 @@ impl McmSrc {
             }
             match &mut started.input {
                 Input::Direct(follower) => {
+                    // About to wait for the writer: a reliable one may be waiting for a
+                    // grain lent downstream.
+                    if let (Some(leases), true) = (&started.leases, follower.caught_up()) {
+                        leases.look_waiting();
+                    }
                     // Reliable, same layout, and room left in the ring: lend the grain itself.
                     let room = follower.reader().is_some_and(|r| {
                         (r.held_count() as u64).saturating_add(3) < r.grain_count()
@@ -521,17 +528,17 @@ impl McmSrc {
                                     timing,
                                     buffer,
                                     caps,
+                                    lent: false,
                                 });
                             }
                             let leases = started.leases.as_mut().ok_or(gst::FlowError::Error)?;
                             let buffer = wrap_buffer(kind, held, leases);
-                            let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-                            stats.copies = stats.copies.saturating_sub(1);
                             return Ok(Received {
                                 index,
                                 timing,
                                 buffer,
                                 caps,
+                                lent: true,
                             });
                         }
                         // The flow changed under us: take the new caps and copy this one.
@@ -554,6 +561,7 @@ impl McmSrc {
                             timing,
                             buffer,
                             caps,
+                            lent: false,
                         });
                     }
                     let outcome = follower.next_grain(WAIT_SLICE);
@@ -615,6 +623,7 @@ impl McmSrc {
                                     timing,
                                     buffer,
                                     caps,
+                                    lent: false,
                                 })
                             }
                             Some(_) => {
@@ -638,6 +647,7 @@ impl McmSrc {
                         timing,
                         buffer,
                         caps,
+                        lent: false,
                     });
                 }
                 Input::Samples(input) => match input.next_chunk(WAIT_SLICE) {
@@ -667,6 +677,7 @@ impl McmSrc {
                             timing: Some(timing),
                             buffer: gst::Buffer::from_mut_slice(chunk.data),
                             caps,
+                            lent: false,
                         });
                     }
                     Err(FollowError::Timeout(_)) => continue,
@@ -714,6 +725,7 @@ impl McmSrc {
                                     timing,
                                     buffer,
                                     caps,
+                                    lent: false,
                                 });
                             }
                             continue;
@@ -728,6 +740,7 @@ impl McmSrc {
                             timing,
                             buffer,
                             caps,
+                            lent: false,
                         });
                     }
                     Err(e) if e.code == MeshErrorCode::Timeout => continue,
@@ -1057,7 +1070,9 @@ impl PushSrcImpl for McmSrc {
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         stats.grains += 1;
         stats.bytes += buffer.size() as u64;
-        stats.copies += 1;
+        if !got.lent {
+            stats.copies += 1;
+        }
         if let Some(rate) = rate {
             stats.latency_ns = now_tai_ns().saturating_sub(index_to_timestamp(rate, got.index));
         }

@@ -29,6 +29,7 @@ const GUARD_MAX_WAIT: Duration = Duration::from_millis(100);
 pub struct Lease {
     index: u64,
     len: usize,
+    counts: Arc<Counts>,
     inner: Mutex<Inner>,
 }
 
@@ -36,34 +37,49 @@ struct Inner {
     backing: Backing,
     /// Maps open on the memory: while any is, the bytes must not move.
     maps: usize,
+    /// Copy out at the last unmap (the source stopped while this was mapped).
+    evict: bool,
+    /// The writer reused the grain while it was lent; counted once.
+    overwritten: bool,
 }
 
 enum Backing {
     Grain(HeldGrain),
     Copied(Box<[u8]>),
-    /// The writer reused the slot before the grain could be copied out.
-    Overwritten(HeldGrain),
 }
 
-/// What a look at a lease did.
+/// When a look copies a lease out.
+#[derive(Debug, Clone, Copy, Default)]
+struct Due {
+    /// Whatever the writer does (the source stops).
+    now: bool,
+    /// The reader has read every grain committed: a reliable writer may be waiting for a
+    /// grain lent downstream.
+    waiting: bool,
+}
+
+/// What a look at a lease left.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
-    /// Not at risk yet, or already settled.
+    /// Still on its grain, not due.
     Kept,
-    Copied,
-    /// At risk but mapped: looked at again on the writer's next commit.
+    /// Due, but mapped: moved at its last unmap, or looked at again.
     Busy,
-    Overwritten,
+    /// Off its grain: copied out (or, if the writer got there first, counted overwritten).
+    Settled,
 }
 
 impl Lease {
-    fn new(grain: HeldGrain) -> Self {
+    fn new(grain: HeldGrain, counts: Arc<Counts>) -> Self {
         Self {
             index: grain.index(),
             len: grain.payload().len(),
+            counts,
             inner: Mutex::new(Inner {
                 backing: Backing::Grain(grain),
                 maps: 0,
+                evict: false,
+                overwritten: false,
             }),
         }
     }
@@ -74,18 +90,35 @@ impl Lease {
     }
 
     /// The bytes for one map: they stay where they are until the matching [`Self::unmap`].
+    /// A lease due to move moves first.
     pub fn map(&self) -> *const u8 {
         let mut inner = self.lock();
+        if inner.maps == 0 {
+            self.settle(&mut inner, Due::default());
+        }
         inner.maps += 1;
         match &inner.backing {
-            Backing::Grain(g) | Backing::Overwritten(g) => g.payload().as_ptr(),
+            Backing::Grain(g) => {
+                if !g.is_intact() {
+                    self.count_overwritten(&mut inner);
+                }
+                // Re-borrowed: counting needed `inner` mutably.
+                match &inner.backing {
+                    Backing::Grain(g) => g.payload().as_ptr(),
+                    Backing::Copied(b) => b.as_ptr(),
+                }
+            }
             Backing::Copied(b) => b.as_ptr(),
         }
     }
 
+    /// The last unmap moves a lease that came due while it was mapped.
     pub fn unmap(&self) {
         let mut inner = self.lock();
         inner.maps = inner.maps.saturating_sub(1);
+        if inner.maps == 0 {
+            self.settle(&mut inner, Due::default());
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -96,65 +129,93 @@ impl Lease {
     fn reader(&self) -> Option<Arc<GrainReader>> {
         match &self.lock().backing {
             Backing::Grain(g) => Some(g.reader().clone()),
-            _ => None,
+            Backing::Copied(_) => None,
         }
     }
 
-    /// Copies the grain out if the writer is within half a ring of its slot, or has ended
-    /// the stream (a reliable writer waits for its readers to let go before it finishes),
-    /// or `now`.
-    fn look(&self, now: bool) -> Outcome {
+    fn look(&self, due: Due) -> Outcome {
         let mut inner = self.lock();
+        self.settle(&mut inner, due)
+    }
+
+    /// Copies the grain out when it is due (see [`is_due`]) and unmapped, or when the writer
+    /// already reused it (the bytes then are whatever was there: counted overwritten).
+    fn settle(&self, inner: &mut Inner, due: Due) -> Outcome {
         let Backing::Grain(grain) = &inner.backing else {
-            return Outcome::Kept;
+            return Outcome::Settled;
         };
-        let at_risk = near_writer(grain) || grain.reader().end_of_stream().is_some() || now;
-        if !at_risk && grain.is_intact() {
+        let intact = grain.is_intact();
+        let is_due = due.now || inner.evict || !intact || is_due(grain, due.waiting);
+        if !is_due {
             return Outcome::Kept;
-        }
-        if !grain.is_intact() {
-            return settle_overwritten(&mut inner);
         }
         if inner.maps > 0 {
+            if !intact {
+                self.count_overwritten(inner);
+            }
+            inner.evict |= due.now;
             return Outcome::Busy;
         }
         let copy: Box<[u8]> = grain.payload().into();
         // The seqlock check after the read: the writer may have reached the slot meanwhile.
-        if !grain.is_intact() {
-            return settle_overwritten(&mut inner);
+        if intact && grain.is_intact() {
+            self.counts.copies.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.count_overwritten(inner);
         }
         inner.backing = Backing::Copied(copy);
-        Outcome::Copied
+        Outcome::Settled
+    }
+
+    fn count_overwritten(&self, inner: &mut Inner) {
+        if !inner.overwritten {
+            inner.overwritten = true;
+            self.counts.overwritten.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
-/// The writer is about to reuse `grain`'s slot (see [`risk_head`]).
+impl Drop for Lease {
+    /// A grain reused while lent and never looked at again still counts.
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Backing::Grain(g) = &inner.backing {
+            if !g.is_intact() && !inner.overwritten {
+                self.counts.overwritten.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A live writer is within half a ring of reusing `grain`'s slot (see [`risk_head`]): a
+/// grain received this close is copied, not lent. Never for a reliable reader, whose
+/// writer does not overwrite what it holds.
 pub fn near_writer(grain: &HeldGrain) -> bool {
     let reader = grain.reader();
-    reader.head_index() >= risk_head(reader, grain.index())
+    reader.cursor().is_none() && reader.head_index() >= risk_head(reader, grain.index())
 }
 
-/// The writer's head from which grain `index` is about to be reused: within half a ring of
-/// its slot for a live writer (whose pool may fill grains ahead of its head), or one grain
-/// from waiting for it for a reliable one (which never overwrites a held grain, but would
-/// stall).
+/// Whether a lease on `grain` is due to be copied out: the writer ended the stream (a
+/// reliable writer waits for its readers to let go before it finishes); a live writer is
+/// within half a ring of its slot; a reliable writer is, and the reader has read all it
+/// wrote (`waiting`): the writer may be waiting for this very grain, held downstream by an
+/// element that waits for more input (an encoder's lookahead) before it lets go. A reliable
+/// writer that is merely ahead of a slow downstream is left to wait: that is back-pressure.
+fn is_due(grain: &HeldGrain, waiting: bool) -> bool {
+    let reader = grain.reader();
+    if reader.end_of_stream().is_some() {
+        return true;
+    }
+    let near = reader.head_index() >= risk_head(reader, grain.index());
+    near && (waiting || reader.cursor().is_none())
+}
+
+/// The writer's head from which grain `index` is within half a ring of reuse: the margin
+/// covers a writer whose pool fills grains ahead of its head (mcmsink lends at most half
+/// a ring ahead).
 fn risk_head(reader: &GrainReader, index: u64) -> u64 {
     let ring = reader.grain_count();
-    let margin = if reader.cursor().is_some() {
-        1
-    } else {
-        ring / 2
-    };
-    index.saturating_add(ring).saturating_sub(1 + margin)
-}
-
-fn settle_overwritten(inner: &mut Inner) -> Outcome {
-    let backing = std::mem::replace(&mut inner.backing, Backing::Copied(Box::default()));
-    inner.backing = match backing {
-        Backing::Grain(g) => Backing::Overwritten(g),
-        other => other,
-    };
-    Outcome::Overwritten
+    index.saturating_add(ring).saturating_sub(1 + ring / 2)
 }
 
 /// The leases of one source and the guard that copies them out in time.
@@ -179,7 +240,8 @@ struct Shared {
 pub struct Counts {
     /// Leased grains copied out before the writer came back to their slots.
     pub copies: AtomicU64,
-    /// Leased grains the writer reused while mapped downstream.
+    /// Leased grains the writer reused while lent (mapped when they came due, or reused
+    /// ahead of its head): their buffers' bytes may have changed.
     pub overwritten: AtomicU64,
 }
 
@@ -201,7 +263,7 @@ impl Leases {
 
     /// A lease on `grain`, watched from now on.
     pub fn lease(&mut self, grain: HeldGrain) -> Arc<Lease> {
-        let lease = Arc::new(Lease::new(grain));
+        let lease = Arc::new(Lease::new(grain, self.shared.counts.clone()));
         let idle = {
             let mut live = self.shared.live.lock().unwrap_or_else(|p| p.into_inner());
             live.push(Arc::downgrade(&lease));
@@ -231,7 +293,16 @@ impl Leases {
 
     /// Looks at every lease now (the streaming thread does on each buffer).
     pub fn look(&self) {
-        self.shared.look_all(false);
+        self.shared.look_all(Due::default());
+    }
+
+    /// Looks at every lease as the streaming thread is about to wait for the writer, which,
+    /// if reliable, may be waiting for a grain lent downstream.
+    pub fn look_waiting(&self) {
+        self.shared.look_all(Due {
+            waiting: true,
+            ..Due::default()
+        });
     }
 }
 
@@ -249,14 +320,17 @@ impl Drop for Leases {
         if let Some(guard) = self.guard.take() {
             let _ = guard.join();
         }
-        self.shared.look_all(true);
+        self.shared.look_all(Due {
+            now: true,
+            ..Due::default()
+        });
     }
 }
 
 impl Shared {
-    /// Looks at every lease (copying each out, if unmapped, when `all`). Frames are copied
-    /// outside the list's lock, so the streaming thread can lease meanwhile.
-    fn look_all(&self, all: bool) {
+    /// Looks at every lease. Frames are copied outside the list's lock, so the streaming
+    /// thread can lease meanwhile.
+    fn look_all(&self, due: Due) {
         let leases: Vec<Arc<Lease>> = {
             let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             live.retain(|w| w.strong_count() > 0);
@@ -264,17 +338,7 @@ impl Shared {
         };
         let mut settled = false;
         for lease in &leases {
-            match lease.look(all) {
-                Outcome::Kept | Outcome::Busy => {}
-                Outcome::Copied => {
-                    self.counts.copies.fetch_add(1, Ordering::Relaxed);
-                    settled = true;
-                }
-                Outcome::Overwritten => {
-                    self.counts.overwritten.fetch_add(1, Ordering::Relaxed);
-                    settled = true;
-                }
-            }
+            settled |= lease.look(due) == Outcome::Settled;
         }
         if settled {
             let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -282,8 +346,9 @@ impl Shared {
         }
     }
 
-    /// Until stopped: while leases are out, looks at them when the oldest is due to come
-    /// within half a ring of the writer, at the flow's grain rate. Not on every commit: the
+    /// Until stopped: while leases are out, looks at them when the first comes within half
+    /// a ring of a live writer, at the flow's grain rate, and at least every
+    /// GUARD_MAX_WAIT (a reliable writer's end of stream). Not on every commit: the
     /// streaming thread looks on every buffer it creates, and a thread woken with it on
     /// each commit cost the buffers ~100 µs of latency on a 2-core machine.
     fn guard(&self) {
@@ -293,23 +358,32 @@ impl Shared {
                 return;
             }
             live.retain(|w| w.strong_count() > 0);
-            let oldest = live
+            let watched: Vec<(u64, Arc<GrainReader>)> = live
                 .iter()
                 .filter_map(Weak::upgrade)
                 .filter_map(|l| l.reader().map(|r| (l.index, r)))
-                .min_by_key(|(index, _)| *index);
-            let Some((index, reader)) = oldest else {
+                .collect();
+            if watched.is_empty() {
                 // Set and cleared under the lock `lease` pushes under: no lease is missed.
                 self.idle.store(true, Ordering::Relaxed);
                 live = self.wake.wait(live).unwrap_or_else(|p| p.into_inner());
                 self.idle.store(false, Ordering::Relaxed);
                 continue;
-            };
+            }
             drop(live);
-            self.look_all(false);
-            let grains = risk_head(&reader, index).saturating_sub(reader.head_index());
-            let period = index_to_timestamp(reader.grain_rate(), 1);
-            let wait = Duration::from_nanos(period.saturating_mul(grains).max(period / 2))
+            self.look_all(Due::default());
+            // Each lease's own reader: after the flow is recreated, old leases hold the old
+            // one, whose head no longer moves.
+            let wait = watched
+                .iter()
+                .filter(|(_, reader)| reader.cursor().is_none())
+                .map(|(index, reader)| {
+                    let grains = risk_head(reader, *index).saturating_sub(reader.head_index());
+                    let period = index_to_timestamp(reader.grain_rate(), 1);
+                    Duration::from_nanos(period.saturating_mul(grains).max(period / 2))
+                })
+                .min()
+                .unwrap_or(GUARD_MAX_WAIT)
                 .clamp(GUARD_MIN_WAIT, GUARD_MAX_WAIT);
             live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             if !self.stop.load(Ordering::Acquire) {
