@@ -125,7 +125,7 @@ impl ObjectImpl for McmSrc {
             v.push(
                 glib::ParamSpecBoolean::builder("zero-copy")
                     .nick("Zero copy")
-                    .blurb("Push buffers whose memory is the grain itself when the layouts match (no copy). A buffer kept downstream is copied out of its grain once a live writer comes within half the flow's ring of it (a reliable one: one grain before it would wait for it), ends the stream, or the source stops, so an unmapped buffer neither stalls a reliable writer nor sees a live one reuse its grain (counted in stats as copies; one still mapped when a live writer reuses the grain is counted as overwritten). false: copy every grain into a pooled buffer")
+                    .blurb("Push buffers whose memory is the grain itself when the layouts match (no copy). A buffer kept downstream is copied out of its grain once a live writer comes within half the flow's ring of it (a reliable one, once the source has read all it wrote: it may be waiting for the buffer), ends the stream, or the source stops, so an unmapped buffer neither stalls a reliable writer nor sees a live one reuse its grain (counted in stats as copies; one still mapped when a live writer reuses the grain is counted as overwritten). false: copy every grain into a pooled buffer")
                     .default_value(true)
                     .mutable_ready()
                     .build(),
