@@ -489,7 +489,14 @@ impl McmSrc {
                     if started.leases.is_some() && started.wrap && room {
                         let held = match follower.next_held(WAIT_SLICE) {
                             Ok(h) => h,
-                            Err(FollowError::Timeout(_)) => continue,
+                            Err(FollowError::Timeout(_)) => {
+                                // A wait slice without a grain: a reliable writer may be waiting for
+                                // grains lent downstream.
+                                if let Some(leases) = &started.leases {
+                                    leases.release_stalled();
+                                }
+                                continue;
+                            }
                             Err(FollowError::Closed) => return Err(gst::FlowError::Eos),
                             Err(FollowError::Failed(FlowError::WrongKind {
                                 continuous: true,
@@ -577,7 +584,14 @@ impl McmSrc {
                     }
                     let grain = match outcome {
                         Ok(g) => g,
-                        Err(FollowError::Timeout(_)) => continue,
+                        Err(FollowError::Timeout(_)) => {
+                            // A wait slice without a grain: a reliable writer may be waiting for
+                            // grains lent downstream.
+                            if let Some(leases) = &started.leases {
+                                leases.release_stalled();
+                            }
+                            continue;
+                        }
                         Err(FollowError::Closed) => return Err(gst::FlowError::Eos),
                         Err(FollowError::Failed(e)) => return Err(self.flow_error(e.to_string())),
                     };

@@ -56,6 +56,10 @@ struct Due {
     /// The reader has read every grain committed: a reliable writer may be waiting for a
     /// grain lent downstream.
     waiting: bool,
+    /// The reader waited a while for a reliable writer in vain: the writer is waiting for
+    /// lent grains (its room in the ring, or its end-of-stream drain), held downstream by
+    /// an element that waits for more input before it lets go.
+    stalled: bool,
 }
 
 /// What a look at a lease left.
@@ -145,7 +149,8 @@ impl Lease {
             return Outcome::Settled;
         };
         let intact = grain.is_intact();
-        let is_due = due.now || inner.evict || !intact || is_due(grain, due.waiting);
+        let forced = due.now || (due.stalled && grain.reader().cursor().is_some());
+        let is_due = forced || inner.evict || !intact || is_due(grain, due.waiting);
         if !is_due {
             return Outcome::Kept;
         }
@@ -153,7 +158,7 @@ impl Lease {
             if !intact {
                 self.count_overwritten(inner);
             }
-            inner.evict |= due.now;
+            inner.evict |= forced;
             return Outcome::Busy;
         }
         let copy: Box<[u8]> = grain.payload().into();
@@ -294,6 +299,15 @@ impl Leases {
     /// Looks at every lease now (the streaming thread does on each buffer).
     pub fn look(&self) {
         self.shared.look_all(Due::default());
+    }
+
+    /// Copies out every lease of a reliable reader that waited a while for its writer in
+    /// vain (see [`Due::stalled`]).
+    pub fn release_stalled(&self) {
+        self.shared.look_all(Due {
+            stalled: true,
+            ..Due::default()
+        });
     }
 
     /// Looks at every lease as the streaming thread is about to wait for the writer, which,
