@@ -458,6 +458,49 @@ fn reliable_reader_holds_back_the_writer() {
 }
 
 #[test]
+fn giving_a_held_grain_back_moves_the_cursor_past_grains_read_meanwhile() {
+    let (_t, d) = domain();
+    let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
+    let mut w = d
+        .create_grain_writer(
+            &def,
+            &WriterOptions {
+                back_pressure: Some(Duration::from_millis(30)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let r = std::sync::Arc::new(
+        d.open_grain_reader(
+            def.id,
+            &ReaderOptions {
+                reliable: true,
+                start_index: Some(0),
+            },
+        )
+        .unwrap(),
+    );
+    for i in 0..=2 {
+        w.open_grain(i).unwrap().commit().unwrap();
+    }
+    // Grain 0 lent downstream; 1 and 2 read and consumed while it is out.
+    let held = GrainReader::hold(&r, r.get_grain(0, NO_WAIT).unwrap());
+    drop(r.get_grain(1, NO_WAIT).unwrap());
+    drop(r.get_grain(2, NO_WAIT).unwrap());
+    assert_eq!(r.cursor(), Some(0), "the held grain keeps the cursor");
+    drop(held);
+    assert_eq!(
+        r.cursor(),
+        Some(3),
+        "nothing the reader consumed holds the writer back"
+    );
+    // The writer may run to 3 + 5 - 2 = 6 without waiting.
+    for i in 3..=6 {
+        w.open_grain(i).unwrap().commit().unwrap();
+    }
+}
+
+#[test]
 fn bad_files_are_typed_errors() {
     let (_t, d) = domain();
     let def = v210(48, 2, Rational::new(25, 1));

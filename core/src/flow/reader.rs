@@ -126,7 +126,8 @@ pub struct GrainReader {
     last_touch: AtomicU64,
     cursor: Option<ReaderCursor>,
     /// Grains lent out with [`GrainReader::hold`] (their cursor never passes them) and the
-    /// index after the newest one given back.
+    /// index after the newest grain consumed or given back: where the cursor goes once
+    /// nothing older is held.
     held: Mutex<(BTreeSet<u64>, u64)>,
 }
 
@@ -264,11 +265,15 @@ impl GrainReader {
         self.advance_cursor(next);
     }
 
-    /// Moves a reliable cursor to `next`, but never past a grain still held.
+    /// Moves a reliable cursor to `next`, but never past a grain still held; grains
+    /// consumed meanwhile are remembered, so giving the held grain back moves the cursor
+    /// past them too (else the writer would wait for grains already read).
     fn advance_cursor(&self, next: u64) {
         let Some(cursor) = &self.cursor else { return };
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        cursor.advance(held.0.first().map_or(next, |&h| h.min(next)));
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.1 = held.1.max(next);
+        let consumed = held.1;
+        cursor.advance(held.0.first().map_or(consumed, |&h| h.min(consumed)));
     }
 
     /// Keeps `grain` beyond the borrow of this reader, e.g. as the memory of a buffer handed

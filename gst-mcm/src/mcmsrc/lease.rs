@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mcm_core::flow::{GrainReader, HeldGrain};
-use mcm_core::time::index_to_timestamp;
+use mcm_core::time::{index_to_timestamp, now_tai_ns};
 
 use crate::common::CAT;
 
@@ -56,9 +56,11 @@ struct Due {
     /// The reader has read every grain committed: a reliable writer may be waiting for a
     /// grain lent downstream.
     waiting: bool,
-    /// The reader waited a while for a reliable writer in vain: the writer is waiting for
-    /// lent grains (its room in the ring, or its end-of-stream drain), held downstream by
-    /// an element that waits for more input before it lets go.
+    /// The reader waited a while for a reliable writer in vain: if the writer has stopped
+    /// committing, it may be waiting for lent grains (its room in the ring, or its
+    /// end-of-stream drain) held downstream by an element that waits for more input before
+    /// it lets go, with more grains leased ahead than the margin (a writer other than
+    /// mcmsink). A safety net: the other rules cover mcmsink's writers.
     stalled: bool,
 }
 
@@ -149,7 +151,7 @@ impl Lease {
             return Outcome::Settled;
         };
         let intact = grain.is_intact();
-        let forced = due.now || (due.stalled && grain.reader().cursor().is_some());
+        let forced = due.now || (due.stalled && writer_stalled(grain.reader()));
         let is_due = forced || inner.evict || !intact || is_due(grain, due.waiting);
         if !is_due {
             return Outcome::Kept;
@@ -213,6 +215,14 @@ fn is_due(grain: &HeldGrain, waiting: bool) -> bool {
     }
     let near = reader.head_index() >= risk_head(reader, grain.index());
     near && (waiting || reader.cursor().is_none())
+}
+
+/// A reliable writer that has not committed for two grain periods (at least 100 ms): it
+/// may be waiting for grains lent downstream.
+fn writer_stalled(reader: &GrainReader) -> bool {
+    let period = index_to_timestamp(reader.grain_rate(), 1);
+    let quiet = now_tai_ns().saturating_sub(reader.last_write_time());
+    reader.cursor().is_some() && quiet >= period.saturating_mul(2).max(100_000_000)
 }
 
 /// The writer's head from which grain `index` is within half a ring of reuse: the margin
