@@ -819,9 +819,18 @@ fn live_timestamps_follow_grain_times_not_arrival() {
 
 /// A 96x8 v210 flow at 50 grains a second with a ring of `ring` grains, and its writer.
 fn small_live_flow(dir: &tempfile::TempDir, ring: u64) -> (FlowDef, mcm_core::flow::GrainWriter) {
+    small_flow(dir, ring, None)
+}
+
+/// [`small_live_flow`], its writer waiting up to `back_pressure` for reliable readers.
+fn small_flow(
+    dir: &tempfile::TempDir,
+    ring: u64,
+    back_pressure: Option<Duration>,
+) -> (FlowDef, mcm_core::flow::GrainWriter) {
     let def = FlowDef::video(
         Uuid::new_v4(),
-        "live",
+        "small",
         VideoFormat::V210,
         96,
         8,
@@ -835,6 +844,7 @@ fn small_live_flow(dir: &tempfile::TempDir, ring: u64) -> (FlowDef, mcm_core::fl
             &def,
             &WriterOptions {
                 grain_count: Some(ring as u32),
+                back_pressure,
                 ..Default::default()
             },
         )
@@ -989,28 +999,8 @@ fn live_zero_copy_copies_grains_out_while_downstream_blocks_the_source() {
 fn a_buffer_kept_downstream_never_stalls_a_reliable_writer() {
     init();
     let dir = domain();
-    let def = FlowDef::video(
-        Uuid::new_v4(),
-        "reliable",
-        VideoFormat::V210,
-        96,
-        8,
-        Rational::new(50, 1),
-        InterlaceMode::Progressive,
-    )
-    .unwrap();
     let ring = 6u64;
-    let mut w = Domain::open(dir.path())
-        .unwrap()
-        .create_grain_writer(
-            &def,
-            &WriterOptions {
-                grain_count: Some(ring as u32),
-                back_pressure: Some(Duration::from_secs(5)),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (def, mut w) = small_flow(&dir, ring, Some(Duration::from_secs(5)));
     let mut h = gst_check::Harness::new_parse(&format!(
         "mcmsrc domain={} flow-id={} reliable=true",
         dir.path().display(),
@@ -1054,28 +1044,8 @@ fn a_buffer_kept_downstream_never_stalls_a_reliable_writer() {
 fn an_element_that_holds_buffers_until_it_has_more_never_deadlocks_a_reliable_writer() {
     init();
     let dir = domain();
-    let def = FlowDef::video(
-        Uuid::new_v4(),
-        "lookahead",
-        VideoFormat::V210,
-        96,
-        8,
-        Rational::new(50, 1),
-        InterlaceMode::Progressive,
-    )
-    .unwrap();
     let ring = 6u64;
-    let mut w = Domain::open(dir.path())
-        .unwrap()
-        .create_grain_writer(
-            &def,
-            &WriterOptions {
-                grain_count: Some(ring as u32),
-                back_pressure: Some(Duration::from_secs(5)),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (def, mut w) = small_flow(&dir, ring, Some(Duration::from_secs(5)));
     // The queue lets nothing through until it holds twice the ring, as an encoder with a
     // lookahead does: with every lent grain held there, the writer and the queue would
     // each wait for the other, and at the end the writer's drain would wait for the queue.

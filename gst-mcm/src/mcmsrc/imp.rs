@@ -519,7 +519,12 @@ impl McmSrc {
                         if def.map(|d| &d.json) == started.def.as_ref().map(|d| &d.json) {
                             let kind =
                                 started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
-                            if near_writer(&held) {
+                            let lent = !near_writer(&held);
+                            let buffer = if lent {
+                                let leases =
+                                    started.leases.as_mut().ok_or(gst::FlowError::Error)?;
+                                wrap_buffer(kind, held, leases)
+                            } else {
                                 // A reader lagging by most of the ring: lending the grain
                                 // would only copy it out at once, so copy it now, and drop it
                                 // if the writer got there during the copy.
@@ -530,22 +535,14 @@ impl McmSrc {
                                     self.stats.lock().unwrap_or_else(|p| p.into_inner()).drops += 1;
                                     continue;
                                 }
-                                return Ok(Received {
-                                    index,
-                                    timing,
-                                    buffer,
-                                    caps,
-                                    lent: false,
-                                });
-                            }
-                            let leases = started.leases.as_mut().ok_or(gst::FlowError::Error)?;
-                            let buffer = wrap_buffer(kind, held, leases);
+                                buffer
+                            };
                             return Ok(Received {
                                 index,
                                 timing,
                                 buffer,
                                 caps,
-                                lent: true,
+                                lent,
                             });
                         }
                         // The flow changed under us: take the new caps and copy this one.
