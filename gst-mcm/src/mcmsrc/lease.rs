@@ -2,14 +2,14 @@
 //!
 //! A live writer never waits for readers (MXL): grain `i` lives in its slot until the writer
 //! reaches index `i + grain_count`. A reliable writer waits for the grains its readers hold,
-//! so a buffer kept downstream (a sink's last sample, a long queue) would stall it. A
-//! [`Lease`] is what a pushed buffer's memory points at: the grain while that is safe, or a
-//! private copy taken before the writer comes back to the slot. [`Leases`] watches the
-//! writer's head (on every buffer created, and from a guard thread woken by the writer's
-//! commits, for when downstream blocks the streaming thread) and copies a leased grain out
-//! once the writer is within half a ring of its slot or has ended the stream. Only a lease
-//! that downstream holds mapped at that moment cannot move: if a live writer reaches it
-//! first, it is counted as overwritten.
+//! so a buffer kept downstream by an element that waits for more input first (an encoder's
+//! lookahead, a sink's last sample at the end) would stall it for good. A [`Lease`] is what
+//! a pushed buffer's memory points at: the grain while that is safe, or a private copy
+//! taken before the writer needs the slot (see `Lease::settle` for when). [`Leases`] looks
+//! at them on every buffer the streaming thread creates and before it waits for the writer,
+//! and a guard thread looks when the first live lease is due, for when downstream blocks
+//! the streaming thread. A lease mapped when it comes due moves at its last unmap; if a
+//! live writer reuses its grain meanwhile, it is counted as overwritten.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
