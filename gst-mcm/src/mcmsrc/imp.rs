@@ -482,7 +482,7 @@ impl McmSrc {
                     if let (Some(leases), true) = (&started.leases, follower.caught_up()) {
                         leases.look_waiting();
                     }
-                    // Reliable, same layout, and room left in the ring: lend the grain itself.
+                    // Same layout, and room left in the ring: lend the grain itself.
                     let room = follower.reader().is_some_and(|r| {
                         (r.held_count() as u64).saturating_add(3) < r.grain_count()
                     });
@@ -490,8 +490,8 @@ impl McmSrc {
                         let held = match follower.next_held(WAIT_SLICE) {
                             Ok(h) => h,
                             Err(FollowError::Timeout(_)) => {
-                                // A wait slice without a grain: a reliable writer may be waiting for
-                                // grains lent downstream.
+                                // A wait slice without a grain: a reliable writer may be
+                                // waiting for grains lent downstream.
                                 if let Some(leases) = &started.leases {
                                     leases.release_stalled();
                                 }
