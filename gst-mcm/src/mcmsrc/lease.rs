@@ -64,17 +64,6 @@ struct Due {
     stalled: bool,
 }
 
-/// What a look at a lease left.
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    /// Still on its grain, not due.
-    Kept,
-    /// Due, but mapped: moved at its last unmap, or looked at again.
-    Busy,
-    /// Off its grain: copied out (or, if the writer got there first, counted overwritten).
-    Settled,
-}
-
 impl Lease {
     fn new(grain: HeldGrain, counts: Arc<Counts>) -> Self {
         Self {
@@ -96,24 +85,14 @@ impl Lease {
     }
 
     /// The bytes for one map: they stay where they are until the matching [`Self::unmap`].
-    /// A lease due to move moves first.
+    /// A lease due to move moves first (unless already mapped; a grain reused meanwhile is
+    /// counted either way).
     pub fn map(&self) -> *const u8 {
         let mut inner = self.lock();
-        if inner.maps == 0 {
-            self.settle(&mut inner, Due::default());
-        }
+        self.settle(&mut inner, Due::default());
         inner.maps += 1;
         match &inner.backing {
-            Backing::Grain(g) => {
-                if !g.is_intact() {
-                    self.count_overwritten(&mut inner);
-                }
-                // Re-borrowed: counting needed `inner` mutably.
-                match &inner.backing {
-                    Backing::Grain(g) => g.payload().as_ptr(),
-                    Backing::Copied(b) => b.as_ptr(),
-                }
-            }
+            Backing::Grain(g) => g.payload().as_ptr(),
             Backing::Copied(b) => b.as_ptr(),
         }
     }
@@ -139,29 +118,31 @@ impl Lease {
         }
     }
 
-    fn look(&self, due: Due) -> Outcome {
+    /// See [`Self::settle`].
+    fn look(&self, due: Due) -> bool {
         let mut inner = self.lock();
         self.settle(&mut inner, due)
     }
 
     /// Copies the grain out when it is due (see [`is_due`]) and unmapped, or when the writer
     /// already reused it (the bytes then are whatever was there: counted overwritten).
-    fn settle(&self, inner: &mut Inner, due: Due) -> Outcome {
+    /// A lease due but mapped moves at its last unmap. True once off its grain.
+    fn settle(&self, inner: &mut Inner, due: Due) -> bool {
         let Backing::Grain(grain) = &inner.backing else {
-            return Outcome::Settled;
+            return true;
         };
         let intact = grain.is_intact();
         let forced = due.now || (due.stalled && writer_stalled(grain.reader()));
         let is_due = forced || inner.evict || !intact || is_due(grain, due.waiting);
         if !is_due {
-            return Outcome::Kept;
+            return false;
         }
         if inner.maps > 0 {
             if !intact {
                 self.count_overwritten(inner);
             }
             inner.evict |= forced;
-            return Outcome::Busy;
+            return false;
         }
         let copy: Box<[u8]> = grain.payload().into();
         // The seqlock check after the read: the writer may have reached the slot meanwhile.
@@ -171,7 +152,7 @@ impl Lease {
             self.count_overwritten(inner);
         }
         inner.backing = Backing::Copied(copy);
-        Outcome::Settled
+        true
     }
 
     fn count_overwritten(&self, inner: &mut Inner) {
@@ -362,7 +343,7 @@ impl Shared {
         };
         let mut settled = false;
         for lease in &leases {
-            settled |= lease.look(due) == Outcome::Settled;
+            settled |= lease.look(due);
         }
         if settled {
             let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
