@@ -425,6 +425,22 @@ pub fn gst_plugin_dir() -> std::path::PathBuf {
     dir
 }
 
+/// Waits (bounded, 30 s) until `n` reliable readers have registered their cursors on
+/// multipoint group `urn`'s flow in `domain`: a sender started then waits for them from its
+/// first grain. For receivers that print nothing once connected (FFmpeg's `-f mcm`).
+pub fn wait_for_group_readers(domain: &Path, urn: &str, n: usize) {
+    let d = mcm_core::flow::Domain::open(domain).expect("domain");
+    let id = mcm_core::sdk::group_flow_id(urn);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while d.readers(id).len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than {n} reliable readers on group {urn} after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// `gst-launch-1.0 -q <pipeline>` with the mcm plugin on the plugin path.
 pub fn gst_launch(name: &str, pipeline: &str) -> Proc {
     launch(name, pipeline, true)

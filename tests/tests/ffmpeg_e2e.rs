@@ -128,6 +128,7 @@ fn video_round_trip(series: &str) {
                 "-f mcm -urn {urn} -reliable 1 -video_size 1280x720 -pixel_format {pix} -frame_rate 25 -i - -c:v copy -f framemd5 -"
             )),
         );
+        mcm_tests::wait_for_group_readers(domain.path(), &urn, 1);
         let mut tx_args = args("-re");
         tx_args.extend(input(true));
         tx_args.extend(args(&format!(
@@ -164,6 +165,8 @@ fn audio_round_trip(series: &str) {
             "-f mcm_audio_pcm24 -urn {urn} -reliable 1 -channels 2 -sample_rate 48000 -i - -c:a copy -f md5 -"
         )),
     );
+    // Started only once the receiver holds its cursor: the sender does not pace itself.
+    mcm_tests::wait_for_group_readers(domain.path(), &urn, 1);
     let mut tx_args = input(false);
     tx_args.extend(args(&format!(
         "-vn -ac 2 -ar 48000 -c:a pcm_s24be -f mcm_audio_pcm24 -urn {urn} -reliable 1 -"

@@ -242,6 +242,12 @@ impl Domain {
     /// Registers a reliable reader's cursor for flow `id` before (or whether or not) the flow
     /// exists, so a back-pressure writer that starts later waits for it from its first grain.
     /// Keep it until the reader has opened the flow with `ReaderOptions { reliable: true }`.
+    /// The reliable readers' cursors on flow `id`, also those registered before the flow
+    /// exists (a receiver waiting for its sender).
+    pub fn readers(&self, id: Uuid) -> Vec<ReaderStatus> {
+        cursor::list(&self.flow_dir(id))
+    }
+
     pub fn register_cursor(&self, id: Uuid, next_index: u64) -> Result<ReaderCursor> {
         ReaderCursor::register(&self.flow_dir(id), next_index)
     }
