@@ -927,3 +927,48 @@ fn a_busy_polling_follower_receives_every_grain_of_a_paced_writer() {
         0
     );
 }
+
+/// MXL's readers report that they read by touching `access` (the writer folds its atime
+/// into `lastReadTime`). mcm's do it while they wait for a grain, which is idle time, and
+/// on the way of a grain to the caller only when the last touch is a second old.
+#[test]
+fn readers_touch_access_while_they_wait_and_when_a_read_finds_it_stale() {
+    let (_t, d) = domain();
+    let def = v210(48, 2, Rational::new(25, 1));
+    let (mut w, r) = writer_and_reader(&d, &def);
+    let access = d.flow_dir(def.id).join("access");
+    let atime = || fs::metadata(&access).unwrap().atime();
+    // An atime far in the past, so any touch shows.
+    let set_old = || {
+        let old = rustix::fs::Timestamps {
+            last_access: rustix::time::Timespec {
+                tv_sec: 1_000_000,
+                tv_nsec: 0,
+            },
+            last_modification: rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+        };
+        rustix::fs::futimens(fs::File::open(&access).unwrap(), &old).unwrap();
+    };
+    set_old();
+    assert!(matches!(
+        r.get_grain(0, NO_WAIT),
+        Err(FlowError::TooEarly { .. })
+    ));
+    assert!(atime() > 1_000_000, "a reader told to wait touches access");
+    set_old();
+    w.open_grain(0).unwrap().commit().unwrap();
+    drop(r.get_grain(0, NO_WAIT).unwrap());
+    assert_eq!(
+        atime(),
+        1_000_000,
+        "a read within a second of the last touch leaves access alone"
+    );
+    let fresh = d
+        .open_grain_reader(def.id, &ReaderOptions::default())
+        .unwrap();
+    drop(fresh.get_grain(0, NO_WAIT).unwrap());
+    assert!(atime() > 1_000_000, "a reader's first read touches access");
+}

@@ -995,6 +995,97 @@ fn live_zero_copy_copies_grains_out_while_downstream_blocks_the_source() {
     pipeline.set_state(gst::State::Null).unwrap();
 }
 
+/// A ring of 4 at 100 grains a second: a lent grain comes due 10 ms after it is received,
+/// and its slot is reused 40 ms after, both before an idle guard would look again by itself
+/// (100 ms). The guard has gone idle (the buffers before were dropped downstream at once):
+/// the lease of the buffer the streaming thread blocks on must wake it.
+#[test]
+fn a_lease_due_soon_wakes_an_idle_guard() {
+    init();
+    let dir = domain();
+    let def = FlowDef::video(
+        Uuid::new_v4(),
+        "fast",
+        VideoFormat::V210,
+        96,
+        8,
+        Rational::new(100, 1),
+        InterlaceMode::Progressive,
+    )
+    .unwrap();
+    let mut w = Domain::open(dir.path())
+        .unwrap()
+        .create_grain_writer(
+            &def,
+            &WriterOptions {
+                grain_count: Some(4),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let pipeline = gst::parse::launch(&format!(
+        "mcmsrc name=src domain={} flow-id={} ! fakesink sync=false enable-last-sample=false",
+        dir.path().display(),
+        def.id
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline.by_name("src").unwrap();
+    // Buffers come to the test; the streaming thread stops in the probe on the fifth (the
+    // caps grain, three dropped at once, then the one kept) until `release` is dropped.
+    let (buffers, got) = std::sync::mpsc::channel::<gst::Buffer>();
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    let blocked = std::sync::Mutex::new(blocked);
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    src.static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buf) = info.buffer() {
+                let _ = buffers.send(buf.clone());
+                if seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 4 {
+                    let _ = blocked.lock().unwrap().recv();
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let first = mcm_core::time::current_index(def.index_rate()) - 1000;
+    let mut write = |i: u64| {
+        let mut g = w.open_grain(i).unwrap();
+        fill_v210(96, 8, i, g.payload());
+        g.commit().unwrap();
+    };
+    let recv = || got.recv_timeout(Duration::from_secs(10)).expect("a buffer");
+    write(first - 1);
+    drop(recv());
+    for i in first..first + 3 {
+        std::thread::sleep(Duration::from_millis(10)); // the writer's own rate
+        write(i);
+        drop(recv());
+    }
+    // The writer pauses: the guard looks once more (10 ms after the last lease), finds
+    // nothing lent, and idles.
+    std::thread::sleep(Duration::from_millis(20));
+    let kept_at = first + 3;
+    write(kept_at);
+    let kept = recv();
+    assert!(kept.peek_memory(0).is_type("McmLeasedGrain"));
+    for i in kept_at + 1..kept_at + 8 {
+        std::thread::sleep(Duration::from_millis(10));
+        write(i);
+    }
+    assert!(
+        kept.map_readable().unwrap().as_slice() == small_frame(kept_at).as_slice(),
+        "the guard copied the grain out before the writer came back to it"
+    );
+    let stats = src.property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("copies").unwrap(), 2, "{stats}");
+    assert_eq!(stats.get::<u64>("overwritten").unwrap(), 0, "{stats}");
+    drop(release);
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
 #[test]
 fn a_buffer_kept_downstream_never_stalls_a_reliable_writer() {
     init();

@@ -482,11 +482,8 @@ impl McmSrc {
                     if let (Some(leases), true) = (&started.leases, follower.caught_up()) {
                         leases.look_waiting();
                     }
-                    // Same layout, and room left in the ring: lend the grain itself.
-                    let room = follower.reader().is_some_and(|r| {
-                        (r.held_count() as u64).saturating_add(3) < r.grain_count()
-                    });
-                    if started.leases.is_some() && started.wrap && room {
+                    // Same layout: lend the grain itself if there is room left in the ring.
+                    if started.leases.is_some() && started.wrap {
                         let held = match follower.next_held(WAIT_SLICE) {
                             Ok(h) => h,
                             Err(FollowError::Timeout(_)) => {
@@ -519,15 +516,21 @@ impl McmSrc {
                         if def.map(|d| &d.json) == started.def.as_ref().map(|d| &d.json) {
                             let kind =
                                 started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
-                            let lent = !near_writer(&held);
+                            // Room, counted once the grain is here (downstream may let the
+                            // last buffer go meanwhile): with this one, three grains short of
+                            // the ring at most.
+                            let room = (held.reader().held_count() as u64).saturating_add(2)
+                                < held.reader().grain_count();
+                            let lent = room && !near_writer(&held);
                             let buffer = if lent {
                                 let leases =
                                     started.leases.as_mut().ok_or(gst::FlowError::Error)?;
                                 wrap_buffer(kind, held, leases)
                             } else {
-                                // A reader lagging by most of the ring: lending the grain
-                                // would only copy it out at once, so copy it now, and drop it
-                                // if the writer got there during the copy.
+                                // A reader lagging by most of the ring (lending the grain
+                                // would only copy it out at once) or a ring full of lent
+                                // grains: copy it now, and drop it if the writer got there
+                                // during the copy.
                                 let buffer =
                                     make_buffer(kind, started.pool.as_ref(), held.payload())
                                         .map_err(|e| self.flow_error(e))?;

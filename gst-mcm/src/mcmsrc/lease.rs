@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mcm_core::flow::{GrainReader, HeldGrain};
 use mcm_core::time::{index_to_timestamp, now_tai_ns};
@@ -214,6 +214,19 @@ fn risk_head(reader: &GrainReader, index: u64) -> u64 {
     index.saturating_add(ring).saturating_sub(1 + ring / 2)
 }
 
+/// How long until a live writer comes within half a ring of grain `index` at the flow's
+/// grain rate (at least half a period); `None` for a reliable reader, whose writer waits.
+fn due_in(reader: &GrainReader, index: u64) -> Option<Duration> {
+    if reader.cursor().is_some() {
+        return None;
+    }
+    let grains = risk_head(reader, index).saturating_sub(reader.head_index());
+    let period = index_to_timestamp(reader.grain_rate(), 1);
+    Some(Duration::from_nanos(
+        period.saturating_mul(grains).max(period / 2),
+    ))
+}
+
 /// The leases of one source and the guard that copies them out in time.
 pub struct Leases {
     shared: Arc<Shared>,
@@ -226,8 +239,10 @@ struct Shared {
     live: Mutex<Vec<Weak<Lease>>>,
     wake: Condvar,
     stop: AtomicBool,
-    /// The guard waits for a lease (it has none with a grain to watch).
-    idle: AtomicBool,
+    /// While the guard has no lease to watch: when it looks again by itself, in ns after
+    /// `epoch`; 0 while it watches leases.
+    idle_until: AtomicU64,
+    epoch: Instant,
     counts: Arc<Counts>,
 }
 
@@ -249,7 +264,8 @@ impl Leases {
                 live: Mutex::default(),
                 wake: Condvar::new(),
                 stop: AtomicBool::new(false),
-                idle: AtomicBool::new(false),
+                idle_until: AtomicU64::new(0),
+                epoch: Instant::now(),
                 counts,
             }),
             guard: None,
@@ -260,10 +276,14 @@ impl Leases {
     /// A lease on `grain`, watched from now on.
     pub fn lease(&mut self, grain: HeldGrain) -> Arc<Lease> {
         let lease = Arc::new(Lease::new(grain, self.shared.counts.clone()));
-        let idle = {
+        let due = lease
+            .reader()
+            .and_then(|r| due_in(&r, lease.index))
+            .map(|d| self.shared.since_epoch(Instant::now() + d));
+        let idle_until = {
             let mut live = self.shared.live.lock().unwrap_or_else(|p| p.into_inner());
             live.push(Arc::downgrade(&lease));
-            self.shared.idle.load(Ordering::Relaxed)
+            self.shared.idle_until.load(Ordering::Relaxed)
         };
         if self.guard.is_none() && !self.no_guard {
             let shared = self.shared.clone();
@@ -279,9 +299,10 @@ impl Leases {
                 }
             }
         }
-        // Newer leases are due later than those already watched: only an idle guard waits
-        // for one.
-        if idle {
+        // Newer leases are due later than those already watched, and an idle guard looks
+        // again by itself soon: only a lease due before then wakes it. (Waking it for every
+        // buffer put a futex wake-up, and often a context switch, on every buffer's way.)
+        if idle_until != 0 && due.is_some_and(|due| due < idle_until) {
             self.shared.wake.notify_one();
         }
         lease
@@ -333,6 +354,13 @@ impl Drop for Leases {
 }
 
 impl Shared {
+    /// `at` in ns after the epoch (at least 1: 0 means not idle).
+    fn since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
     /// Looks at every lease. Frames are copied outside the list's lock, so the streaming
     /// thread can lease meanwhile.
     fn look_all(&self, due: Due) {
@@ -369,10 +397,16 @@ impl Shared {
                 .filter_map(|l| l.reader().map(|r| (l.index, r)))
                 .collect();
             if watched.is_empty() {
-                // Set and cleared under the lock `lease` pushes under: no lease is missed.
-                self.idle.store(true, Ordering::Relaxed);
-                live = self.wake.wait(live).unwrap_or_else(|p| p.into_inner());
-                self.idle.store(false, Ordering::Relaxed);
+                // Set and cleared under the lock `lease` pushes under: a lease due before
+                // the guard looks again wakes it.
+                let until = self.since_epoch(Instant::now() + GUARD_MAX_WAIT);
+                self.idle_until.store(until.max(1), Ordering::Relaxed);
+                live = self
+                    .wake
+                    .wait_timeout(live, GUARD_MAX_WAIT)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+                self.idle_until.store(0, Ordering::Relaxed);
                 continue;
             }
             drop(live);
@@ -381,12 +415,7 @@ impl Shared {
             // one, whose head no longer moves.
             let wait = watched
                 .iter()
-                .filter(|(_, reader)| reader.cursor().is_none())
-                .map(|(index, reader)| {
-                    let grains = risk_head(reader, *index).saturating_sub(reader.head_index());
-                    let period = index_to_timestamp(reader.grain_rate(), 1);
-                    Duration::from_nanos(period.saturating_mul(grains).max(period / 2))
-                })
+                .filter_map(|(index, reader)| due_in(reader, *index))
                 .min()
                 .unwrap_or(GUARD_MAX_WAIT)
                 .clamp(GUARD_MIN_WAIT, GUARD_MAX_WAIT);
