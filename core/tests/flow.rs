@@ -972,3 +972,54 @@ fn readers_touch_access_while_they_wait_and_when_a_read_finds_it_stale() {
     drop(fresh.get_grain(0, NO_WAIT).unwrap());
     assert!(atime() > 1_000_000, "a reader's first read touches access");
 }
+
+/// A back-pressure writer counts itself in the flow's `mcm_cursor_waiters` (data file
+/// 0x0F0, an mcm extension word in MXL's reserved runtime area) while it waits for a
+/// cursor, so readers wake it only then; the flow says so with `MCM_EXT_CURSOR_WAITERS`.
+#[test]
+fn a_writer_waiting_for_a_cursor_is_counted_and_the_reader_moving_it_lets_it_on() {
+    let (_t, d) = domain();
+    let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
+    let opts = WriterOptions {
+        back_pressure: Some(Duration::from_secs(20)),
+        ..Default::default()
+    };
+    let mut w = d.create_grain_writer(&def, &opts).unwrap();
+    let r = d
+        .open_grain_reader(
+            def.id,
+            &ReaderOptions {
+                reliable: true,
+                start_index: Some(0),
+            },
+        )
+        .unwrap();
+    let data = d.flow_dir(def.id).join("data");
+    let word = |off: usize| u32_at(&fs::read(&data).unwrap(), off);
+    assert_eq!(word(0x0E0), 0x4d43_4d31, "mcm extension magic");
+    assert_ne!(word(0x0E4) & 4, 0, "the writer keeps the waiter count");
+    assert_eq!(word(0x0F0), 0, "nobody waits yet");
+    for i in 0..=3 {
+        w.open_grain(i).unwrap().commit().unwrap();
+    }
+    let _w = std::thread::scope(|s| {
+        // Grain 4 would overwrite what the reader still needs (0): the writer waits.
+        let writer = s.spawn(move || {
+            w.open_grain(4).unwrap().commit().unwrap();
+            w
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while word(0x0F0) != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never waited"
+            );
+            std::thread::yield_now();
+        }
+        drop(r.get_grain(0, NO_WAIT).unwrap());
+        let w = writer.join().unwrap();
+        assert_eq!(w.head_index(), 4);
+        w
+    });
+    assert_eq!(word(0x0F0), 0, "the writer no longer counts itself");
+}

@@ -16,7 +16,8 @@ For 1080p and 2160p v210 from videotestsrc, a sender and a receiver process per 
   purpose).
 
 Usage: gst-mcm/bench/compare_shm.py [--frames N]   (builds nothing: run
-`cargo build --release -p gst-mcm --examples` first; GST_PLUGIN_PATH is set to
+`cargo build --release -p gst-mcm --lib --examples` first: without `--lib` the plugin's
+shared library, which gst-launch loads, is not rebuilt; GST_PLUGIN_PATH is set to
 target/release).
 """
 import argparse

@@ -137,12 +137,18 @@ impl ReaderCursor {
         self.data().next_index.load(Ordering::Acquire)
     }
 
-    /// Marks every index before `next` as consumed and wakes a waiting writer.
-    pub fn advance(&self, next: u64) {
+    /// Marks every index before `next` as consumed and wakes a waiting writer: always, or,
+    /// given the flow's count of `waiters` (writers that keep it), only while one waits,
+    /// which saves the reader a system call on every move.
+    pub fn advance(&self, next: u64, waiters: Option<&AtomicU32>) {
         let d = self.data();
         if d.next_index.fetch_max(next, Ordering::AcqRel) < next {
-            d.counter.fetch_add(1, Ordering::Release);
-            futex_wake_all(&d.counter);
+            // SeqCst with the writer's count-then-read in `wait_for_room`: either it sees
+            // this move or this sees it counted, so no wake-up is lost.
+            d.counter.fetch_add(1, Ordering::SeqCst);
+            if waiters.is_none_or(|w| w.load(Ordering::SeqCst) > 0) {
+                futex_wake_all(&d.counter);
+            }
         }
     }
 }
@@ -233,6 +239,7 @@ impl CursorSet {
         grain_count: u64,
         floor: u64,
         timeout: Duration,
+        waiters: &AtomicU32,
     ) -> Result<()> {
         let start = Instant::now();
         let deadline = start
@@ -253,8 +260,11 @@ impl CursorSet {
                 return Ok(());
             };
             let d = c.data();
-            let seen = d.counter.load(Ordering::Acquire);
-            let next = d.next_index.load(Ordering::Acquire);
+            // Counted before reading the cursor: a reader moving it from now on wakes us
+            // (see `ReaderCursor::advance`).
+            let _waiting = Waiting::count(waiters);
+            let seen = d.counter.load(Ordering::SeqCst);
+            let next = d.next_index.load(Ordering::SeqCst);
             if !needs_wait(next) {
                 continue;
             }
@@ -277,6 +287,22 @@ impl CursorSet {
             }
             futex_wait(&d.counter, seen, (deadline - now).min(LIVENESS_PERIOD));
         }
+    }
+}
+
+/// A writer counted in its flow's `mcm_cursor_waiters` while this lives.
+struct Waiting<'a>(&'a AtomicU32);
+
+impl<'a> Waiting<'a> {
+    fn count(waiters: &'a AtomicU32) -> Self {
+        waiters.fetch_add(1, Ordering::SeqCst);
+        Self(waiters)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

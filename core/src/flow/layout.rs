@@ -31,6 +31,10 @@ pub const MCM_EXT_MAGIC: u32 = 0x4d43_4d31; // "MCM1"
 pub const MCM_EXT_END_OF_STREAM: u32 = 1;
 /// mcm extension flag: a writer of this flow honours reader cursors (back-pressure).
 pub const MCM_EXT_BACK_PRESSURE: u32 = 2;
+/// mcm extension flag: the flow's writers count themselves in `mcm_cursor_waiters` while
+/// they wait on a cursor, so a reader that moves its cursor wakes them only then (without
+/// it, readers always wake: a writer that predates the count).
+pub const MCM_EXT_CURSOR_WAITERS: u32 = 4;
 
 /// Grain or sample rate as a rational, `mxlRational` (two `int64_t`).
 #[repr(C)]
@@ -100,7 +104,9 @@ pub struct RuntimeFlowInfo {
     pub mcm_flags: AtomicU32,
     /// mcm extension: first index that is not part of the stream after end of stream.
     pub mcm_end_index: AtomicU64,
-    pub reserved: [u8; 24],
+    /// mcm extension: writers waiting on a reader cursor's futex word right now.
+    pub mcm_cursor_waiters: AtomicU32,
+    pub reserved: [u8; 20],
 }
 
 /// `mxlFlowInfo`: 2048 bytes at the start of `data`.
@@ -202,6 +208,9 @@ const _: () = {
     assert!(offset_of!(FlowInfo, runtime) + offset_of!(RuntimeFlowInfo, last_write_time) == 0x0D0);
     assert!(offset_of!(FlowInfo, runtime) + offset_of!(RuntimeFlowInfo, last_read_time) == 0x0D8);
     assert!(offset_of!(FlowInfo, runtime) + offset_of!(RuntimeFlowInfo, mcm_magic) == 0x0E0);
+    assert!(
+        offset_of!(FlowInfo, runtime) + offset_of!(RuntimeFlowInfo, mcm_cursor_waiters) == 0x0F0
+    );
     assert!(offset_of!(FlowInfo, reserved) == 0x108);
     assert!(offset_of!(FlowData, state) == 0x800);
     assert!(offset_of!(FlowData, state) + offset_of!(FlowState, sync_counter) == 0x808);

@@ -277,7 +277,13 @@ impl GrainReader {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held.1 = held.1.max(next);
         let consumed = held.1;
-        cursor.advance(held.0.first().map_or(consumed, |&h| h.min(consumed)));
+        let rt = &self.core.header().info.runtime;
+        let counted = rt.mcm_magic.load(Ordering::Relaxed) == MCM_EXT_MAGIC
+            && rt.mcm_flags.load(Ordering::Acquire) & MCM_EXT_CURSOR_WAITERS != 0;
+        cursor.advance(
+            held.0.first().map_or(consumed, |&h| h.min(consumed)),
+            counted.then_some(&rt.mcm_cursor_waiters),
+        );
     }
 
     /// Keeps `grain` beyond the borrow of this reader, e.g. as the memory of a buffer handed

@@ -141,8 +141,10 @@ impl GrainWriter {
             Some(t) => {
                 let rt = &files.header().info.runtime;
                 rt.mcm_magic.store(MCM_EXT_MAGIC, Ordering::Relaxed);
-                rt.mcm_flags
-                    .fetch_or(MCM_EXT_BACK_PRESSURE, Ordering::Relaxed);
+                rt.mcm_flags.fetch_or(
+                    MCM_EXT_BACK_PRESSURE | MCM_EXT_CURSOR_WAITERS,
+                    Ordering::Release,
+                );
                 Some((CursorSet::new(&files.dir), t))
             }
             None => None,
@@ -358,7 +360,8 @@ impl GrainWriter {
                 None => index,
                 Some(first) => first.max(head.saturating_add(2).saturating_sub(self.grain_count)),
             };
-            cursors.wait_for_room(index, self.grain_count, floor, *timeout)?;
+            let waiters = &self.core.header().info.runtime.mcm_cursor_waiters;
+            cursors.wait_for_room(index, self.grain_count, floor, *timeout, waiters)?;
         }
         // Grains leased out are not skipped: they are still to be committed.
         let base = leased
@@ -444,7 +447,8 @@ impl GrainWriter {
         let floor = self.first_committed.unwrap_or(end);
         if let Some((cursors, timeout)) = &mut self.back_pressure {
             // "Room" for index end + n - 2 means every cursor has reached `end`.
-            cursors.wait_for_room(end.saturating_add(n - 2), n, floor, *timeout)?;
+            let waiters = &self.core.header().info.runtime.mcm_cursor_waiters;
+            cursors.wait_for_room(end.saturating_add(n - 2), n, floor, *timeout, waiters)?;
         }
         Ok(())
     }
