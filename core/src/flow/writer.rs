@@ -145,7 +145,7 @@ impl GrainWriter {
                     MCM_EXT_BACK_PRESSURE | MCM_EXT_CURSOR_WAITERS,
                     Ordering::Release,
                 );
-                Some((CursorSet::new(&files.dir), t))
+                Some((CursorSet::for_writer(&files.dir), t))
             }
             None => None,
         };
