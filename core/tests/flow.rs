@@ -53,6 +53,26 @@ fn writer_and_reader(d: &Domain, def: &FlowDef) -> (GrainWriter, GrainReader) {
     (w, r)
 }
 
+/// A writer waiting up to `back_pressure` for reliable readers, and a reliable reader from
+/// grain 0.
+fn reliable_pair(d: &Domain, def: &FlowDef, back_pressure: Duration) -> (GrainWriter, GrainReader) {
+    let opts = WriterOptions {
+        back_pressure: Some(back_pressure),
+        ..Default::default()
+    };
+    let w = d.create_grain_writer(def, &opts).unwrap();
+    let r = d
+        .open_grain_reader(
+            def.id,
+            &ReaderOptions {
+                reliable: true,
+                start_index: Some(0),
+            },
+        )
+        .unwrap();
+    (w, r)
+}
+
 /// An opaque flow of 64-byte grains at 1000/s, a ring of 4, `metadata` bytes of metadata
 /// per grain: a writer and a plain reader.
 fn blob_ring_of_4(d: &Domain, metadata: u32) -> (GrainWriter, GrainReader) {
@@ -416,20 +436,7 @@ fn samples_round_trip_with_wrap_around() {
 fn reliable_reader_holds_back_the_writer() {
     let (_t, d) = domain();
     let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
-    let opts = WriterOptions {
-        back_pressure: Some(Duration::from_millis(30)),
-        ..Default::default()
-    };
-    let mut w = d.create_grain_writer(&def, &opts).unwrap();
-    let r = d
-        .open_grain_reader(
-            def.id,
-            &ReaderOptions {
-                reliable: true,
-                start_index: Some(0),
-            },
-        )
-        .unwrap();
+    let (mut w, r) = reliable_pair(&d, &def, Duration::from_millis(30));
     // The reader needs 0: the writer may run ahead to 0 + 5 - 2 = 3.
     for i in 0..=3 {
         w.open_grain(i).unwrap().commit().unwrap();
@@ -980,20 +987,7 @@ fn readers_touch_access_while_they_wait_and_when_a_read_finds_it_stale() {
 fn a_writer_waiting_for_a_cursor_is_counted_and_the_reader_moving_it_lets_it_on() {
     let (_t, d) = domain();
     let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
-    let opts = WriterOptions {
-        back_pressure: Some(Duration::from_secs(20)),
-        ..Default::default()
-    };
-    let mut w = d.create_grain_writer(&def, &opts).unwrap();
-    let r = d
-        .open_grain_reader(
-            def.id,
-            &ReaderOptions {
-                reliable: true,
-                start_index: Some(0),
-            },
-        )
-        .unwrap();
+    let (mut w, r) = reliable_pair(&d, &def, Duration::from_secs(20));
     let data = d.flow_dir(def.id).join("data");
     let word = |off: usize| u32_at(&fs::read(&data).unwrap(), off);
     assert_eq!(word(0x0E0), 0x4d43_4d31, "mcm extension magic");

@@ -928,15 +928,22 @@ fn live_zero_copy_lends_grains_and_copies_a_held_one_out_before_the_writer_retur
     assert_eq!(stats.get::<u64>("copies").unwrap(), 3, "{stats}");
 }
 
-#[test]
-fn live_zero_copy_copies_grains_out_while_downstream_blocks_the_source() {
-    init();
-    let dir = domain();
-    let ring = 16u64;
-    let (def, mut w) = small_live_flow(&dir, ring);
-    let rate = def.index_rate();
+/// A playing `mcmsrc ! fakesink {sink_options}` on `def` whose buffers all come to the test
+/// through the receiver; the streaming thread stops in a probe on buffer `block_at`
+/// (counting from 0), as behind a blocked downstream, until the sender is dropped.
+fn blocked_source(
+    dir: &tempfile::TempDir,
+    def: &FlowDef,
+    sink_options: &str,
+    block_at: u64,
+) -> (
+    gst::Pipeline,
+    gst::Element,
+    std::sync::mpsc::Receiver<gst::Buffer>,
+    std::sync::mpsc::Sender<()>,
+) {
     let pipeline = gst::parse::launch(&format!(
-        "mcmsrc name=src domain={} flow-id={} ! fakesink sync=false",
+        "mcmsrc name=src domain={} flow-id={} ! fakesink sync=false {sink_options}",
         dir.path().display(),
         def.id
     ))
@@ -944,24 +951,34 @@ fn live_zero_copy_copies_grains_out_while_downstream_blocks_the_source() {
     .downcast::<gst::Pipeline>()
     .unwrap();
     let src = pipeline.by_name("src").unwrap();
-    // Every buffer comes to the test; the streaming thread then stops in the probe on the
-    // third, as behind a blocked downstream, until `release` is dropped.
     let (buffers, got) = std::sync::mpsc::channel::<gst::Buffer>();
     let (release, blocked) = std::sync::mpsc::channel::<()>();
     let blocked = std::sync::Mutex::new(blocked);
-    let seen = std::sync::atomic::AtomicU32::new(0);
+    let seen = std::sync::atomic::AtomicU64::new(0);
     src.static_pad("src")
         .unwrap()
         .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             if let Some(buf) = info.buffer() {
                 let _ = buffers.send(buf.clone());
-                if seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 2 {
+                if seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == block_at {
                     let _ = blocked.lock().unwrap().recv();
                 }
             }
             gst::PadProbeReturn::Ok
         });
     pipeline.set_state(gst::State::Playing).unwrap();
+    (pipeline, src, got, release)
+}
+
+#[test]
+fn live_zero_copy_copies_grains_out_while_downstream_blocks_the_source() {
+    init();
+    let dir = domain();
+    let ring = 16u64;
+    let (def, mut w) = small_live_flow(&dir, ring);
+    let rate = def.index_rate();
+    // The streaming thread stops on the third buffer, after the kept one.
+    let (pipeline, src, got, release) = blocked_source(&dir, &def, "", 2);
     let first = mcm_core::time::current_index(rate) - 1000;
     let mut write = |i: u64| {
         let mut g = w.open_grain(i).unwrap();
@@ -1023,33 +1040,9 @@ fn a_lease_due_soon_wakes_an_idle_guard() {
             },
         )
         .unwrap();
-    let pipeline = gst::parse::launch(&format!(
-        "mcmsrc name=src domain={} flow-id={} ! fakesink sync=false enable-last-sample=false",
-        dir.path().display(),
-        def.id
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline.by_name("src").unwrap();
-    // Buffers come to the test; the streaming thread stops in the probe on the fifth (the
-    // caps grain, three dropped at once, then the one kept) until `release` is dropped.
-    let (buffers, got) = std::sync::mpsc::channel::<gst::Buffer>();
-    let (release, blocked) = std::sync::mpsc::channel::<()>();
-    let blocked = std::sync::Mutex::new(blocked);
-    let seen = std::sync::atomic::AtomicU64::new(0);
-    src.static_pad("src")
-        .unwrap()
-        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(buf) = info.buffer() {
-                let _ = buffers.send(buf.clone());
-                if seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 4 {
-                    let _ = blocked.lock().unwrap().recv();
-                }
-            }
-            gst::PadProbeReturn::Ok
-        });
-    pipeline.set_state(gst::State::Playing).unwrap();
+    // The streaming thread stops on the fifth buffer: the caps grain, three dropped at
+    // once, then the one kept.
+    let (pipeline, src, got, release) = blocked_source(&dir, &def, "enable-last-sample=false", 4);
     let first = mcm_core::time::current_index(def.index_rate()) - 1000;
     let mut write = |i: u64| {
         let mut g = w.open_grain(i).unwrap();
