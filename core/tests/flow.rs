@@ -61,16 +61,19 @@ fn reliable_pair(d: &Domain, def: &FlowDef, back_pressure: Duration) -> (GrainWr
         ..Default::default()
     };
     let w = d.create_grain_writer(def, &opts).unwrap();
-    let r = d
-        .open_grain_reader(
-            def.id,
-            &ReaderOptions {
-                reliable: true,
-                start_index: Some(0),
-            },
-        )
-        .unwrap();
-    (w, r)
+    (w, reliable_reader_from_0(d, def.id))
+}
+
+/// A reliable reader whose cursor starts at grain 0.
+fn reliable_reader_from_0(d: &Domain, id: Uuid) -> GrainReader {
+    d.open_grain_reader(
+        id,
+        &ReaderOptions {
+            reliable: true,
+            start_index: Some(0),
+        },
+    )
+    .unwrap()
 }
 
 /// An opaque flow of 64-byte grains at 1000/s, a ring of 4, `metadata` bytes of metadata
@@ -676,15 +679,7 @@ fn reliable_reader_told_too_late_releases_the_writer() {
         w.open_grain(i).unwrap().commit().unwrap();
     }
     // A cursor at 0 on a flow already at 9: the reader learns 0..=5 are gone and moves on.
-    let r = d
-        .open_grain_reader(
-            def.id,
-            &ReaderOptions {
-                reliable: true,
-                start_index: Some(0),
-            },
-        )
-        .unwrap();
+    let r = reliable_reader_from_0(&d, def.id);
     assert!(matches!(
         r.get_grain(0, NO_WAIT),
         Err(FlowError::TooLate { oldest: 6, .. })
