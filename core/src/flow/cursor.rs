@@ -25,6 +25,9 @@ use super::Result;
 const CURSOR_MAGIC: u32 = 0x4d43_4d43; // "MCMC"
 const CURSOR_VERSION: u32 = 1;
 const CURSOR_SUFFIX: &str = ".cursor";
+/// How often a writer re-reads its flow's cursor directory even when inotify reports
+/// nothing, and tries again for a watch it could not have.
+const RESCAN_PERIOD: Duration = Duration::from_secs(1);
 /// How often a blocked writer re-checks that the readers it waits for are alive.
 const LIVENESS_PERIOD: Duration = Duration::from_millis(50);
 
@@ -157,6 +160,10 @@ impl ReaderCursor {
 impl Drop for ReaderCursor {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
+        // A writer waiting on this cursor stops waiting for it now, whatever it counted.
+        let d = self.data();
+        d.counter.fetch_add(1, Ordering::SeqCst);
+        futex_wake_all(&d.counter);
     }
 }
 
@@ -202,6 +209,11 @@ pub(crate) struct CursorSet {
     /// (re-reading it for every grain cost the writer five system calls a grain). `None`
     /// when it cannot be had (no directory, the user's inotify limits): re-read every time.
     watch: Option<OwnedFd>,
+    /// Last attempt at a watch, and last re-read: a watch is tried again, and the set
+    /// re-read anyway (a domain on a file system whose inotify misses other clients), at
+    /// most every [`RESCAN_PERIOD`].
+    watch_tried: Option<Instant>,
+    rescanned: Option<Instant>,
 }
 
 impl CursorSet {
@@ -210,6 +222,8 @@ impl CursorSet {
             dir: cursor_dir(flow_dir),
             cursors: Vec::new(),
             watch: None,
+            watch_tried: None,
+            rescanned: None,
         }
     }
 
@@ -226,9 +240,18 @@ impl CursorSet {
     /// Whether readers may have come or gone since the last look. Directory timestamps on
     /// tmpfs are too coarse to tell (a tick), so inotify says, or, without it, always yes.
     fn changed(&mut self) -> bool {
+        let now = Instant::now();
+        let due = |at: Option<Instant>| at.is_none_or(|t| now.duration_since(t) >= RESCAN_PERIOD);
+        if due(self.rescanned) {
+            self.rescanned = Some(now);
+            if self.watch.is_none() && due(self.watch_tried) {
+                // Watching from before the re-read that follows: nothing falls between.
+                self.watch_tried = Some(now);
+                self.watch = watch_dir(&self.dir);
+            }
+            return true;
+        }
         let Some(watch) = &self.watch else {
-            // Watching from before the re-read that follows: nothing falls between them.
-            self.watch = watch_dir(&self.dir);
             return true;
         };
         let mut buf = [std::mem::MaybeUninit::uninit(); 1024];
@@ -432,4 +455,67 @@ pub(crate) fn list(flow_dir: &Path) -> Vec<ReaderStatus> {
             alive: c.is_alive(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counted handshake of `wait_for_room` and `advance`: a writer counted while it
+    /// sleeps on a cursor (60 s timeout) is woken by the reader's move, not by the
+    /// timeout (the bound is generous so a loaded machine cannot make this flaky); a move
+    /// while nobody is counted makes no wake-up, and nothing is lost by it.
+    #[test]
+    fn a_counted_writer_is_woken_by_the_cursor_moving() {
+        let dir = tempfile::tempdir().unwrap();
+        let flow_dir = dir
+            .path()
+            .join(format!("{}{FLOW_DIR_SUFFIX}", uuid::Uuid::new_v4()));
+        let cursor = ReaderCursor::register(&flow_dir, 0).unwrap();
+        let waiters = AtomicU32::new(0);
+        // Nobody waits: the move is published, no wake-up is made.
+        cursor.advance(1, Some(&waiters));
+        let peer = open_peer(&cursor.path).unwrap();
+        assert_eq!(peer.data().next_index.load(Ordering::SeqCst), 1);
+        let tid = AtomicU32::new(0);
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                tid.store(
+                    rustix::thread::gettid().as_raw_nonzero().get() as u32,
+                    Ordering::SeqCst,
+                );
+                let started = Instant::now();
+                let d = peer.data();
+                loop {
+                    let _waiting = Waiting::count(&waiters);
+                    let seen = d.counter.load(Ordering::SeqCst);
+                    if d.next_index.load(Ordering::SeqCst) >= 2 {
+                        return started.elapsed();
+                    }
+                    futex_wait(&d.counter, seen, Duration::from_secs(60));
+                }
+            });
+            // Until the writer is counted and asleep (in its futex wait: it blocks nowhere
+            // else), so the move below must wake it.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let asleep = || {
+                let stat = format!("/proc/self/task/{}/stat", tid.load(Ordering::SeqCst));
+                fs::read_to_string(stat)
+                    .ok()
+                    .and_then(|t| {
+                        t.rsplit(')')
+                            .next()
+                            .map(|r| r.trim_start().starts_with('S'))
+                    })
+                    .unwrap_or(false)
+            };
+            while waiters.load(Ordering::SeqCst) == 0 || !asleep() {
+                assert!(Instant::now() < deadline, "the writer never waited");
+                std::thread::yield_now();
+            }
+            cursor.advance(2, Some(&waiters));
+            assert!(writer.join().unwrap() < Duration::from_secs(20));
+        });
+        assert_eq!(waiters.load(Ordering::SeqCst), 0);
+    }
 }

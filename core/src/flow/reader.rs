@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,9 @@ struct ReaderCore {
     files: FlowFiles,
     def: Option<FlowDef>,
     last_invalid_check: AtomicU64,
+    /// This flow was found replaced (recreated): its runtime area no longer says whether
+    /// the new writer waits on a cursor.
+    replaced: AtomicBool,
 }
 
 impl ReaderCore {
@@ -57,6 +60,7 @@ impl ReaderCore {
             files,
             def,
             last_invalid_check: AtomicU64::new(0),
+            replaced: AtomicBool::new(false),
         })
     }
 
@@ -77,11 +81,17 @@ impl ReaderCore {
             if now.saturating_sub(self.last_invalid_check.load(Ordering::Relaxed)) >= 50_000_000 {
                 self.last_invalid_check.store(now, Ordering::Relaxed);
                 if self.files.is_replaced() {
-                    return Err(FlowError::FlowInvalid { id: self.files.id });
+                    return Err(self.invalid());
                 }
             }
         }
         Err(e)
+    }
+
+    /// `FlowInvalid`, remembered.
+    fn invalid(&self) -> FlowError {
+        self.replaced.store(true, Ordering::Relaxed);
+        FlowError::FlowInvalid { id: self.files.id }
     }
 
     fn end_of_stream(&self) -> Option<u64> {
@@ -109,13 +119,13 @@ impl ReaderCore {
             let now = Instant::now();
             if now >= deadline {
                 if self.files.is_replaced() {
-                    return Err(FlowError::FlowInvalid { id: self.files.id });
+                    return Err(self.invalid());
                 }
                 return attempt();
             }
             futex_wait(word, seen, (deadline - now).min(INVALID_CHECK_PERIOD));
             if word.load(Ordering::Acquire) == seen && self.files.is_replaced() {
-                return Err(FlowError::FlowInvalid { id: self.files.id });
+                return Err(self.invalid());
             }
         }
     }
@@ -254,9 +264,10 @@ impl GrainReader {
             .inspect_err(|e| self.skip_cursor(e))
     }
 
-    /// [`Self::wait_grain`] without waiting and without any system call: for busy-polling.
+    /// [`Self::wait_grain`] without waiting and without any system call (not even the
+    /// `access` touch, which the wait before a spin makes): for busy-polling.
     pub fn poll_grain(&self, index: u64, min_slices: u16) -> Result<bool> {
-        self.try_read(index, min_slices)
+        self.read_slot(index, min_slices)
             .map(|mut g| {
                 g.consume = false;
                 g.is_invalid()
@@ -278,8 +289,10 @@ impl GrainReader {
         held.1 = held.1.max(next);
         let consumed = held.1;
         let rt = &self.core.header().info.runtime;
+        // A recreated flow's writer counts itself in the new file, not in this one.
         let counted = rt.mcm_magic.load(Ordering::Relaxed) == MCM_EXT_MAGIC
-            && rt.mcm_flags.load(Ordering::Acquire) & MCM_EXT_CURSOR_WAITERS != 0;
+            && rt.mcm_flags.load(Ordering::Acquire) & MCM_EXT_CURSOR_WAITERS != 0
+            && !self.core.replaced.load(Ordering::Relaxed);
         cursor.advance(
             held.0.first().map_or(consumed, |&h| h.min(consumed)),
             counted.then_some(&rt.mcm_cursor_waiters),

@@ -239,9 +239,8 @@ struct Shared {
     live: Mutex<Vec<Weak<Lease>>>,
     wake: Condvar,
     stop: AtomicBool,
-    /// While the guard has no lease to watch: when it looks again by itself, in ns after
-    /// `epoch`; 0 while it watches leases.
-    idle_until: AtomicU64,
+    /// When the guard looks again by itself, in ns after `epoch`; 0 while it looks.
+    next_look: AtomicU64,
     epoch: Instant,
     counts: Arc<Counts>,
 }
@@ -264,7 +263,7 @@ impl Leases {
                 live: Mutex::default(),
                 wake: Condvar::new(),
                 stop: AtomicBool::new(false),
-                idle_until: AtomicU64::new(0),
+                next_look: AtomicU64::new(0),
                 epoch: Instant::now(),
                 counts,
             }),
@@ -280,10 +279,10 @@ impl Leases {
             .reader()
             .and_then(|r| due_in(&r, lease.index))
             .map(|d| self.shared.since_epoch(Instant::now() + d));
-        let idle_until = {
+        let next_look = {
             let mut live = self.shared.live.lock().unwrap_or_else(|p| p.into_inner());
             live.push(Arc::downgrade(&lease));
-            self.shared.idle_until.load(Ordering::Relaxed)
+            self.shared.next_look.load(Ordering::Relaxed)
         };
         if self.guard.is_none() && !self.no_guard {
             let shared = self.shared.clone();
@@ -299,10 +298,10 @@ impl Leases {
                 }
             }
         }
-        // Newer leases are due later than those already watched, and an idle guard looks
-        // again by itself soon: only a lease due before then wakes it. (Waking it for every
+        // The guard looks again by itself soon (when the leases it watches come due, or
+        // within 100 ms): only a lease due before then wakes it. (Waking it for every
         // buffer put a futex wake-up, and often a context switch, on every buffer's way.)
-        if idle_until != 0 && due.is_some_and(|due| due < idle_until) {
+        if next_look != 0 && due.is_some_and(|due| due < next_look) {
             self.shared.wake.notify_one();
         }
         lease
@@ -361,6 +360,23 @@ impl Shared {
             .max(1)
     }
 
+    /// Waits up to `wait` (or until woken), saying meanwhile when it will look again.
+    fn sleep<'a>(
+        &self,
+        live: std::sync::MutexGuard<'a, Vec<Weak<Lease>>>,
+        wait: Duration,
+    ) -> std::sync::MutexGuard<'a, Vec<Weak<Lease>>> {
+        let until = self.since_epoch(Instant::now() + wait);
+        self.next_look.store(until, Ordering::Relaxed);
+        let live = self
+            .wake
+            .wait_timeout(live, wait)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0);
+        self.next_look.store(0, Ordering::Relaxed);
+        live
+    }
+
     /// Looks at every lease. Frames are copied outside the list's lock, so the streaming
     /// thread can lease meanwhile.
     fn look_all(&self, due: Due) {
@@ -399,14 +415,7 @@ impl Shared {
             if watched.is_empty() {
                 // Set and cleared under the lock `lease` pushes under: a lease due before
                 // the guard looks again wakes it.
-                let until = self.since_epoch(Instant::now() + GUARD_MAX_WAIT);
-                self.idle_until.store(until.max(1), Ordering::Relaxed);
-                live = self
-                    .wake
-                    .wait_timeout(live, GUARD_MAX_WAIT)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
-                self.idle_until.store(0, Ordering::Relaxed);
+                live = self.sleep(live, GUARD_MAX_WAIT);
                 continue;
             }
             drop(live);
@@ -421,11 +430,7 @@ impl Shared {
                 .clamp(GUARD_MIN_WAIT, GUARD_MAX_WAIT);
             live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             if !self.stop.load(Ordering::Acquire) {
-                live = self
-                    .wake
-                    .wait_timeout(live, wait)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
+                live = self.sleep(live, wait);
             }
         }
     }
