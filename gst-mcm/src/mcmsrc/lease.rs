@@ -353,7 +353,7 @@ impl Drop for Leases {
 }
 
 impl Shared {
-    /// `at` in ns after the epoch (at least 1: 0 means not idle).
+    /// `at` in ns after the epoch (at least 1: 0 in `next_look` means looking now).
     fn since_epoch(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
             .unwrap_or(u64::MAX)
@@ -397,9 +397,10 @@ impl Shared {
 
     /// Until stopped: while leases are out, looks at them when the first comes within half
     /// a ring of a live writer, at the flow's grain rate, and at least every
-    /// GUARD_MAX_WAIT (a reliable writer's end of stream). Not on every commit: the
-    /// streaming thread looks on every buffer it creates, and a thread woken with it on
-    /// each commit cost the buffers ~100 µs of latency on a 2-core machine.
+    /// GUARD_MAX_WAIT (a reliable writer's end of stream, or no lease out). Not on every
+    /// commit: the streaming thread looks on every buffer it creates, and a thread woken
+    /// with it on each commit cost the buffers ~100 µs of latency on a 2-core machine. A
+    /// new lease wakes it only if due before its next look.
     fn guard(&self) {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         loop {
