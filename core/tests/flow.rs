@@ -1012,3 +1012,81 @@ fn a_writer_waiting_for_a_cursor_is_counted_and_the_reader_moving_it_lets_it_on(
     });
     assert_eq!(word(0x0F0), 0, "the writer no longer counts itself");
 }
+
+/// A reliable reader owns its cursor file and may shrink it. The back-pressure writer reads
+/// cursors without loading from its mapping of them, so a shrunk file costs it no SIGBUS
+/// (which would kill this test binary): the writer stops waiting for that cursor, whether it
+/// was asleep on it or meets it afresh, and `status` leaves it out.
+#[test]
+fn a_cursor_file_shrunk_by_its_reader_neither_crashes_nor_holds_the_writer() {
+    let (_t, d) = domain();
+    let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
+    let (mut w, r) = reliable_pair(&d, &def, Duration::from_secs(20));
+    let cursors = d.path().join(".mcm-cursors").join(def.id.to_string());
+    let cursor_file = fs::read_dir(&cursors)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "cursor"))
+        .unwrap();
+    let data = d.flow_dir(def.id).join("data");
+    let waiting = || u32_at(&fs::read(&data).unwrap(), 0x0F0);
+    for i in 0..=3 {
+        w.open_grain(i).unwrap().commit().unwrap();
+    }
+    // Asleep on the cursor (grain 4 would overwrite grain 0, which the reader needs) when
+    // the reader truncates the file.
+    let started = std::time::Instant::now();
+    let mut w = std::thread::scope(|s| {
+        let writer = s.spawn(move || {
+            w.open_grain(4).unwrap().commit().unwrap();
+            w
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while waiting() != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never waited"
+            );
+            std::thread::yield_now();
+        }
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&cursor_file)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        writer.join().unwrap()
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the writer waited out its back-pressure timeout"
+    );
+    assert_eq!(w.head_index(), 4);
+    // A second reader's cursor, shrunk before the writer ever needs it, is skipped too.
+    let r2 = reliable_reader_from_0(&d, def.id);
+    assert_eq!(
+        d.status(def.id).unwrap().readers.len(),
+        1,
+        "only r2 is whole"
+    );
+    let second = fs::read_dir(&cursors)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "cursor") && *p != cursor_file)
+        .unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&second)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    for i in 5..20 {
+        w.open_grain(i).unwrap().commit().unwrap();
+    }
+    assert_eq!(w.head_index(), 19);
+    assert!(d.status(def.id).unwrap().readers.is_empty());
+    // Here, the readers share the process: their own stores to the shrunk files would fault.
+    std::mem::forget((r, r2));
+}

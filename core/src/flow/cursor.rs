@@ -168,17 +168,61 @@ impl Drop for ReaderCursor {
 }
 
 /// A cursor as a writer sees it.
+///
+/// The file belongs to the reader, which may shrink it: a load from a mapping of it could
+/// then raise SIGBUS in the writer. So the writer never loads from its mapping; it reads the
+/// cursor with `pread` and hands the mapping's futex word only to the kernel, which answers a
+/// vanished page with `EFAULT`. `known_next` spares the `pread` while the last value read
+/// already lets the writer on (`next_index` only grows).
 struct PeerCursor {
     path: PathBuf,
     file: File,
     map: Mapping,
+    known_next: u64,
+}
+
+/// One `pread` of a cursor file's 64 bytes.
+#[derive(Debug, Clone, Copy)]
+struct CursorImage {
+    pid: u32,
+    next_index: u64,
+    counter: u32,
+}
+
+impl CursorImage {
+    /// `None` if the file is shorter than a cursor or is not one.
+    fn read(file: &File) -> Option<Self> {
+        let mut b = [0u8; size_of::<CursorData>()];
+        if rustix::io::pread(file, &mut b, 0).ok()? != b.len() {
+            return None;
+        }
+        let word = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let at = offset_of!(CursorData, next_index);
+        let mut next = [0u8; 8];
+        next.copy_from_slice(&b[at..at + 8]);
+        (word(0) == CURSOR_MAGIC && word(4) == CURSOR_VERSION).then(|| Self {
+            pid: word(offset_of!(CursorData, pid)),
+            next_index: u64::from_ne_bytes(next),
+            counter: word(offset_of!(CursorData, counter)),
+        })
+    }
 }
 
 impl PeerCursor {
-    fn data(&self) -> &CursorData {
-        self.map
+    /// The cursor as it is now, remembering its position; `None` if the reader broke it.
+    fn read(&mut self) -> Option<CursorImage> {
+        let image = CursorImage::read(&self.file)?;
+        self.known_next = image.next_index;
+        Some(image)
+    }
+
+    /// The futex word, for the kernel only (see the type's comment).
+    fn counter_word(&self) -> &AtomicU32 {
+        &self
+            .map
             .header::<CursorData>(0)
-            .expect("validated when opened")
+            .expect("a cursor mapping is a page")
+            .counter
     }
 
     fn is_alive(&self) -> bool {
@@ -324,21 +368,22 @@ impl CursorSet {
             if self.changed() {
                 self.refresh();
             }
-            let blocking = self
-                .cursors
-                .iter()
-                .enumerate()
-                .find(|(_, c)| needs_wait(c.data().next_index.load(Ordering::Acquire)));
-            let Some((i, c)) = blocking else {
+            // Only a cursor whose last known position holds the writer back is read again.
+            let Some(i) = self.cursors.iter().position(|c| needs_wait(c.known_next)) else {
                 return Ok(());
             };
-            let d = c.data();
             // Counted before reading the cursor: a reader moving it from now on wakes us
-            // (see `ReaderCursor::advance`).
+            // (see `ReaderCursor::advance`). The fence orders the count before the kernel's
+            // read of the file in `pread`.
             let _waiting = Waiting::count(waiters);
-            let seen = d.counter.load(Ordering::SeqCst);
-            let next = d.next_index.load(Ordering::SeqCst);
-            if !needs_wait(next) {
+            std::sync::atomic::fence(Ordering::SeqCst);
+            let c = &mut self.cursors[i];
+            let Some(image) = c.read() else {
+                tracing::warn!(cursor = %c.path.display(), "reliable reader's cursor file is broken (shrunk or overwritten); no longer waiting for it");
+                self.cursors.swap_remove(i);
+                continue;
+            };
+            if !needs_wait(image.next_index) {
                 continue;
             }
             let now = Instant::now();
@@ -354,11 +399,16 @@ impl CursorSet {
             if now >= deadline {
                 return Err(FlowError::BackPressureTimeout {
                     index,
-                    reader: format!("pid {}", d.pid.load(Ordering::Relaxed)),
-                    reader_next: next,
+                    reader: format!("pid {}", image.pid),
+                    reader_next: image.next_index,
                 });
             }
-            futex_wait(&d.counter, seen, (deadline - now).min(LIVENESS_PERIOD));
+            // A shrunk file makes this return at once (EFAULT); the next `read` finds it.
+            futex_wait(
+                c.counter_word(),
+                image.counter,
+                (deadline - now).min(LIVENESS_PERIOD),
+            );
         }
     }
 }
@@ -393,18 +443,14 @@ fn watch_dir(dir: &Path) -> Option<OwnedFd> {
 
 fn open_peer(path: &Path) -> Option<PeerCursor> {
     let file = File::open(path).ok()?;
-    if file.metadata().ok()?.len() < 64 {
-        return None;
-    }
+    let image = CursorImage::read(&file)?;
     let map = Mapping::map(&file, false).ok()?;
-    let d = map.header::<CursorData>(0)?;
-    if d.magic != CURSOR_MAGIC || d.version != CURSOR_VERSION {
-        return None;
-    }
+    map.header::<CursorData>(0)?;
     Some(PeerCursor {
         path: path.to_owned(),
         file,
         map,
+        known_next: image.next_index,
     })
 }
 
@@ -448,11 +494,14 @@ pub(crate) fn list(flow_dir: &Path) -> Vec<ReaderStatus> {
     let mut set = CursorSet::new(flow_dir);
     set.refresh();
     set.cursors
-        .iter()
-        .map(|c| ReaderStatus {
-            pid: c.data().pid.load(Ordering::Relaxed),
-            next_index: c.data().next_index.load(Ordering::Acquire),
-            alive: c.is_alive(),
+        .iter_mut()
+        .filter_map(|c| {
+            let image = c.read()?;
+            Some(ReaderStatus {
+                pid: image.pid,
+                next_index: image.next_index,
+                alive: c.is_alive(),
+            })
         })
         .collect()
 }
@@ -475,24 +524,25 @@ mod tests {
         let waiters = AtomicU32::new(0);
         // Nobody waits: the move is published, no wake-up is made.
         cursor.advance(1, Some(&waiters));
-        let peer = open_peer(&cursor.path).unwrap();
-        assert_eq!(peer.data().next_index.load(Ordering::SeqCst), 1);
+        let mut peer = open_peer(&cursor.path).unwrap();
+        assert_eq!(peer.read().unwrap().next_index, 1);
         let tid = AtomicU32::new(0);
         std::thread::scope(|s| {
+            // The handshake of `wait_for_room`, with a 60 s wait instead of liveness slices.
             let writer = s.spawn(|| {
                 tid.store(
                     rustix::thread::gettid().as_raw_nonzero().get() as u32,
                     Ordering::SeqCst,
                 );
                 let started = Instant::now();
-                let d = peer.data();
                 loop {
                     let _waiting = Waiting::count(&waiters);
-                    let seen = d.counter.load(Ordering::SeqCst);
-                    if d.next_index.load(Ordering::SeqCst) >= 2 {
+                    std::sync::atomic::fence(Ordering::SeqCst);
+                    let image = peer.read().unwrap();
+                    if image.next_index >= 2 {
                         return started.elapsed();
                     }
-                    futex_wait(&d.counter, seen, Duration::from_secs(60));
+                    futex_wait(peer.counter_word(), image.counter, Duration::from_secs(60));
                 }
             });
             // Until the writer is counted and asleep (in its futex wait: it blocks nowhere
