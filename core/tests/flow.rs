@@ -1090,3 +1090,77 @@ fn a_cursor_file_shrunk_by_its_reader_neither_crashes_nor_holds_the_writer() {
     // Here, the readers share the process: their own stores to the shrunk files would fault.
     std::mem::forget((r, r2));
 }
+
+/// A writer's end of stream waits until reliable readers have read the last grain, not
+/// until they let go of the grains they hold (a sink's last sample): the cursor file says
+/// both (`next_index` at 16 stays at the oldest held grain, `consumed_next` at 32 is past
+/// the last read, flagged by bit 0 of the word at 40). A held grain keeps its bytes after
+/// the writer is gone. A cursor without the flag (an older reader) is waited for until it
+/// lets go, as before.
+#[test]
+fn end_of_stream_waits_for_grains_read_not_for_grains_still_held() {
+    let (_t, d) = domain();
+    let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
+    let opts = WriterOptions {
+        back_pressure: Some(Duration::from_millis(200)),
+        ..Default::default()
+    };
+    let mut w = d.create_grain_writer(&def, &opts).unwrap();
+    let r = std::sync::Arc::new(reliable_reader_from_0(&d, def.id));
+    for i in 0..=2u8 {
+        let mut g = w.open_grain(u64::from(i)).unwrap();
+        g.payload().fill(0xA0 + i);
+        g.commit().unwrap();
+    }
+    drop(r.get_grain(0, NO_WAIT).unwrap());
+    drop(r.get_grain(1, NO_WAIT).unwrap());
+    match w.end_of_stream() {
+        Err(FlowError::BackPressureTimeout { reader_next: 2, .. }) => {}
+        other => panic!("the reader has not read grain 2 yet: {other:?}"),
+    }
+    let held = GrainReader::hold(&r, r.get_grain(2, NO_WAIT).unwrap());
+    let cursors = d.path().join(".mcm-cursors").join(def.id.to_string());
+    let cursor_file = fs::read_dir(&cursors)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let cursor = fs::read(&cursor_file).unwrap();
+    assert_eq!(u64_at(&cursor, 16), 2, "the held grain keeps next_index");
+    assert_eq!(u64_at(&cursor, 32), 3, "every grain before 3 was read");
+    assert_eq!(u32_at(&cursor, 40) & 1, 1, "consumed_next is kept");
+    w.end_of_stream().expect("the last grain was read");
+    // Gone: the flow is removed, the held grain's bytes are what the writer wrote.
+    drop(w);
+    assert!(!d.flow_dir(def.id).exists());
+    assert!(held.is_intact());
+    assert!(held.payload().iter().all(|&b| b == 0xA2));
+    drop(held);
+    drop(r);
+
+    // An older reader's cursor (no flag): held grains hold the end of stream.
+    let mut w = d.create_grain_writer(&def, &opts).unwrap();
+    let r = std::sync::Arc::new(reliable_reader_from_0(&d, def.id));
+    w.open_grain(0).unwrap().commit().unwrap();
+    let held = GrainReader::hold(&r, r.get_grain(0, NO_WAIT).unwrap());
+    let cursor_file = fs::read_dir(&cursors)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    use std::os::unix::fs::FileExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&cursor_file)
+        .unwrap()
+        .write_all_at(&0u32.to_ne_bytes(), 40)
+        .unwrap();
+    match w.end_of_stream() {
+        Err(FlowError::BackPressureTimeout { reader_next: 0, .. }) => {}
+        other => panic!("an older reader holding grain 0 holds the writer: {other:?}"),
+    }
+    drop(held);
+    w.end_of_stream().expect("let go of");
+}

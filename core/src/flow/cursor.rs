@@ -41,16 +41,29 @@ pub struct CursorData {
     pub padding: u32,
     /// First index the reader has not consumed yet.
     pub next_index: AtomicU64,
-    /// Futex word bumped whenever `next_index` moves.
+    /// Futex word bumped whenever `next_index` or `consumed_next` moves.
     pub counter: AtomicU32,
     pub padding2: u32,
-    pub reserved: [u8; 32],
+    /// First index the reader has not read, whether or not it still holds grains before it
+    /// (`next_index` stays at the oldest held one). Valid with [`CURSOR_FEATURE_CONSUMED`]:
+    /// a writer's end-of-stream drain waits for this, so a grain a reader holds at the end
+    /// (a sink's last sample) does not keep the writer from finishing.
+    pub consumed_next: AtomicU64,
+    /// `CURSOR_FEATURE_*` bits, set at registration (zero in cursors of older readers).
+    pub features: AtomicU32,
+    pub padding3: u32,
+    pub reserved: [u8; 16],
 }
+
+/// [`CursorData::consumed_next`] is kept.
+pub const CURSOR_FEATURE_CONSUMED: u32 = 1;
 
 const _: () = {
     assert!(size_of::<CursorData>() == 64);
     assert!(offset_of!(CursorData, next_index) == 16);
     assert!(offset_of!(CursorData, counter) == 24);
+    assert!(offset_of!(CursorData, consumed_next) == 32);
+    assert!(offset_of!(CursorData, features) == 40);
 };
 
 /// Directory of all cursors of a domain; sticky and world-writable like /tmp.
@@ -120,6 +133,8 @@ impl ReaderCursor {
         image[4..8].copy_from_slice(&CURSOR_VERSION.to_ne_bytes());
         image[8..12].copy_from_slice(&std::process::id().to_ne_bytes());
         image[16..24].copy_from_slice(&next_index.to_ne_bytes());
+        image[32..40].copy_from_slice(&next_index.to_ne_bytes());
+        image[40..44].copy_from_slice(&CURSOR_FEATURE_CONSUMED.to_ne_bytes());
         map.bytes_mut(0, 64).copy_from_slice(&image);
         // Publish complete: writers only look at `*.cursor` names.
         fs::rename(&tmp, &path).map_err(|e| FlowError::io(&path, e))?;
@@ -141,12 +156,15 @@ impl ReaderCursor {
         self.data().next_index.load(Ordering::Acquire)
     }
 
-    /// Marks every index before `next` as consumed and wakes a waiting writer: always, or,
-    /// given the flow's count of `waiters` (writers that keep it), only while one waits,
-    /// which saves the reader a system call on every move.
-    pub fn advance(&self, next: u64, waiters: Option<&AtomicU32>) {
+    /// Lets the writer reuse every grain before `next` and says every index before
+    /// `consumed` was read (`consumed >= next`; the grains between are held), and wakes a
+    /// waiting writer: always, or, given the flow's count of `waiters` (writers that keep
+    /// it), only while one waits, which saves the reader a system call on every move.
+    pub fn advance(&self, next: u64, consumed: u64, waiters: Option<&AtomicU32>) {
         let d = self.data();
-        if d.next_index.fetch_max(next, Ordering::AcqRel) < next {
+        let moved = d.next_index.fetch_max(next, Ordering::AcqRel) < next;
+        let read = d.consumed_next.fetch_max(consumed, Ordering::AcqRel) < consumed;
+        if moved || read {
             // SeqCst with the writer's count-then-read in `wait_for_room`: either it sees
             // this move or this sees it counted, so no wake-up is lost.
             d.counter.fetch_add(1, Ordering::SeqCst);
@@ -172,13 +190,13 @@ impl Drop for ReaderCursor {
 /// The file belongs to the reader, which may shrink it: a load from a mapping of it could
 /// then raise SIGBUS in the writer. So the writer never loads from its mapping; it reads the
 /// cursor with `pread` and hands the mapping's futex word only to the kernel, which answers a
-/// vanished page with `EFAULT`. `known_next` spares the `pread` while the last value read
-/// already lets the writer on (`next_index` only grows).
+/// vanished page with `EFAULT`. `known`, the last image read, spares the `pread` while it
+/// already lets the writer on (the positions in it only grow).
 struct PeerCursor {
     path: PathBuf,
     file: File,
     map: Mapping,
-    known_next: u64,
+    known: CursorImage,
 }
 
 /// One `pread` of a cursor file's 64 bytes.
@@ -186,6 +204,9 @@ struct PeerCursor {
 struct CursorImage {
     pid: u32,
     next_index: u64,
+    /// First index not read: `consumed_next`, or `next_index` for a reader that does not
+    /// keep it.
+    consumed: u64,
     counter: u32,
 }
 
@@ -197,12 +218,20 @@ impl CursorImage {
             return None;
         }
         let word = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-        let at = offset_of!(CursorData, next_index);
-        let mut next = [0u8; 8];
-        next.copy_from_slice(&b[at..at + 8]);
+        let long = |o: usize| {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&b[o..o + 8]);
+            u64::from_ne_bytes(v)
+        };
+        let next_index = long(offset_of!(CursorData, next_index));
+        let consumed = match word(offset_of!(CursorData, features)) & CURSOR_FEATURE_CONSUMED {
+            0 => next_index,
+            _ => long(offset_of!(CursorData, consumed_next)).max(next_index),
+        };
         (word(0) == CURSOR_MAGIC && word(4) == CURSOR_VERSION).then(|| Self {
             pid: word(offset_of!(CursorData, pid)),
-            next_index: u64::from_ne_bytes(next),
+            next_index,
+            consumed,
             counter: word(offset_of!(CursorData, counter)),
         })
     }
@@ -212,7 +241,7 @@ impl PeerCursor {
     /// The cursor as it is now, remembering its position; `None` if the reader broke it.
     fn read(&mut self) -> Option<CursorImage> {
         let image = CursorImage::read(&self.file)?;
-        self.known_next = image.next_index;
+        self.known = image;
         Some(image)
     }
 
@@ -356,20 +385,47 @@ impl CursorSet {
         timeout: Duration,
         waiters: &AtomicU32,
     ) -> Result<()> {
+        // Cursor files are written by other users' processes: saturate, never overflow.
+        let blocks = |c: &CursorImage| {
+            index.saturating_add(2) > c.next_index.max(floor).saturating_add(grain_count)
+        };
+        self.wait_while(blocks, index, |c| c.next_index, timeout, waiters)
+    }
+
+    /// Blocks until every live cursor has read every grain before `end` (it may still hold
+    /// some: they stay in their slots until the writer needs them again). `floor` as in
+    /// [`Self::wait_for_room`].
+    pub fn wait_for_consumed(
+        &mut self,
+        end: u64,
+        floor: u64,
+        timeout: Duration,
+        waiters: &AtomicU32,
+    ) -> Result<()> {
+        let blocks = |c: &CursorImage| end > c.consumed.max(floor);
+        self.wait_while(blocks, end, |c| c.consumed, timeout, waiters)
+    }
+
+    /// Blocks while a live cursor `blocks`; `index` and `position` say what in a timeout.
+    fn wait_while(
+        &mut self,
+        blocks: impl Fn(&CursorImage) -> bool,
+        index: u64,
+        position: impl Fn(&CursorImage) -> u64,
+        timeout: Duration,
+        waiters: &AtomicU32,
+    ) -> Result<()> {
         let start = Instant::now();
         let deadline = start
             .checked_add(timeout)
             .unwrap_or_else(|| start + Duration::from_secs(365 * 24 * 3600));
         let mut last_liveness = start;
-        // Cursor files are written by other users' processes: saturate, never overflow.
-        let needs_wait =
-            |next: u64| index.saturating_add(2) > next.max(floor).saturating_add(grain_count);
         loop {
             if self.changed() {
                 self.refresh();
             }
             // Only a cursor whose last known position holds the writer back is read again.
-            let Some(i) = self.cursors.iter().position(|c| needs_wait(c.known_next)) else {
+            let Some(i) = self.cursors.iter().position(|c| blocks(&c.known)) else {
                 return Ok(());
             };
             // Counted before reading the cursor: a reader moving it from now on wakes us
@@ -383,7 +439,7 @@ impl CursorSet {
                 self.cursors.swap_remove(i);
                 continue;
             };
-            if !needs_wait(image.next_index) {
+            if !blocks(&image) {
                 continue;
             }
             let now = Instant::now();
@@ -400,7 +456,7 @@ impl CursorSet {
                 return Err(FlowError::BackPressureTimeout {
                     index,
                     reader: format!("pid {}", image.pid),
-                    reader_next: image.next_index,
+                    reader_next: position(&image),
                 });
             }
             // A shrunk file makes this return at once (EFAULT); the next `read` finds it.
@@ -450,7 +506,7 @@ fn open_peer(path: &Path) -> Option<PeerCursor> {
         path: path.to_owned(),
         file,
         map,
-        known_next: image.next_index,
+        known: image,
     })
 }
 
@@ -523,7 +579,7 @@ mod tests {
         let cursor = ReaderCursor::register(&flow_dir, 0).unwrap();
         let waiters = AtomicU32::new(0);
         // Nobody waits: the move is published, no wake-up is made.
-        cursor.advance(1, Some(&waiters));
+        cursor.advance(1, 1, Some(&waiters));
         let mut peer = open_peer(&cursor.path).unwrap();
         assert_eq!(peer.read().unwrap().next_index, 1);
         let tid = AtomicU32::new(0);
@@ -563,7 +619,7 @@ mod tests {
                 assert!(Instant::now() < deadline, "the writer never waited");
                 std::thread::yield_now();
             }
-            cursor.advance(2, Some(&waiters));
+            cursor.advance(2, 2, Some(&waiters));
             assert!(writer.join().unwrap() < Duration::from_secs(20));
         });
         assert_eq!(waiters.load(Ordering::SeqCst), 0);

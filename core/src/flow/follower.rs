@@ -142,6 +142,47 @@ impl Follower {
         Ok(GrainReader::hold(&r, grain))
     }
 
+    /// Opens the flow, waiting up to `timeout` for its writer to create it, and reads
+    /// nothing: its description can be taken on before its first grain is read.
+    pub fn open(&mut self, timeout: Duration) -> Result<&GrainReader, FollowError> {
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
+        self.open_until(deadline)?;
+        Ok(self.reader.as_deref().expect("opened above"))
+    }
+
+    /// Opens the flow if it is not yet (waiting for it until `deadline`).
+    fn open_until(&mut self, deadline: Instant) -> Result<(), FollowError> {
+        while self.reader.is_none() {
+            // A reliable cursor at 0 waits for nothing that does not exist (the writer
+            // floors it at its oldest grain) and holds back all the reader has not read.
+            let options = ReaderOptions {
+                reliable: self.reliable,
+                start_index: Some(self.next.unwrap_or(0)),
+            };
+            match self.domain.open_grain_reader(self.flow_id, &options) {
+                Ok(r) => {
+                    self.reader = Some(Arc::new(r));
+                    self.early_cursor = None;
+                }
+                Err(
+                    FlowError::NotFound { .. } | FlowError::Io { .. } | FlowError::Corrupt { .. },
+                ) => {
+                    // The writer has not created (or is re-creating) the flow.
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(FollowError::Timeout("no writer on this flow yet".into()));
+                    }
+                    std::thread::sleep(FLOW_APPEAR_POLL.min(deadline - now));
+                }
+                Err(e) => return Err(FollowError::Failed(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until the next grain can be read; returns its index.
     fn wait_next(&mut self, timeout: Duration) -> Result<u64, FollowError> {
         let start = Instant::now();
@@ -149,34 +190,7 @@ impl Follower {
             .checked_add(timeout)
             .unwrap_or(start + Duration::from_secs(365 * 24 * 3600));
         let index = loop {
-            if self.reader.is_none() {
-                // A reliable cursor at 0 waits for nothing that does not exist (the writer
-                // floors it at its oldest grain) and holds back all the reader has not read.
-                let options = ReaderOptions {
-                    reliable: self.reliable,
-                    start_index: Some(self.next.unwrap_or(0)),
-                };
-                match self.domain.open_grain_reader(self.flow_id, &options) {
-                    Ok(r) => {
-                        self.reader = Some(Arc::new(r));
-                        self.early_cursor = None;
-                    }
-                    Err(
-                        FlowError::NotFound { .. }
-                        | FlowError::Io { .. }
-                        | FlowError::Corrupt { .. },
-                    ) => {
-                        // The writer has not created (or is re-creating) the flow.
-                        let now = Instant::now();
-                        if now >= deadline {
-                            return Err(FollowError::Timeout("no writer on this flow yet".into()));
-                        }
-                        std::thread::sleep(FLOW_APPEAR_POLL.min(deadline - now));
-                        continue;
-                    }
-                    Err(e) => return Err(FollowError::Failed(e)),
-                }
-            }
+            self.open_until(deadline)?;
             let r = self.reader.as_ref().expect("opened above");
             let reliable = self.reliable;
             let index = *self.next.get_or_insert_with(|| {

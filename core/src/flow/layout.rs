@@ -35,6 +35,11 @@ pub const MCM_EXT_BACK_PRESSURE: u32 = 2;
 /// they wait on a cursor, so a reader that moves its cursor wakes them only then (without
 /// it, readers always wake: a writer that predates the count).
 pub const MCM_EXT_CURSOR_WAITERS: u32 = 4;
+/// mcm extension flag: the flow's back-pressure writers end the stream once reliable
+/// readers have read the last grain (the cursor's `consumed_next`), whatever they still
+/// hold; without it, a writer waits until they let go (a reader lending grains downstream
+/// then copies them out at the end of the stream).
+pub const MCM_EXT_DRAIN_READ: u32 = 8;
 
 /// Grain or sample rate as a rational, `mxlRational` (two `int64_t`).
 #[repr(C)]

@@ -94,6 +94,16 @@ impl ReaderCore {
         FlowError::FlowInvalid { id: self.files.id }
     }
 
+    /// A back-pressure writer of this flow predates [`MCM_EXT_DRAIN_READ`]: its end of
+    /// stream waits until reliable readers let go of the grains they hold.
+    fn end_waits_for_held(&self) -> bool {
+        let rt = &self.header().info.runtime;
+        let flags = rt.mcm_flags.load(Ordering::Acquire);
+        rt.mcm_magic.load(Ordering::Relaxed) == MCM_EXT_MAGIC
+            && flags & MCM_EXT_BACK_PRESSURE != 0
+            && flags & MCM_EXT_DRAIN_READ == 0
+    }
+
     fn end_of_stream(&self) -> Option<u64> {
         let rt = &self.header().info.runtime;
         let flags = rt.mcm_flags.load(Ordering::Acquire);
@@ -222,6 +232,13 @@ impl GrainReader {
     pub fn end_of_stream(&self) -> Option<u64> {
         self.core.end_of_stream()
     }
+    /// Whether the flow's back-pressure writer, at its end of stream, waits for this
+    /// reliable reader to let go of the grains it holds (a writer of an mcm version before
+    /// the cursor's consumed position); false for a writer that waits only for grains read.
+    pub fn end_waits_for_held(&self) -> bool {
+        self.cursor.is_some() && self.core.end_waits_for_held()
+    }
+
     /// Next index this reliable reader needs, if reliable.
     pub fn cursor(&self) -> Option<u64> {
         self.cursor.as_ref().map(ReaderCursor::next_index)
@@ -295,6 +312,7 @@ impl GrainReader {
             && !self.core.replaced.load(Ordering::Relaxed);
         cursor.advance(
             held.0.first().map_or(consumed, |&h| h.min(consumed)),
+            consumed,
             counted.then_some(&rt.mcm_cursor_waiters),
         );
     }
@@ -303,6 +321,8 @@ impl GrainReader {
     /// downstream. A reliable reader's cursor stays at the oldest held grain, so the writer
     /// cannot overwrite it until the [`HeldGrain`] is dropped; without a cursor the writer is
     /// not held back and [`HeldGrain::is_intact`] tells whether the data is still the grain's.
+    /// The grain counts as read (the cursor's consumed position, which a writer's end of
+    /// stream waits for, moves past it).
     pub fn hold(reader: &Arc<Self>, mut grain: Grain<'_>) -> HeldGrain {
         grain.consume = false;
         reader
@@ -311,6 +331,7 @@ impl GrainReader {
             .unwrap_or_else(|p| p.into_inner())
             .0
             .insert(grain.index);
+        reader.advance_cursor(grain.index.saturating_add(1));
         let capacity = reader.core.files.grains[grain.slot].1.len() - GRAIN_PAYLOAD_OFFSET;
         HeldGrain {
             reader: reader.clone(),

@@ -142,7 +142,7 @@ impl GrainWriter {
                 let rt = &files.header().info.runtime;
                 rt.mcm_magic.store(MCM_EXT_MAGIC, Ordering::Relaxed);
                 rt.mcm_flags.fetch_or(
-                    MCM_EXT_BACK_PRESSURE | MCM_EXT_CURSOR_WAITERS,
+                    MCM_EXT_BACK_PRESSURE | MCM_EXT_CURSOR_WAITERS | MCM_EXT_DRAIN_READ,
                     Ordering::Release,
                 );
                 Some((CursorSet::for_writer(&files.dir), t))
@@ -435,7 +435,11 @@ impl GrainWriter {
     }
 
     /// With back-pressure, waits (up to the back-pressure timeout) until every live reliable
-    /// reader has consumed the last committed grain; without, returns at once. For a writer
+    /// reader has read the last committed grain; without, returns at once. Grains a reader
+    /// still holds (lent downstream) do not count: the writer will not come back to their
+    /// slots, and a flow removed or recreated leaves the reader's mapping of them as it is
+    /// (a reader of a version before the cursor's consumed position is waited for until it
+    /// lets go of them). For a writer
     /// about to be replaced (new caps: the flow is recreated, and readers follow it) without
     /// ending the stream.
     pub fn drain(&mut self) -> Result<()> {
@@ -443,12 +447,10 @@ impl GrainWriter {
             .last_committed
             .unwrap_or_else(|| self.head_index())
             .saturating_add(1);
-        let n = self.grain_count;
         let floor = self.first_committed.unwrap_or(end);
         if let Some((cursors, timeout)) = &mut self.back_pressure {
-            // "Room" for index end + n - 2 means every cursor has reached `end`.
             let waiters = &self.core.header().info.runtime.mcm_cursor_waiters;
-            cursors.wait_for_room(end.saturating_add(n - 2), n, floor, *timeout, waiters)?;
+            cursors.wait_for_consumed(end, floor, *timeout, waiters)?;
         }
         Ok(())
     }

@@ -125,7 +125,7 @@ impl ObjectImpl for McmSrc {
             v.push(
                 glib::ParamSpecBoolean::builder("zero-copy")
                     .nick("Zero copy")
-                    .blurb("Push buffers whose memory is the grain itself when the layouts match (no copy). A buffer kept downstream is copied out of its grain once a live writer comes within half the flow's ring of it (a reliable one, once the source has read all it wrote: it may be waiting for the buffer), ends the stream, or the source stops, so an unmapped buffer neither stalls a reliable writer nor sees a live one reuse its grain (counted in stats as copies; one still mapped when a live writer reuses the grain is counted as overwritten). false: copy every grain into a pooled buffer")
+                    .blurb("Push buffers whose memory is the grain itself when the layouts match (no copy). A buffer kept downstream is copied out of its grain once a live writer comes within half the flow's ring of it (a reliable one, once the source has read all it wrote: it may be waiting for the buffer) or the source stops, so an unmapped buffer neither stalls a reliable writer nor sees a live one reuse its grain (counted in stats as copies; one still mapped when a live writer reuses the grain is counted as overwritten). false: copy every grain into a pooled buffer")
                     .default_value(true)
                     .mutable_ready()
                     .build(),
@@ -477,6 +477,42 @@ impl McmSrc {
             }
             match &mut started.input {
                 Input::Direct(follower) => {
+                    // The flow's description taken on before its first grain is read, so
+                    // that grain can be lent like the others, not copied.
+                    if started.leases.is_some() && started.def.is_none() {
+                        let def = match follower.open(WAIT_SLICE) {
+                            Ok(reader) => reader.flow_def().cloned(),
+                            Err(FollowError::Timeout(_)) => continue,
+                            Err(FollowError::Closed) => return Err(gst::FlowError::Eos),
+                            Err(FollowError::Failed(FlowError::WrongKind {
+                                continuous: true,
+                                ..
+                            })) => {
+                                let samples = SamplesInput::new(
+                                    follower.domain().clone(),
+                                    follower.flow_id(),
+                                );
+                                started.input = Input::Samples(samples);
+                                continue;
+                            }
+                            Err(FollowError::Failed(e)) => {
+                                return Err(self.flow_error(e.to_string()))
+                            }
+                        };
+                        if def.is_some() {
+                            caps = Some(
+                                adopt(
+                                    &mut started.def,
+                                    &mut started.kind,
+                                    &mut started.pool,
+                                    &mut started.wrap,
+                                    def,
+                                    None,
+                                )
+                                .map_err(|e| self.flow_error(e))?,
+                            );
+                        }
+                    }
                     // About to wait for the writer: a reliable one may be waiting for a
                     // grain lent downstream.
                     if let (Some(leases), true) = (&started.leases, follower.caught_up()) {

@@ -144,6 +144,24 @@ impl Lease {
             inner.evict |= forced;
             return false;
         }
+        let reason = if due.now {
+            "the source stopped"
+        } else if inner.evict {
+            "due while mapped"
+        } else if !intact {
+            "the writer reused the grain"
+        } else if grain.reader().end_of_stream().is_some() {
+            "end of stream (an older writer waits for it)"
+        } else if forced {
+            "the writer stalled"
+        } else {
+            "the writer came near"
+        };
+        gst::debug!(
+            CAT,
+            "grain {} copied out of its lease: {reason}",
+            self.index
+        );
         let copy: Box<[u8]> = grain.payload().into();
         // The seqlock check after the read: the writer may have reached the slot meanwhile.
         if intact && grain.is_intact() {
@@ -183,15 +201,18 @@ pub fn near_writer(grain: &HeldGrain) -> bool {
     reader.cursor().is_none() && reader.head_index() >= risk_head(reader, grain.index())
 }
 
-/// Whether a lease on `grain` is due to be copied out: the writer ended the stream (a
-/// reliable writer waits for its readers to let go before it finishes); a live writer is
-/// within half a ring of its slot; a reliable writer is, and the reader has read all it
-/// wrote (`waiting`): the writer may be waiting for this very grain, held downstream by an
-/// element that waits for more input (an encoder's lookahead) before it lets go. A reliable
-/// writer that is merely ahead of a slow downstream is left to wait: that is back-pressure.
+/// Whether a lease on `grain` is due to be copied out: a live writer is within half a ring
+/// of its slot; a reliable writer is, and the reader has read all it wrote (`waiting`): the
+/// writer may be waiting for this very grain, held downstream by an element that waits for
+/// more input (an encoder's lookahead) before it lets go. A reliable writer that is merely
+/// ahead of a slow downstream is left to wait: that is back-pressure. The end of the stream
+/// is no reason, as a writer's end-of-stream drain waits for grains read, not for grains
+/// lent (the cursor's consumed position), and a flow removed or recreated leaves the lent
+/// grains' mapping as it is; except for a reliable writer of an older mcm, which waits for
+/// lent grains to come back. (A buffer still out when the source stops is copied then.)
 fn is_due(grain: &HeldGrain, waiting: bool) -> bool {
     let reader = grain.reader();
-    if reader.end_of_stream().is_some() {
+    if reader.end_of_stream().is_some() && reader.end_waits_for_held() {
         return true;
     }
     let near = reader.head_index() >= risk_head(reader, grain.index());
@@ -397,7 +418,7 @@ impl Shared {
 
     /// Until stopped: while leases are out, looks at them when the first comes within half
     /// a ring of a live writer, at the flow's grain rate, and at least every
-    /// GUARD_MAX_WAIT (a reliable writer's end of stream, or no lease out). Not on every
+    /// GUARD_MAX_WAIT (no lease out, or a reliable writer's). Not on every
     /// commit: the streaming thread looks on every buffer it creates, and a thread woken
     /// with it on each commit cost the buffers ~100 µs of latency on a 2-core machine. A
     /// new lease wakes it only if due before its next look.
