@@ -1164,3 +1164,40 @@ fn end_of_stream_waits_for_grains_read_not_for_grains_still_held() {
     drop(held);
     w.end_of_stream().expect("let go of");
 }
+
+/// A reliable reader that finds its flow recreated retires its cursor, though it still
+/// holds a grain of the old flow: the new flow's writer (same id, same cursor directory)
+/// does not wait for it at its end of stream.
+#[test]
+fn a_reader_of_a_recreated_flow_no_longer_holds_the_new_writer() {
+    let (_t, d) = domain();
+    let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
+    let opts = WriterOptions {
+        back_pressure: Some(Duration::from_millis(500)),
+        ..Default::default()
+    };
+    let mut w = d.create_grain_writer(&def, &opts).unwrap();
+    let r = std::sync::Arc::new(reliable_reader_from_0(&d, def.id));
+    for i in 0..=2u8 {
+        let mut g = w.open_grain(u64::from(i)).unwrap();
+        g.payload().fill(0xB0 + i);
+        g.commit().unwrap();
+    }
+    drop(r.get_grain(0, NO_WAIT).unwrap());
+    drop(r.get_grain(1, NO_WAIT).unwrap());
+    let held = GrainReader::hold(&r, r.get_grain(2, NO_WAIT).unwrap());
+    // Replaced without ending the stream (as `mcmsink` does on new caps).
+    w.drain().unwrap();
+    drop(w);
+    // The flow again, from a new writer, far on.
+    let mut w = d.create_grain_writer(&def, &opts).unwrap();
+    w.open_grain(100).unwrap().commit().unwrap();
+    assert!(matches!(
+        r.get_grain(3, Duration::from_secs(5)),
+        Err(FlowError::FlowInvalid { .. })
+    ));
+    w.end_of_stream()
+        .expect("the old reader's cursor is retired, not waited for");
+    assert!(held.is_intact());
+    assert!(held.payload().iter().all(|&b| b == 0xB2));
+}

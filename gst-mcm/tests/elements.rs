@@ -1093,7 +1093,9 @@ fn a_reliable_writer_ends_its_stream_while_downstream_keeps_the_last_buffer_unco
 
 /// A writer of an older mcm (no `MCM_EXT_DRAIN_READ`, the value 8 in the flags at 0x0E4) waits
 /// at its end of stream until reliable readers let go: `mcmsrc` copies out the buffers
-/// still downstream then (the kept one, and those the test had not pulled yet).
+/// still downstream then (the kept one, and those the test had not pulled yet). The flag
+/// is cleared by hand here: this checks the reader's side of the compatibility rule (the
+/// writer itself is current and does not wait).
 #[test]
 fn the_kept_last_buffer_is_copied_out_for_an_older_reliable_writer() {
     let copies = end_with_a_kept_buffer(true);

@@ -237,10 +237,35 @@ impl CursorImage {
     }
 }
 
+impl CursorImage {
+    /// The cursor as it is now: two reads whose positions agree, the futex word from the
+    /// first. `pread` copies the file in no particular order and not atomically: the word
+    /// taken before the positions it goes with is what a writer must sleep on (a move
+    /// after it changes it, so no wake-up is lost), and two reads that agree rule out a
+    /// position torn by a concurrent move (which could overstate it).
+    fn read_stable(file: &File) -> Option<Self> {
+        let mut earlier = Self::read(file)?;
+        // A reader that moves between every read is moving on: a few tries suffice, then
+        // the last read stands (its word may then be a move late: one liveness slice).
+        for _ in 0..4 {
+            let later = Self::read(file)?;
+            if (later.next_index, later.consumed) == (earlier.next_index, earlier.consumed) {
+                return Some(Self {
+                    counter: earlier.counter,
+                    ..later
+                });
+            }
+            earlier = later;
+        }
+        Some(earlier)
+    }
+}
+
 impl PeerCursor {
-    /// The cursor as it is now, remembering its position; `None` if the reader broke it.
+    /// The cursor as it is now (see [`CursorImage::read_stable`]), remembering it; `None`
+    /// if the reader broke it.
     fn read(&mut self) -> Option<CursorImage> {
-        let image = CursorImage::read(&self.file)?;
+        let image = CursorImage::read_stable(&self.file)?;
         self.known = image;
         Some(image)
     }
@@ -499,7 +524,7 @@ fn watch_dir(dir: &Path) -> Option<OwnedFd> {
 
 fn open_peer(path: &Path) -> Option<PeerCursor> {
     let file = File::open(path).ok()?;
-    let image = CursorImage::read(&file)?;
+    let image = CursorImage::read_stable(&file)?;
     let map = Mapping::map(&file, false).ok()?;
     map.header::<CursorData>(0)?;
     Some(PeerCursor {

@@ -383,10 +383,19 @@ impl GrainReader {
     }
 
     /// A reliable reader told an index is gone moves its cursor past it, so the writer is
-    /// not held back for a grain that no longer exists.
+    /// not held back for a grain that no longer exists. One told its flow was recreated
+    /// retires its cursor, which the new flow's writers would otherwise find among theirs
+    /// (same flow id) and wait for while grains of the old flow are still held: those live
+    /// in unlinked files the new writers never touch.
     fn skip_cursor(&self, e: &FlowError) {
-        if let FlowError::TooLate { oldest, .. } = e {
-            self.advance_cursor(*oldest);
+        match e {
+            FlowError::TooLate { oldest, .. } => self.advance_cursor(*oldest),
+            FlowError::FlowInvalid { .. } => {
+                if let Some(cursor) = &self.cursor {
+                    cursor.advance(u64::MAX, u64::MAX, None);
+                }
+            }
+            _ => {}
         }
     }
 

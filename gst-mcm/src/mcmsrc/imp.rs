@@ -84,6 +84,9 @@ struct Started {
     wrap: bool,
     /// The caps the stream was configured with (property, or the SDP file's).
     configured_caps: Option<gst::Caps>,
+    /// Caps of a flow taken on as it was opened, before its first grain: they go out with
+    /// the next buffer, however many `create` calls (a flush, a timeout) come first.
+    pending_caps: Option<gst::Caps>,
 }
 
 #[derive(Default)]
@@ -448,9 +451,19 @@ impl McmSrc {
         gst::FlowError::Error
     }
 
+    /// [`Self::receive_grain`], with the caps of a flow taken on before its first grain.
+    fn receive(&self, started: &mut Started) -> Result<Received, gst::FlowError> {
+        let mut got = self.receive_grain(started)?;
+        if let Some(pending) = started.pending_caps.take() {
+            // Newer caps, if the flow changed again meanwhile, win.
+            got.caps.get_or_insert(pending);
+        }
+        Ok(got)
+    }
+
     /// Waits for the next grain in slices, so a flush (unlock) is noticed, and turns it into a
     /// buffer straight from shared memory.
-    fn receive(&self, started: &mut Started) -> Result<Received, gst::FlowError> {
+    fn receive_grain(&self, started: &mut Started) -> Result<Received, gst::FlowError> {
         let configured = started.configured_caps.clone();
         let (sender_timeout, timeout_eos) = self
             .settings
@@ -500,7 +513,7 @@ impl McmSrc {
                             }
                         };
                         if def.is_some() {
-                            caps = Some(
+                            started.pending_caps = Some(
                                 adopt(
                                     &mut started.def,
                                     &mut started.kind,
@@ -954,6 +967,7 @@ impl BaseSrcImpl for McmSrc {
             overwritten_seen: 0,
             wrap: false,
             configured_caps: settings.conn.caps.clone(),
+            pending_caps: None,
         }));
         Ok(())
     }
@@ -982,7 +996,8 @@ impl BaseSrcImpl for McmSrc {
     }
 
     fn negotiate(&self) -> Result<(), gst::LoggableError> {
-        // Caps come from the first grain's flow: set in create().
+        // Caps come from the flow, taken on as it is opened: set in create() with the
+        // first buffer.
         Ok(())
     }
 

@@ -150,7 +150,7 @@ impl Lease {
             "due while mapped"
         } else if !intact {
             "the writer reused the grain"
-        } else if grain.reader().end_of_stream().is_some() {
+        } else if grain.reader().end_of_stream().is_some() && grain.reader().end_waits_for_held() {
             "end of stream (an older writer waits for it)"
         } else if forced {
             "the writer stalled"
