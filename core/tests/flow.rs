@@ -1201,3 +1201,34 @@ fn a_reader_of_a_recreated_flow_no_longer_holds_the_new_writer() {
     assert!(held.is_intact());
     assert!(held.payload().iter().all(|&b| b == 0xB2));
 }
+
+/// A back-pressure writer joining a flow that already has grains takes those as existing:
+/// it waits for a reliable reader that has not read the other writer's grains instead of
+/// overwriting them (it used to take only its own grains as existing).
+#[test]
+fn a_writer_joining_a_flow_waits_for_readers_of_the_grains_already_there() {
+    let (_t, d) = domain();
+    let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
+    let opts = WriterOptions {
+        back_pressure: Some(Duration::from_millis(100)),
+        ..Default::default()
+    };
+    let mut a = d.create_grain_writer(&def, &opts).unwrap();
+    let r = reliable_reader_from_0(&d, def.id);
+    for i in 0..=2 {
+        a.open_grain(i).unwrap().commit().unwrap();
+    }
+    let mut b = d.create_grain_writer(&def, &opts).unwrap();
+    assert!(!b.created());
+    // The reader needs 0: 3 is the last grain either writer may write.
+    b.open_grain(3).unwrap().commit().unwrap();
+    match b.open_grain(4) {
+        Err(FlowError::BackPressureTimeout { reader_next: 0, .. }) => {}
+        other => panic!(
+            "the joining writer must wait for grain 0's reader: {:?}",
+            other.map(|g| g.index())
+        ),
+    }
+    drop(r.get_grain(0, NO_WAIT).unwrap());
+    b.open_grain(4).unwrap().commit().unwrap();
+}

@@ -90,6 +90,8 @@ pub struct GrainWriter {
     grain_count: u64,
     open_index: Option<u64>,
     last_committed: Option<u64>,
+    /// The oldest grain this writer takes as existing (back-pressure's floor): its first
+    /// commit, or for a writer that joined a flow with grains, the oldest readable one then.
     first_committed: Option<u64>,
     back_pressure: Option<(CursorSet, Duration)>,
     next_last_read_refresh: u64,
@@ -149,6 +151,18 @@ impl GrainWriter {
             }
             None => None,
         };
+        // A writer joining a flow with grains in it: the oldest readable grain is where the
+        // grains that exist begin (back-pressure must not take only its own as existing, or it
+        // would overwrite grains the other writer's readers have not read).
+        let joined_at = {
+            let rt = &files.header().info.runtime;
+            (!created && rt.last_write_time.load(Ordering::Acquire) != 0).then(|| {
+                rt.head_index
+                    .load(Ordering::Acquire)
+                    .saturating_add(2)
+                    .saturating_sub(u64::from(grain_count))
+            })
+        };
         let core = WriterCore {
             files,
             def,
@@ -161,7 +175,7 @@ impl GrainWriter {
             grain_count: u64::from(grain_count),
             open_index: None,
             last_committed: None,
-            first_committed: None,
+            first_committed: joined_at,
             back_pressure,
             next_last_read_refresh: 0,
             leases: Arc::new(Mutex::new(vec![LeaseSlot::default(); grain_count as usize])),
