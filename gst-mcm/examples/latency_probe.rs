@@ -27,31 +27,6 @@ fn run() -> Result<(), String> {
         .map_or(Ok(0), |s| s.parse())
         .map_err(|e| format!("{e}"))?;
     gst::init().map_err(|e| e.to_string())?;
-    if role == "core-recv" {
-        // desc = "<domain> <flow-id>"
-        let mut it = desc.split(' ');
-        let d = mcm_core::flow::Domain::open(it.next().unwrap()).unwrap();
-        let id: uuid::Uuid = it.next().unwrap().parse().unwrap();
-        let mut f = mcm_core::flow::Follower::new(d, id, false).unwrap();
-        let clock = gst::SystemClock::obtain();
-        let mut v = Vec::new();
-        loop {
-            match f.next_grain(std::time::Duration::from_secs(5)) {
-                Ok(g) => {
-                    let now = clock.time().nseconds();
-                    let sent = u64::from_le_bytes(g.payload()[..8].try_into().unwrap());
-                    v.push(now.saturating_sub(sent));
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    break;
-                }
-            }
-        }
-        v.sort();
-        println!("core p50 {} us n {}", v[v.len() / 2] / 1000, v.len());
-        return Ok(());
-    }
     gstmcm::plugin_register_static().map_err(|e| e.to_string())?;
     let pipeline = gst::parse::launch(desc)
         .map_err(|e| e.to_string())?
