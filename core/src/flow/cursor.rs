@@ -312,6 +312,8 @@ pub(crate) struct CursorSet {
     /// most every [`RESCAN_PERIOD`].
     watch_tried: Option<Instant>,
     rescanned: Option<Instant>,
+    /// [`LIVENESS_PERIOD`]; longer in tests, so that only a wake-up ends a wait.
+    liveness: Duration,
 }
 
 impl CursorSet {
@@ -322,6 +324,7 @@ impl CursorSet {
             watch: None,
             watch_tried: None,
             rescanned: None,
+            liveness: LIVENESS_PERIOD,
         }
     }
 
@@ -468,7 +471,7 @@ impl CursorSet {
                 continue;
             }
             let now = Instant::now();
-            if now.duration_since(last_liveness) >= LIVENESS_PERIOD || now >= deadline {
+            if now.duration_since(last_liveness) >= self.liveness || now >= deadline {
                 last_liveness = now;
                 if !c.is_alive() {
                     tracing::info!(cursor = %c.path.display(), "reliable reader died; no longer waiting for it");
@@ -488,7 +491,7 @@ impl CursorSet {
             futex_wait(
                 c.counter_word(),
                 image.counter,
-                (deadline - now).min(LIVENESS_PERIOD),
+                (deadline - now).min(self.liveness),
             );
         }
     }
@@ -592,9 +595,9 @@ mod tests {
     use super::*;
 
     /// The counted handshake of `wait_for_room` and `advance`: a writer counted while it
-    /// sleeps on a cursor (60 s timeout) is woken by the reader's move, not by the
-    /// timeout (the bound is generous so a loaded machine cannot make this flaky); a move
-    /// while nobody is counted makes no wake-up, and nothing is lost by it.
+    /// sleeps on a cursor (liveness slices of 60 s, so nothing else ends the wait) is woken
+    /// by the reader's move (the bound is generous so a loaded machine cannot make this
+    /// flaky); a move while nobody is counted makes no wake-up, and nothing is lost by it.
     #[test]
     fn a_counted_writer_is_woken_by_the_cursor_moving() {
         let dir = tempfile::tempdir().unwrap();
@@ -607,24 +610,20 @@ mod tests {
         cursor.advance(1, 1, Some(&waiters));
         let mut peer = open_peer(&cursor.path).unwrap();
         assert_eq!(peer.read().unwrap().next_index, 1);
+        let mut set = CursorSet::new(&flow_dir);
+        set.liveness = Duration::from_secs(60);
         let tid = AtomicU32::new(0);
         std::thread::scope(|s| {
-            // The handshake of `wait_for_room`, with a 60 s wait instead of liveness slices.
+            // A ring of 5: writing 5 needs the reader at 2 (it is at 1).
             let writer = s.spawn(|| {
                 tid.store(
                     rustix::thread::gettid().as_raw_nonzero().get() as u32,
                     Ordering::SeqCst,
                 );
                 let started = Instant::now();
-                loop {
-                    let _waiting = Waiting::count(&waiters);
-                    std::sync::atomic::fence(Ordering::SeqCst);
-                    let image = peer.read().unwrap();
-                    if image.next_index >= 2 {
-                        return started.elapsed();
-                    }
-                    futex_wait(peer.counter_word(), image.counter, Duration::from_secs(60));
-                }
+                set.wait_for_room(5, 5, 0, Duration::from_secs(120), &waiters)
+                    .unwrap();
+                started.elapsed()
             });
             // Until the writer is counted and asleep (in its futex wait: it blocks nowhere
             // else), so the move below must wake it.
