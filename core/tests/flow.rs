@@ -42,6 +42,28 @@ fn v210(w: u32, h: u32, rate: Rational) -> FlowDef {
     .unwrap()
 }
 
+/// The cursor files of the reliable readers of flow `id`.
+fn cursor_files(d: &Domain, id: Uuid) -> Vec<std::path::PathBuf> {
+    let dir = d.path().join(".mcm-cursors").join(id.to_string());
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "cursor"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Writer options with back-pressure: wait up to `t` for reliable readers.
+fn waiting_up_to(t: Duration) -> WriterOptions {
+    WriterOptions {
+        back_pressure: Some(t),
+        ..Default::default()
+    }
+}
+
 /// A writer of `def` with default options and a plain reader of it.
 fn writer_and_reader(d: &Domain, def: &FlowDef) -> (GrainWriter, GrainReader) {
     let w = d
@@ -56,10 +78,7 @@ fn writer_and_reader(d: &Domain, def: &FlowDef) -> (GrainWriter, GrainReader) {
 /// A writer waiting up to `back_pressure` for reliable readers, and a reliable reader from
 /// grain 0.
 fn reliable_pair(d: &Domain, def: &FlowDef, back_pressure: Duration) -> (GrainWriter, GrainReader) {
-    let opts = WriterOptions {
-        back_pressure: Some(back_pressure),
-        ..Default::default()
-    };
+    let opts = waiting_up_to(back_pressure);
     let w = d.create_grain_writer(def, &opts).unwrap();
     (w, reliable_reader_from_0(d, def.id))
 }
@@ -74,6 +93,33 @@ fn reliable_reader_from_0(d: &Domain, id: Uuid) -> GrainReader {
         },
     )
     .unwrap()
+}
+
+/// A v210 flow of 5 grains, a writer of it waiting up to `back_pressure` (and its
+/// options), and a reliable reader from grain 0 (shared, so it can hold grains); grains 0
+/// to 2 written, each filled with `fill + index`, and 0 and 1 read.
+fn three_grains_two_read(
+    d: &Domain,
+    back_pressure: Duration,
+    fill: u8,
+) -> (
+    FlowDef,
+    WriterOptions,
+    GrainWriter,
+    std::sync::Arc<GrainReader>,
+) {
+    let def = v210(48, 2, Rational::new(25, 1));
+    let opts = waiting_up_to(back_pressure);
+    let mut w = d.create_grain_writer(&def, &opts).unwrap();
+    let r = std::sync::Arc::new(reliable_reader_from_0(d, def.id));
+    for i in 0..=2u8 {
+        let mut g = w.open_grain(u64::from(i)).unwrap();
+        g.payload().fill(fill + i);
+        g.commit().unwrap();
+    }
+    drop(r.get_grain(0, NO_WAIT).unwrap());
+    drop(r.get_grain(1, NO_WAIT).unwrap());
+    (def, opts, w, r)
 }
 
 /// An opaque flow of 64-byte grains at 1000/s, a ring of 4, `metadata` bytes of metadata
@@ -472,13 +518,7 @@ fn giving_a_held_grain_back_moves_the_cursor_past_grains_read_meanwhile() {
     let (_t, d) = domain();
     let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
     let mut w = d
-        .create_grain_writer(
-            &def,
-            &WriterOptions {
-                back_pressure: Some(Duration::from_millis(30)),
-                ..Default::default()
-            },
-        )
+        .create_grain_writer(&def, &waiting_up_to(Duration::from_millis(30)))
         .unwrap();
     let r = std::sync::Arc::new(
         d.open_grain_reader(
@@ -616,10 +656,7 @@ fn gc_removes_stale_tmp_dirs_but_not_fresh_ones() {
 fn reliable_readers_registered_late_and_several_at_once() {
     let (_t, d) = domain();
     let def = v210(48, 2, Rational::new(50, 1)); // 10 grains
-    let opts = WriterOptions {
-        back_pressure: Some(Duration::from_millis(20)),
-        ..Default::default()
-    };
+    let opts = waiting_up_to(Duration::from_millis(20));
     let mut w = d.create_grain_writer(&def, &opts).unwrap();
     for i in 0..30 {
         w.open_grain(i).unwrap().commit().unwrap();
@@ -1022,13 +1059,7 @@ fn a_cursor_file_shrunk_by_its_reader_neither_crashes_nor_holds_the_writer() {
     let (_t, d) = domain();
     let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
     let (mut w, r) = reliable_pair(&d, &def, Duration::from_secs(20));
-    let cursors = d.path().join(".mcm-cursors").join(def.id.to_string());
-    let cursor_file = fs::read_dir(&cursors)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "cursor"))
-        .unwrap();
+    let cursor_file = cursor_files(&d, def.id).remove(0);
     let data = d.flow_dir(def.id).join("data");
     let waiting = || u32_at(&fs::read(&data).unwrap(), 0x0F0);
     for i in 0..=3 {
@@ -1070,11 +1101,9 @@ fn a_cursor_file_shrunk_by_its_reader_neither_crashes_nor_holds_the_writer() {
         1,
         "only r2 is whole"
     );
-    let second = fs::read_dir(&cursors)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "cursor") && *p != cursor_file)
+    let second = cursor_files(&d, def.id)
+        .into_iter()
+        .find(|p| *p != cursor_file)
         .unwrap();
     fs::OpenOptions::new()
         .write(true)
@@ -1100,33 +1129,13 @@ fn a_cursor_file_shrunk_by_its_reader_neither_crashes_nor_holds_the_writer() {
 #[test]
 fn end_of_stream_waits_for_grains_read_not_for_grains_still_held() {
     let (_t, d) = domain();
-    let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
-    let opts = WriterOptions {
-        back_pressure: Some(Duration::from_millis(200)),
-        ..Default::default()
-    };
-    let mut w = d.create_grain_writer(&def, &opts).unwrap();
-    let r = std::sync::Arc::new(reliable_reader_from_0(&d, def.id));
-    for i in 0..=2u8 {
-        let mut g = w.open_grain(u64::from(i)).unwrap();
-        g.payload().fill(0xA0 + i);
-        g.commit().unwrap();
-    }
-    drop(r.get_grain(0, NO_WAIT).unwrap());
-    drop(r.get_grain(1, NO_WAIT).unwrap());
+    let (def, opts, mut w, r) = three_grains_two_read(&d, Duration::from_millis(200), 0xA0);
     match w.end_of_stream() {
         Err(FlowError::BackPressureTimeout { reader_next: 2, .. }) => {}
         other => panic!("the reader has not read grain 2 yet: {other:?}"),
     }
     let held = GrainReader::hold(&r, r.get_grain(2, NO_WAIT).unwrap());
-    let cursors = d.path().join(".mcm-cursors").join(def.id.to_string());
-    let cursor_file = fs::read_dir(&cursors)
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
-    let cursor = fs::read(&cursor_file).unwrap();
+    let cursor = fs::read(&cursor_files(&d, def.id)[0]).unwrap();
     assert_eq!(u64_at(&cursor, 16), 2, "the held grain keeps next_index");
     assert_eq!(u64_at(&cursor, 32), 3, "every grain before 3 was read");
     assert_eq!(u32_at(&cursor, 40) & 1, 1, "consumed_next is kept");
@@ -1144,12 +1153,7 @@ fn end_of_stream_waits_for_grains_read_not_for_grains_still_held() {
     let r = std::sync::Arc::new(reliable_reader_from_0(&d, def.id));
     w.open_grain(0).unwrap().commit().unwrap();
     let held = GrainReader::hold(&r, r.get_grain(0, NO_WAIT).unwrap());
-    let cursor_file = fs::read_dir(&cursors)
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
+    let cursor_file = cursor_files(&d, def.id).remove(0);
     use std::os::unix::fs::FileExt;
     fs::OpenOptions::new()
         .write(true)
@@ -1171,20 +1175,7 @@ fn end_of_stream_waits_for_grains_read_not_for_grains_still_held() {
 #[test]
 fn a_reader_of_a_recreated_flow_no_longer_holds_the_new_writer() {
     let (_t, d) = domain();
-    let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
-    let opts = WriterOptions {
-        back_pressure: Some(Duration::from_millis(500)),
-        ..Default::default()
-    };
-    let mut w = d.create_grain_writer(&def, &opts).unwrap();
-    let r = std::sync::Arc::new(reliable_reader_from_0(&d, def.id));
-    for i in 0..=2u8 {
-        let mut g = w.open_grain(u64::from(i)).unwrap();
-        g.payload().fill(0xB0 + i);
-        g.commit().unwrap();
-    }
-    drop(r.get_grain(0, NO_WAIT).unwrap());
-    drop(r.get_grain(1, NO_WAIT).unwrap());
+    let (def, opts, mut w, r) = three_grains_two_read(&d, Duration::from_millis(500), 0xB0);
     let held = GrainReader::hold(&r, r.get_grain(2, NO_WAIT).unwrap());
     // Replaced without ending the stream (as `mcmsink` does on new caps).
     w.drain().unwrap();
@@ -1209,10 +1200,7 @@ fn a_reader_of_a_recreated_flow_no_longer_holds_the_new_writer() {
 fn a_writer_joining_a_flow_waits_for_readers_of_the_grains_already_there() {
     let (_t, d) = domain();
     let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
-    let opts = WriterOptions {
-        back_pressure: Some(Duration::from_millis(100)),
-        ..Default::default()
-    };
+    let opts = waiting_up_to(Duration::from_millis(100));
     let mut a = d.create_grain_writer(&def, &opts).unwrap();
     let r = reliable_reader_from_0(&d, def.id);
     for i in 0..=2 {

@@ -822,6 +822,29 @@ fn small_live_flow(dir: &tempfile::TempDir, ring: u64) -> (FlowDef, mcm_core::fl
     small_flow(dir, ring, None)
 }
 
+/// A playing harness around `mcmsrc {options}` on `def` in `dir`, and the element itself
+/// (for its `stats`).
+fn playing_source(
+    dir: &tempfile::TempDir,
+    def: &FlowDef,
+    options: &str,
+) -> (gst_check::Harness, gst::Element) {
+    let mut h = gst_check::Harness::new_parse(&format!(
+        "mcmsrc name=src domain={} flow-id={} {options}",
+        dir.path().display(),
+        def.id
+    ));
+    h.play();
+    let src = h
+        .element()
+        .unwrap()
+        .downcast::<gst::Bin>()
+        .unwrap()
+        .by_name("src")
+        .unwrap();
+    (h, src)
+}
+
 /// [`small_live_flow`], its writer waiting up to `back_pressure` for reliable readers.
 fn small_flow(
     dir: &tempfile::TempDir,
@@ -866,19 +889,7 @@ fn live_zero_copy_lends_grains_and_copies_a_held_one_out_before_the_writer_retur
     let ring = 8u64;
     let (def, mut w) = small_live_flow(&dir, ring);
     let rate = def.index_rate();
-    let mut h = gst_check::Harness::new_parse(&format!(
-        "mcmsrc name=src domain={} flow-id={}",
-        dir.path().display(),
-        def.id
-    ));
-    h.play();
-    let src = h
-        .element()
-        .unwrap()
-        .downcast::<gst::Bin>()
-        .unwrap()
-        .by_name("src")
-        .unwrap();
+    let (mut h, src) = playing_source(&dir, &def, "");
     let first = mcm_core::time::current_index(rate) - 100;
     let mut write_and_pull = |i: u64| {
         let mut g = w.open_grain(i).unwrap();
@@ -1127,19 +1138,7 @@ fn end_with_a_kept_buffer(older_writer: bool) -> u64 {
         let flags = u32::from_le_bytes(flags) & !8;
         data.write_all_at(&flags.to_le_bytes(), 0x0E4).unwrap();
     }
-    let mut h = gst_check::Harness::new_parse(&format!(
-        "mcmsrc name=src domain={} flow-id={} reliable=true",
-        dir.path().display(),
-        def.id
-    ));
-    h.play();
-    let src = h
-        .element()
-        .unwrap()
-        .downcast::<gst::Bin>()
-        .unwrap()
-        .by_name("src")
-        .unwrap();
+    let (mut h, src) = playing_source(&dir, &def, "reliable=true");
     // Ended as soon as written: the source meets the end, not a quiet writer (a reliable
     // writer quiet for 100 ms while the source waits has its lent grains copied out).
     let writer = std::thread::spawn(move || {

@@ -293,6 +293,16 @@ struct Received {
     lent: bool,
 }
 
+/// A follower call that brought no grain, as `create` goes on.
+enum Missed {
+    /// A wait slice went by: look again.
+    Again,
+    /// The flow holds samples, not grains: read it as such from now on.
+    Samples(Box<SamplesInput>),
+    /// End `create` with this.
+    End(gst::FlowError),
+}
+
 /// Takes on a (new) flow description: its kind, caps and, for raw video, a buffer pool so
 /// frames do not cost a fresh allocation (and its page faults) each.
 fn adopt(
@@ -446,6 +456,21 @@ impl McmSrc {
         stats
     }
 
+    /// What to do about a follower call that brought no grain.
+    fn missed(&self, follower: &Follower, e: FollowError) -> Missed {
+        match e {
+            FollowError::Timeout(_) => Missed::Again,
+            FollowError::Closed => Missed::End(gst::FlowError::Eos),
+            FollowError::Failed(FlowError::WrongKind {
+                continuous: true, ..
+            }) => Missed::Samples(Box::new(SamplesInput::new(
+                follower.domain().clone(),
+                follower.flow_id(),
+            ))),
+            FollowError::Failed(e) => Missed::End(self.flow_error(e.to_string())),
+        }
+    }
+
     fn flow_error(&self, msg: String) -> gst::FlowError {
         gst::element_imp_error!(self, gst::ResourceError::Read, ["{}", msg]);
         gst::FlowError::Error
@@ -495,22 +520,14 @@ impl McmSrc {
                     if started.leases.is_some() && started.def.is_none() {
                         let def = match follower.open(WAIT_SLICE) {
                             Ok(reader) => reader.flow_def().cloned(),
-                            Err(FollowError::Timeout(_)) => continue,
-                            Err(FollowError::Closed) => return Err(gst::FlowError::Eos),
-                            Err(FollowError::Failed(FlowError::WrongKind {
-                                continuous: true,
-                                ..
-                            })) => {
-                                let samples = SamplesInput::new(
-                                    follower.domain().clone(),
-                                    follower.flow_id(),
-                                );
-                                started.input = Input::Samples(samples);
-                                continue;
-                            }
-                            Err(FollowError::Failed(e)) => {
-                                return Err(self.flow_error(e.to_string()))
-                            }
+                            Err(e) => match self.missed(follower, e) {
+                                Missed::Again => continue,
+                                Missed::Samples(samples) => {
+                                    started.input = Input::Samples(*samples);
+                                    continue;
+                                }
+                                Missed::End(e) => return Err(e),
+                            },
                         };
                         if def.is_some() {
                             started.pending_caps = Some(
@@ -535,29 +552,21 @@ impl McmSrc {
                     if started.leases.is_some() && started.wrap {
                         let held = match follower.next_held(WAIT_SLICE) {
                             Ok(h) => h,
-                            Err(FollowError::Timeout(_)) => {
-                                // A wait slice without a grain: a reliable writer may be
-                                // waiting for grains lent downstream.
-                                if let Some(leases) = &started.leases {
-                                    leases.release_stalled();
+                            Err(e) => match self.missed(follower, e) {
+                                Missed::Again => {
+                                    // A wait slice without a grain: a reliable writer may be
+                                    // waiting for grains lent downstream.
+                                    if let Some(leases) = &started.leases {
+                                        leases.release_stalled();
+                                    }
+                                    continue;
                                 }
-                                continue;
-                            }
-                            Err(FollowError::Closed) => return Err(gst::FlowError::Eos),
-                            Err(FollowError::Failed(FlowError::WrongKind {
-                                continuous: true,
-                                ..
-                            })) => {
-                                let samples = SamplesInput::new(
-                                    follower.domain().clone(),
-                                    follower.flow_id(),
-                                );
-                                started.input = Input::Samples(samples);
-                                continue;
-                            }
-                            Err(FollowError::Failed(e)) => {
-                                return Err(self.flow_error(e.to_string()))
-                            }
+                                Missed::Samples(samples) => {
+                                    started.input = Input::Samples(*samples);
+                                    continue;
+                                }
+                                Missed::End(e) => return Err(e),
+                            },
                         };
                         let def = follower.reader().and_then(|r| r.flow_def());
                         let timing = Timing::decode(held.metadata());
