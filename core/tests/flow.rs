@@ -1220,3 +1220,38 @@ fn a_writer_joining_a_flow_waits_for_readers_of_the_grains_already_there() {
     drop(r.get_grain(0, NO_WAIT).unwrap());
     b.open_grain(4).unwrap().commit().unwrap();
 }
+
+/// A back-pressure writer that jumps ahead (indices are TAI times: a writer restarted, or
+/// one that paused) does not wait for a reliable reader that has read every grain there
+/// is: nothing it needs exists to be overwritten. Once for a writer that created the flow,
+/// once for one that joined it (as a restarted writer whose predecessor died does).
+#[test]
+fn a_writer_jumping_ahead_does_not_wait_for_a_reader_that_has_read_everything() {
+    for join in [false, true] {
+        let (_t, d) = domain();
+        let def = v210(48, 2, Rational::new(25, 1)); // 5 grains
+        let opts = waiting_up_to(Duration::from_secs(5));
+        let mut first = d.create_grain_writer(&def, &opts).unwrap();
+        let r = reliable_reader_from_0(&d, def.id);
+        for i in 0..=2 {
+            first.open_grain(i).unwrap().commit().unwrap();
+            drop(r.get_grain(i, NO_WAIT).unwrap());
+        }
+        assert_eq!(r.cursor(), Some(3));
+        let mut joined;
+        let w = if join {
+            joined = d.create_grain_writer(&def, &opts).unwrap();
+            assert!(!joined.created());
+            &mut joined
+        } else {
+            &mut first
+        };
+        let started = std::time::Instant::now();
+        w.open_grain(100).unwrap().commit().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "join {join}: the writer waited for a reader with nothing to read"
+        );
+        assert!(r.get_grain(100, NO_WAIT).unwrap().is_complete());
+    }
+}

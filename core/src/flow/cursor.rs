@@ -244,10 +244,12 @@ impl CursorImage {
     /// after it changes it, so no wake-up is lost), and two reads that agree rule out a
     /// position torn by a concurrent move (which could overstate it).
     fn read_stable(file: &File) -> Option<Self> {
-        let mut earlier = Self::read(file)?;
-        // A reader that moves between every read is moving on: a few tries suffice, then
-        // the last read stands (its word may then be a move late: one liveness slice).
+        let first = Self::read(file)?;
+        let mut earlier = first;
+        // A reader that moves between every read is moving on: a few tries suffice.
         for _ in 0..4 {
+            // The word of the earlier read before the positions of the later one, on any CPU.
+            std::sync::atomic::fence(Ordering::SeqCst);
             let later = Self::read(file)?;
             if (later.next_index, later.consumed) == (earlier.next_index, earlier.consumed) {
                 return Some(Self {
@@ -257,7 +259,15 @@ impl CursorImage {
             }
             earlier = later;
         }
-        Some(earlier)
+        // Still moving: the first read's word and the lowest positions seen (a torn read may
+        // overstate one, and an overstated position would be cached as room that is not
+        // there; understating costs a re-read). The word may then be a move late: the wait
+        // lasts one liveness slice at most.
+        Some(Self {
+            next_index: first.next_index.min(earlier.next_index),
+            consumed: first.consumed.min(earlier.consumed),
+            ..first
+        })
     }
 }
 
@@ -404,18 +414,23 @@ impl CursorSet {
     /// A reader at `next` can still read `next` after the writer commits `index` when
     /// `index <= next + grain_count - 2` (the oldest readable grain is `head - grainCount + 2`).
     /// `floor` is the oldest grain that exists: a cursor below it waits for nothing older
-    /// (indices are TAI times, so a stream does not start at 0).
+    /// (indices are TAI times, so a stream does not start at 0). A cursor past the flow's
+    /// `head` (read as it goes: another writer may move it) needs no grain that exists, so
+    /// a writer jumping ahead does not wait for a reader that has read everything (it
+    /// would wait for ever: that reader moves only when a grain comes).
     pub fn wait_for_room(
         &mut self,
         index: u64,
         grain_count: u64,
         floor: u64,
+        head: &AtomicU64,
         timeout: Duration,
         waiters: &AtomicU32,
     ) -> Result<()> {
         // Cursor files are written by other users' processes: saturate, never overflow.
         let blocks = |c: &CursorImage| {
-            index.saturating_add(2) > c.next_index.max(floor).saturating_add(grain_count)
+            c.next_index <= head.load(Ordering::Acquire)
+                && index.saturating_add(2) > c.next_index.max(floor).saturating_add(grain_count)
         };
         self.wait_while(blocks, index, |c| c.next_index, timeout, waiters)
     }
@@ -580,7 +595,8 @@ pub(crate) fn list(flow_dir: &Path) -> Vec<ReaderStatus> {
     set.cursors
         .iter_mut()
         .filter_map(|c| {
-            let image = c.read()?;
+            // A retired cursor (its reader's flow was recreated) waits for nothing.
+            let image = c.read().filter(|i| i.next_index != u64::MAX)?;
             Some(ReaderStatus {
                 pid: image.pid,
                 next_index: image.next_index,
@@ -613,15 +629,16 @@ mod tests {
         let mut set = CursorSet::new(&flow_dir);
         set.liveness = Duration::from_secs(60);
         let tid = AtomicU32::new(0);
+        // A ring of 5 with grains up to 4: writing 5 needs the reader at 2 (it is at 1).
+        let head = AtomicU64::new(4);
         std::thread::scope(|s| {
-            // A ring of 5: writing 5 needs the reader at 2 (it is at 1).
             let writer = s.spawn(|| {
                 tid.store(
                     rustix::thread::gettid().as_raw_nonzero().get() as u32,
                     Ordering::SeqCst,
                 );
                 let started = Instant::now();
-                set.wait_for_room(5, 5, 0, Duration::from_secs(120), &waiters)
+                set.wait_for_room(5, 5, 0, &head, Duration::from_secs(120), &waiters)
                     .unwrap();
                 started.elapsed()
             });

@@ -374,8 +374,15 @@ impl GrainWriter {
                 None => index,
                 Some(first) => first.max(head.saturating_add(2).saturating_sub(self.grain_count)),
             };
-            let waiters = &self.core.header().info.runtime.mcm_cursor_waiters;
-            cursors.wait_for_room(index, self.grain_count, floor, *timeout, waiters)?;
+            let rt = &self.core.header().info.runtime;
+            cursors.wait_for_room(
+                index,
+                self.grain_count,
+                floor,
+                &rt.head_index,
+                *timeout,
+                &rt.mcm_cursor_waiters,
+            )?;
         }
         // Grains leased out are not skipped: they are still to be committed.
         let base = leased

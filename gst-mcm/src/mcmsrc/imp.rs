@@ -84,8 +84,8 @@ struct Started {
     wrap: bool,
     /// The caps the stream was configured with (property, or the SDP file's).
     configured_caps: Option<gst::Caps>,
-    /// Caps of a flow taken on as it was opened, before its first grain: they go out with
-    /// the next buffer, however many `create` calls (a flush, a timeout) come first.
+    /// Caps of the flow last taken on, until a buffer carries them: they go out with the
+    /// next buffer, however many `create` calls (a flush, a timeout) come first.
     pending_caps: Option<gst::Caps>,
 }
 
@@ -476,13 +476,12 @@ impl McmSrc {
         gst::FlowError::Error
     }
 
-    /// [`Self::receive_grain`], with the caps of a flow taken on before its first grain.
+    /// [`Self::receive_grain`], with the caps of the flow its grain comes from if they are
+    /// new: kept in the state from the moment the flow is taken on (maybe in an earlier
+    /// call that returned early: a flush, a timeout) until a buffer carries them.
     fn receive(&self, started: &mut Started) -> Result<Received, gst::FlowError> {
         let mut got = self.receive_grain(started)?;
-        if let Some(pending) = started.pending_caps.take() {
-            // Newer caps, if the flow changed again meanwhile, win.
-            got.caps.get_or_insert(pending);
-        }
+        got.caps = started.pending_caps.take();
         Ok(got)
     }
 
@@ -496,7 +495,6 @@ impl McmSrc {
             .map(|s| (s.sender_timeout_ms, s.sender_timeout_eos))
             .unwrap_or_default();
         let waiting_since = std::time::Instant::now();
-        let mut caps = None;
         loop {
             if sender_timeout > 0
                 && waiting_since.elapsed() >= Duration::from_millis(sender_timeout.into())
@@ -602,12 +600,12 @@ impl McmSrc {
                                 index,
                                 timing,
                                 buffer,
-                                caps,
+                                caps: None,
                                 lent,
                             });
                         }
                         // The flow changed under us: take the new caps and copy this one.
-                        caps = Some(
+                        started.pending_caps = Some(
                             adopt(
                                 &mut started.def,
                                 &mut started.kind,
@@ -625,7 +623,7 @@ impl McmSrc {
                             index,
                             timing,
                             buffer,
-                            caps,
+                            caps: None,
                             lent: false,
                         });
                     }
@@ -666,7 +664,7 @@ impl McmSrc {
                             None,
                         )
                         .map_err(|e| self.flow_error(e))?;
-                        caps = Some(new);
+                        started.pending_caps = Some(new);
                     }
                     let kind = started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
                     if matches!(
@@ -694,7 +692,7 @@ impl McmSrc {
                                     index,
                                     timing,
                                     buffer,
-                                    caps,
+                                    caps: None,
                                     lent: false,
                                 })
                             }
@@ -718,7 +716,7 @@ impl McmSrc {
                         index: grain.index(),
                         timing,
                         buffer,
-                        caps,
+                        caps: None,
                         lent: false,
                     });
                 }
@@ -727,9 +725,13 @@ impl McmSrc {
                         // Caps once per flow description, not per chunk.
                         let def = input.flow_def().ok_or(gst::FlowError::NotNegotiated)?;
                         if started.def.as_ref().map(|d| &d.json) != Some(&def.json) {
-                            caps = Some(common::caps_from_def(def).ok_or_else(|| {
-                                self.flow_error(format!("flow media {:?} has no caps", def.media))
-                            })?);
+                            started.pending_caps =
+                                Some(common::caps_from_def(def).ok_or_else(|| {
+                                    self.flow_error(format!(
+                                        "flow media {:?} has no caps",
+                                        def.media
+                                    ))
+                                })?);
                             started.def = Some(def.clone());
                             started.kind = Some(Kind::Opaque);
                             started.wrap = false;
@@ -748,7 +750,7 @@ impl McmSrc {
                             index: chunk.index,
                             timing: Some(timing),
                             buffer: gst::Buffer::from_mut_slice(chunk.data),
-                            caps,
+                            caps: None,
                             lent: false,
                         });
                     }
@@ -768,7 +770,7 @@ impl McmSrc {
                                 configured.clone(),
                             )
                             .map_err(|e| self.flow_error(e))?;
-                            caps = Some(new);
+                            started.pending_caps = Some(new);
                         }
                         let kind = started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
                         if matches!(
@@ -796,7 +798,7 @@ impl McmSrc {
                                     index,
                                     timing,
                                     buffer,
-                                    caps,
+                                    caps: None,
                                     lent: false,
                                 });
                             }
@@ -811,7 +813,7 @@ impl McmSrc {
                             index,
                             timing,
                             buffer,
-                            caps,
+                            caps: None,
                             lent: false,
                         });
                     }
