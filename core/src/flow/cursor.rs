@@ -235,9 +235,7 @@ impl CursorImage {
             counter: word(offset_of!(CursorData, counter)),
         })
     }
-}
 
-impl CursorImage {
     /// The cursor as it is now: two reads whose positions agree, the futex word from the
     /// first. `pread` copies the file in no particular order and not atomically: the word
     /// taken before the positions it goes with is what a writer must sleep on (a move
