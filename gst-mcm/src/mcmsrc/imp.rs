@@ -303,6 +303,25 @@ enum Missed {
     End(gst::FlowError),
 }
 
+/// `adopt` on `started`'s fields, its caps left in `started.pending_caps` for the next
+/// buffer; an error ends `create`. A macro, not a method: the call sites hold
+/// `started.input` borrowed, and only field-by-field borrows leave it alone.
+macro_rules! take_on {
+    ($imp:expr, $started:expr, $def:expr, $configured:expr) => {
+        $started.pending_caps = Some(
+            adopt(
+                &mut $started.def,
+                &mut $started.kind,
+                &mut $started.pool,
+                &mut $started.wrap,
+                $def,
+                $configured,
+            )
+            .map_err(|e| $imp.flow_error(e))?,
+        )
+    };
+}
+
 /// Takes on a (new) flow description: its kind, caps and, for raw video, a buffer pool so
 /// frames do not cost a fresh allocation (and its page faults) each.
 fn adopt(
@@ -528,17 +547,7 @@ impl McmSrc {
                             },
                         };
                         if def.is_some() {
-                            started.pending_caps = Some(
-                                adopt(
-                                    &mut started.def,
-                                    &mut started.kind,
-                                    &mut started.pool,
-                                    &mut started.wrap,
-                                    def,
-                                    None,
-                                )
-                                .map_err(|e| self.flow_error(e))?,
-                            );
+                            take_on!(self, started, def, None);
                         }
                     }
                     // About to wait for the writer: a reliable one may be waiting for a
@@ -605,17 +614,7 @@ impl McmSrc {
                             });
                         }
                         // The flow changed under us: take the new caps and copy this one.
-                        started.pending_caps = Some(
-                            adopt(
-                                &mut started.def,
-                                &mut started.kind,
-                                &mut started.pool,
-                                &mut started.wrap,
-                                def.cloned(),
-                                None,
-                            )
-                            .map_err(|e| self.flow_error(e))?,
-                        );
+                        take_on!(self, started, def.cloned(), None);
                         let kind = started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
                         let buffer = make_buffer(kind, started.pool.as_ref(), held.payload())
                             .map_err(|e| self.flow_error(e))?;
@@ -655,16 +654,7 @@ impl McmSrc {
                     if def.map(|d| &d.json) != started.def.as_ref().map(|d| &d.json)
                         || started.kind.is_none()
                     {
-                        let new = adopt(
-                            &mut started.def,
-                            &mut started.kind,
-                            &mut started.pool,
-                            &mut started.wrap,
-                            def.cloned(),
-                            None,
-                        )
-                        .map_err(|e| self.flow_error(e))?;
-                        started.pending_caps = Some(new);
+                        take_on!(self, started, def.cloned(), None);
                     }
                     let kind = started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
                     if matches!(
@@ -761,16 +751,7 @@ impl McmSrc {
                 Input::Sdk { conn, .. } => match conn.get_buffer(Some(WAIT_SLICE)) {
                     Ok(mut buf) => {
                         if started.kind.is_none() {
-                            let new = adopt(
-                                &mut started.def,
-                                &mut started.kind,
-                                &mut started.pool,
-                                &mut started.wrap,
-                                None,
-                                configured.clone(),
-                            )
-                            .map_err(|e| self.flow_error(e))?;
-                            started.pending_caps = Some(new);
+                            take_on!(self, started, None, configured.clone());
                         }
                         let kind = started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
                         if matches!(
