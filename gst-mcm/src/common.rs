@@ -52,7 +52,11 @@ pub struct ConnSettings {
     pub transport_pixel_format: String,
     /// ST 2110-10 UDP size limit: 1460 (standard) or 8960 (extended, jumbo frames).
     pub max_udp: u32,
+    /// Grains in the ring; through the proxy MCM's `bufferQueueCapacity` (16 unless set).
     pub buffer_queue_capacity: u32,
+    /// `buffer-queue-capacity` was set: a direct-mode sender sizes a new flow's ring by it
+    /// instead of by the domain's history (see [`ConnSettings::direct_ring`]).
+    pub buffer_queue_capacity_set: bool,
     pub reliable: bool,
     pub proxy: Option<String>,
     pub domain: Option<String>,
@@ -77,6 +81,7 @@ impl Default for ConnSettings {
             transport_pixel_format: "yuv422p10rfc4175".into(),
             max_udp: 1460,
             buffer_queue_capacity: 16,
+            buffer_queue_capacity_set: false,
             reliable: false,
             proxy: None,
             domain: None,
@@ -281,7 +286,26 @@ fn string_prop(
         .build()
 }
 
+/// Ring of a reliable flow that mcmsink creates in direct mode, unless
+/// `buffer-queue-capacity` says otherwise. Back-pressure means readers need no history, so
+/// the ring only has to let the writer fill grains while readers hold theirs: up to two
+/// grains leased ahead to upstream (see mcmsink's `propose_allocation`), and two lent by
+/// each reliable mcmsrc (the buffer in flight and a sink's last sample). A ring sized by
+/// history instead grows with the grain rate (12 grains, 66 MB, for 1080p60 v210), past
+/// what the CPU's cache holds.
+pub const RELIABLE_RING_GRAINS: u32 = 4;
+
 impl ConnSettings {
+    /// Ring length for a flow a direct-mode sender creates: `buffer-queue-capacity` if set,
+    /// [`RELIABLE_RING_GRAINS`] for a reliable sender, else `None` (the domain's history).
+    pub fn direct_ring(&self) -> Option<u32> {
+        match (self.buffer_queue_capacity_set, self.reliable) {
+            (true, _) => Some(self.buffer_queue_capacity),
+            (false, true) => Some(RELIABLE_RING_GRAINS),
+            (false, false) => None,
+        }
+    }
+
     pub fn properties() -> Vec<glib::ParamSpec> {
         let d = Self::default();
         vec![
@@ -294,7 +318,7 @@ impl ConnSettings {
             glib::ParamSpecUInt::builder("payload-type").nick("Payload type").blurb("RTP payload type").maximum(127).default_value(d.payload_type).mutable_ready().build(),
             string_prop("transport-pixel-format", "Transport pixel format", "ST 2110-20 wire format, e.g. yuv422p10rfc4175", Some("yuv422p10rfc4175")),
             glib::ParamSpecUInt::builder("max-udp").nick("UDP size limit").blurb("ST 2110-10 UDP size limit a sender keeps to: 1460 (standard) or 8960 (extended: jumbo frames, a 9000-byte MTU on the way; MAXUDP=8960 in the SDP)").minimum(1460).maximum(8960).default_value(d.max_udp).mutable_ready().build(),
-            glib::ParamSpecUInt::builder("buffer-queue-capacity").nick("Buffer queue capacity").blurb("Grains in the ring (2..=128)").minimum(2).maximum(128).default_value(d.buffer_queue_capacity).mutable_ready().build(),
+            glib::ParamSpecUInt::builder("buffer-queue-capacity").nick("Buffer queue capacity").blurb("Grains in the ring (2..=128). Through the proxy: MCM's bufferQueueCapacity, 16. Direct mode, for a flow mcmsink creates: unset, the domain's history (MXL: 200 ms of grains), or 4 grains with reliable=true, where back-pressure replaces history and a short ring stays in the CPU's cache").minimum(2).maximum(128).default_value(d.buffer_queue_capacity).mutable_ready().build(),
             glib::ParamSpecBoolean::builder("reliable").nick("Reliable").blurb("Back-pressure: the sender waits for slow receivers instead of dropping (file pipelines); not live").default_value(false).mutable_ready().build(),
             string_prop("proxy", "Proxy", "Media proxy as HOST:PORT; default MCM_MEDIA_PROXY_IP/PORT, then the local unix socket", None),
             string_prop("domain", "Domain", "Flow domain directory for direct mode (no proxy), with flow-id", None),
@@ -322,7 +346,10 @@ impl ConnSettings {
             "transport-pixel-format" => {
                 self.transport_pixel_format = s().unwrap_or_else(|| "yuv422p10rfc4175".into())
             }
-            "buffer-queue-capacity" => self.buffer_queue_capacity = u(),
+            "buffer-queue-capacity" => {
+                self.buffer_queue_capacity = u();
+                self.buffer_queue_capacity_set = true;
+            }
             "reliable" => self.reliable = value.get().unwrap_or_default(),
             "proxy" => self.proxy = s(),
             "domain" => self.domain = s(),

@@ -482,6 +482,78 @@ fn upstream_writes_frames_in_place_into_grains() {
     tx.set_state(gst::State::Null).unwrap();
 }
 
+/// The ring of a flow `mcmsink` creates in direct mode, after one frame pushed with
+/// `options` (a reliable sink with no reader never waits).
+fn ring_created_by(options: &str) -> u64 {
+    let dir = domain();
+    let id = Uuid::new_v4();
+    let mut h = gst_check::Harness::new_parse(&format!(
+        "mcmsink domain={} flow-id={id} {options}",
+        dir.path().display()
+    ));
+    h.set_src_caps_str("video/x-raw,format=v210,width=96,height=8,framerate=25/1");
+    h.play();
+    let frame = gst::Buffer::with_size(v210_stride(96) * 8).unwrap();
+    assert_eq!(h.push(frame), Ok(gst::FlowSuccess::Ok));
+    let d = Domain::open(dir.path()).unwrap();
+    let reader = d.open_grain_reader(id, &ReaderOptions::default()).unwrap();
+    reader.grain_count()
+}
+
+/// A reliable sender's ring is 4 grains whatever the rate (back-pressure, not history);
+/// a live one's is the domain's history (200 ms: 5 grains at 25 fps); `buffer-queue-capacity`
+/// sets either.
+#[test]
+fn mcmsink_sizes_a_reliable_ring_for_pipelining_and_a_live_one_for_history() {
+    init();
+    assert_eq!(ring_created_by("reliable=true"), 4);
+    assert_eq!(ring_created_by(""), 5);
+    assert_eq!(ring_created_by("reliable=true buffer-queue-capacity=9"), 9);
+    assert_eq!(ring_created_by("buffer-queue-capacity=3"), 3);
+}
+
+/// Through a reliable flow with mcmsink's 4-grain ring, into a sink that keeps its last
+/// sample (so two grains are out at a time), every frame is lent, none copied, and every
+/// frame arrives.
+#[test]
+fn a_reliable_four_grain_ring_lends_every_frame_to_a_sink_keeping_its_last_sample() {
+    init();
+    let dir = domain();
+    let at = format!(
+        "domain={} flow-id={} reliable=true",
+        dir.path().display(),
+        Uuid::new_v4()
+    );
+    let frames = 60;
+    let rx = gst::parse::launch(&format!(
+        "mcmsrc name=src {at} ! fakesink enable-last-sample=true sync=false"
+    ))
+    .unwrap();
+    let tx = gst::parse::launch(&format!(
+        "videotestsrc num-buffers={frames} ! video/x-raw,format=v210,width=240,height=64,framerate=25/1 ! mcmsink {at}"
+    ))
+    .unwrap();
+    rx.set_state(gst::State::Playing).unwrap();
+    tx.set_state(gst::State::Playing).unwrap();
+    let limit = gst::ClockTime::from_seconds(30);
+    let (tx_done, rx_done) = (runs_to_eos(&tx, limit), runs_to_eos(&rx, limit));
+    let stats = rx
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name("src")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    tx.set_state(gst::State::Null).unwrap();
+    rx.set_state(gst::State::Null).unwrap();
+    assert!(
+        tx_done && rx_done,
+        "sender {tx_done}, receiver {rx_done}; {stats}"
+    );
+    assert_eq!(stats.get::<u64>("grains").unwrap(), frames, "{stats}");
+    assert_eq!(stats.get::<u64>("copies").unwrap(), 0, "{stats}");
+    assert_eq!(stats.get::<u64>("overwritten").unwrap(), 0, "{stats}");
+}
+
 /// Sample `i` of channel `c` in the float audio tests.
 fn sample(i: u64, c: u32) -> f32 {
     (i % 100_000) as f32 * 0.001 + c as f32

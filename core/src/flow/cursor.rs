@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rustix::fd::OwnedFd;
-use rustix::fs::{inotify, FlockOperation};
+use rustix::fs::FlockOperation;
 
+use super::dirwatch::{DirWatch, Drained};
 use super::error::FlowError;
 use super::files::FLOW_DIR_SUFFIX;
 use super::shm::{futex_wait, futex_wake_all, Mapping};
@@ -314,7 +314,7 @@ pub(crate) struct CursorSet {
     /// inotify on the cursor directory: the set is re-read only after readers come or go
     /// (re-reading it for every grain cost the writer five system calls a grain). `None`
     /// when it cannot be had (no directory, the user's inotify limits): re-read every time.
-    watch: Option<OwnedFd>,
+    watch: Option<DirWatch>,
     /// Last attempt at a watch, and last re-read: a watch is tried again, and the set
     /// re-read anyway (a domain on a file system whose inotify misses other clients), at
     /// most every [`RESCAN_PERIOD`].
@@ -356,32 +356,14 @@ impl CursorSet {
             if self.watch.is_none() && due(self.watch_tried) {
                 // Watching from before the re-read that follows: nothing falls between.
                 self.watch_tried = Some(now);
-                self.watch = watch_dir(&self.dir);
+                self.watch = DirWatch::new(&self.dir);
             }
             return true;
         }
         let Some(watch) = &self.watch else {
             return true;
         };
-        let mut buf = [std::mem::MaybeUninit::uninit(); 1024];
-        let mut events = inotify::Reader::new(watch, &mut buf);
-        let (mut changed, mut lost) = (false, false);
-        loop {
-            match events.next() {
-                Ok(e) => {
-                    changed = true;
-                    // The directory went (garbage collection) or events were dropped.
-                    lost |= e.events().intersects(
-                        inotify::ReadFlags::IGNORED | inotify::ReadFlags::QUEUE_OVERFLOW,
-                    );
-                }
-                Err(rustix::io::Errno::AGAIN) => break,
-                Err(_) => {
-                    (changed, lost) = (true, true);
-                    break;
-                }
-            }
-        }
+        let Drained { changed, lost } = watch.drain();
         if lost {
             self.watch = None;
         }
@@ -524,18 +506,6 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
-}
-
-/// A non-blocking inotify watch on `dir` for cursors registered (renamed in) or removed.
-fn watch_dir(dir: &Path) -> Option<OwnedFd> {
-    let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).ok()?;
-    let flags = inotify::WatchFlags::CREATE
-        | inotify::WatchFlags::MOVED_TO
-        | inotify::WatchFlags::DELETE
-        | inotify::WatchFlags::MOVED_FROM
-        | inotify::WatchFlags::ONLYDIR;
-    inotify::add_watch(&fd, dir, flags).ok()?;
-    Some(fd)
 }
 
 fn open_peer(path: &Path) -> Option<PeerCursor> {

@@ -8,13 +8,21 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::cursor::ReaderCursor;
+use super::dirwatch::DirWatch;
 use super::domain::Domain;
 use super::error::FlowError;
 use super::reader::{Grain, GrainReader, HeldGrain, ReaderOptions};
 use super::VALID_SLICES_ALL;
 
-/// Poll period while waiting for a flow to appear (there is no notification for that).
+/// Poll period while a flow's directory is there but cannot be opened yet (a writer not
+/// done creating it in place, as MXL's may be; or being removed), or when the domain
+/// cannot be watched.
 const FLOW_APPEAR_POLL: Duration = Duration::from_millis(5);
+
+/// Longest sleep on the domain's inotify watch while the flow is not there: publishing a
+/// flow (a rename into the domain) ends it at once; this only bounds the cost of an event
+/// inotify missed (a domain on a network file system).
+const FLOW_APPEAR_BACKSTOP: Duration = Duration::from_millis(250);
 
 /// Longest interval between commits that busy-polling learns as the stream's rhythm.
 const MAX_GRAIN_INTERVAL_NS: u64 = 10_000_000_000;
@@ -53,6 +61,21 @@ pub struct Follower {
     /// and processing jitter, never early, so the earliest phase its commits fit is when
     /// they are due.
     schedule: Option<(u64, u64)>,
+    /// Watch on the domain while the flow is not there, so a receiver that waits for its
+    /// sender sleeps until the flow is published instead of looking 200 times a second.
+    appear: Appear,
+    /// Attempts at opening the flow so far.
+    #[cfg(test)]
+    opens_tried: u64,
+}
+
+/// The domain watch of a [`Follower`] waiting for its flow.
+enum Appear {
+    /// Not tried yet (the flow has been there so far).
+    Untried,
+    Watching(DirWatch),
+    /// inotify could not be had: polled.
+    Unavailable,
 }
 
 impl Follower {
@@ -75,6 +98,9 @@ impl Follower {
             spin: Duration::ZERO,
             commits: None,
             schedule: None,
+            appear: Appear::Untried,
+            #[cfg(test)]
+            opens_tried: 0,
         })
     }
 
@@ -162,20 +188,46 @@ impl Follower {
                 reliable: self.reliable,
                 start_index: Some(self.next.unwrap_or(0)),
             };
+            #[cfg(test)]
+            {
+                self.opens_tried += 1;
+            }
             match self.domain.open_grain_reader(self.flow_id, &options) {
                 Ok(r) => {
                     self.reader = Some(Arc::new(r));
                     self.early_cursor = None;
+                    self.appear = Appear::Untried;
                 }
                 Err(
-                    FlowError::NotFound { .. } | FlowError::Io { .. } | FlowError::Corrupt { .. },
+                    e @ (FlowError::NotFound { .. }
+                    | FlowError::Io { .. }
+                    | FlowError::Corrupt { .. }),
                 ) => {
                     // The writer has not created (or is re-creating) the flow.
                     let now = Instant::now();
                     if now >= deadline {
                         return Err(FollowError::Timeout("no writer on this flow yet".into()));
                     }
-                    std::thread::sleep(FLOW_APPEAR_POLL.min(deadline - now));
+                    let left = deadline - now;
+                    let absent = matches!(e, FlowError::NotFound { .. });
+                    match &self.appear {
+                        Appear::Untried if absent => {
+                            // Watching from before the next look: a flow published in
+                            // between is seen by that look or wakes the wait after it.
+                            self.appear = match DirWatch::new(self.domain.path()) {
+                                Some(w) => Appear::Watching(w),
+                                None => Appear::Unavailable,
+                            };
+                        }
+                        Appear::Watching(w) if absent => {
+                            if w.wait(FLOW_APPEAR_BACKSTOP.min(left)).lost {
+                                // The domain directory went, or events were dropped: a new
+                                // watch (or polling, while the directory is not there).
+                                self.appear = Appear::Untried;
+                            }
+                        }
+                        _ => std::thread::sleep(FLOW_APPEAR_POLL.min(left)),
+                    }
                 }
                 Err(e) => return Err(FollowError::Failed(e)),
             }
@@ -364,6 +416,52 @@ mod tests {
         let domain = Domain::open(dir.path()).unwrap();
         let f = Follower::new(domain, Uuid::new_v4(), false).unwrap();
         (dir, f)
+    }
+
+    /// A receiver waiting for its sender sleeps on the domain until the flow is published:
+    /// it looks a handful of times in 600 ms (polling every 5 ms looked about 120 times),
+    /// and a flow published during a 60 s wait ends the wait at once.
+    #[test]
+    fn waiting_for_a_flow_sleeps_until_it_is_published() {
+        let (dir, mut f) = follower();
+        assert!(matches!(
+            f.open(Duration::from_millis(600)),
+            Err(FollowError::Timeout(_))
+        ));
+        assert!(
+            (2..=6).contains(&f.opens_tried),
+            "{} looks in 600 ms",
+            f.opens_tried
+        );
+        let domain = Domain::open(dir.path()).unwrap();
+        let def = crate::format::FlowDef::video(
+            f.flow_id(),
+            "x",
+            crate::format::VideoFormat::V210,
+            96,
+            8,
+            crate::time::Rational::new(50, 1),
+            crate::format::InterlaceMode::Progressive,
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            tx.send(()).unwrap();
+            let t = Instant::now();
+            let opened = f.open(Duration::from_secs(60)).is_ok();
+            (opened, t.elapsed(), f.opens_tried)
+        });
+        rx.recv().unwrap();
+        let _writer = domain
+            .create_grain_writer(&def, &super::super::WriterOptions::default())
+            .unwrap();
+        let (opened, took, looks) = waiter.join().unwrap();
+        assert!(opened);
+        assert!(
+            took < Duration::from_secs(30),
+            "woken by the publish: {took:?}"
+        );
+        assert!(looks < 60, "{looks} looks");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! the flow. Commits bump the futex word at offset 0x808 and wake every reader.
 
 mod cursor;
+mod dirwatch;
 mod domain;
 mod error;
 mod files;

@@ -582,9 +582,16 @@ impl McmSrc {
                             let kind =
                                 started.kind.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
                             // Room, counted once the grain is here (downstream may let the
-                            // last buffer go meanwhile): with this one, three grains short of
-                            // the ring at most.
-                            let room = (held.reader().held_count() as u64).saturating_add(2)
+                            // last buffer go meanwhile): with this one, at most three grains
+                            // short of the ring for a live writer (which comes back to them
+                            // by itself), two for a reliable one (which waits for them, and
+                            // whose ring may be short: mcmsink's is 4 grains).
+                            let margin = if held.reader().cursor().is_some() {
+                                1
+                            } else {
+                                2
+                            };
+                            let room = (held.reader().held_count() as u64).saturating_add(margin)
                                 < held.reader().grain_count();
                             let lent = room && !near_writer(&held);
                             let buffer = if lent {
