@@ -286,20 +286,24 @@ fn string_prop(
         .build()
 }
 
-/// Ring of a reliable flow that mcmsink creates in direct mode, unless
+/// Ring of a reliable raw video flow that mcmsink creates in direct mode, unless
 /// `buffer-queue-capacity` says otherwise. Back-pressure means readers need no history, so
 /// the ring only has to let the writer fill grains while readers hold theirs: up to two
 /// grains leased ahead to upstream (see mcmsink's `propose_allocation`), and two lent by
 /// each reliable mcmsrc (the buffer in flight and a sink's last sample). A ring sized by
 /// history instead grows with the grain rate (12 grains, 66 MB, for 1080p60 v210), past
-/// what the CPU's cache holds.
+/// what the CPU's cache holds. Small grains (PCM, 1 ms each; compressed frames) keep the
+/// history ring: there it is the number of grains, not their bytes, that keeps a writer
+/// from waiting on its readers at every grain.
 pub const RELIABLE_RING_GRAINS: u32 = 4;
 
 impl ConnSettings {
-    /// Ring length for a flow a direct-mode sender creates: `buffer-queue-capacity` if set,
-    /// [`RELIABLE_RING_GRAINS`] for a reliable sender, else `None` (the domain's history).
-    pub fn direct_ring(&self) -> Option<u32> {
-        match (self.buffer_queue_capacity_set, self.reliable) {
+    /// Ring length for a flow a direct-mode sender creates for `kind`: `buffer-queue-capacity`
+    /// if set, [`RELIABLE_RING_GRAINS`] for a reliable sender of raw video, else `None` (the
+    /// domain's history).
+    pub fn direct_ring(&self, kind: &Kind) -> Option<u32> {
+        let video = matches!(kind, Kind::Raw { .. });
+        match (self.buffer_queue_capacity_set, self.reliable && video) {
             (true, _) => Some(self.buffer_queue_capacity),
             (false, true) => Some(RELIABLE_RING_GRAINS),
             (false, false) => None,
@@ -318,7 +322,7 @@ impl ConnSettings {
             glib::ParamSpecUInt::builder("payload-type").nick("Payload type").blurb("RTP payload type").maximum(127).default_value(d.payload_type).mutable_ready().build(),
             string_prop("transport-pixel-format", "Transport pixel format", "ST 2110-20 wire format, e.g. yuv422p10rfc4175", Some("yuv422p10rfc4175")),
             glib::ParamSpecUInt::builder("max-udp").nick("UDP size limit").blurb("ST 2110-10 UDP size limit a sender keeps to: 1460 (standard) or 8960 (extended: jumbo frames, a 9000-byte MTU on the way; MAXUDP=8960 in the SDP)").minimum(1460).maximum(8960).default_value(d.max_udp).mutable_ready().build(),
-            glib::ParamSpecUInt::builder("buffer-queue-capacity").nick("Buffer queue capacity").blurb("Grains in the ring (2..=128). Through the proxy: MCM's bufferQueueCapacity, 16. Direct mode, for a flow mcmsink creates: unset, the domain's history (MXL: 200 ms of grains), or 4 grains with reliable=true, where back-pressure replaces history and a short ring stays in the CPU's cache").minimum(2).maximum(128).default_value(d.buffer_queue_capacity).mutable_ready().build(),
+            glib::ParamSpecUInt::builder("buffer-queue-capacity").nick("Buffer queue capacity").blurb("Grains in the ring (2..=128). Through the proxy: MCM's bufferQueueCapacity, 16. Direct mode, for a flow mcmsink creates: unset, the domain's history (MXL: 200 ms of grains), or 4 grains for raw video with reliable=true, where back-pressure replaces history and a short ring stays in the CPU's cache").minimum(2).maximum(128).default_value(d.buffer_queue_capacity).mutable_ready().build(),
             glib::ParamSpecBoolean::builder("reliable").nick("Reliable").blurb("Back-pressure: the sender waits for slow receivers instead of dropping (file pipelines); not live").default_value(false).mutable_ready().build(),
             string_prop("proxy", "Proxy", "Media proxy as HOST:PORT; default MCM_MEDIA_PROXY_IP/PORT, then the local unix socket", None),
             string_prop("domain", "Domain", "Flow domain directory for direct mode (no proxy), with flow-id", None),

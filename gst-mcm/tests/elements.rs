@@ -482,34 +482,41 @@ fn upstream_writes_frames_in_place_into_grains() {
     tx.set_state(gst::State::Null).unwrap();
 }
 
-/// The ring of a flow `mcmsink` creates in direct mode, after one frame pushed with
-/// `options` (a reliable sink with no reader never waits).
-fn ring_created_by(options: &str) -> u64 {
+const SMALL_V210: &str = "video/x-raw,format=v210,width=96,height=8,framerate=25/1";
+
+/// The ring of a flow `mcmsink` creates in direct mode, after one buffer of `bytes` in
+/// `caps` pushed with `options` (a reliable sink with no reader never waits).
+fn ring_created_by(caps: &str, bytes: usize, options: &str) -> u64 {
     let dir = domain();
     let id = Uuid::new_v4();
     let mut h = gst_check::Harness::new_parse(&format!(
         "mcmsink domain={} flow-id={id} {options}",
         dir.path().display()
     ));
-    h.set_src_caps_str("video/x-raw,format=v210,width=96,height=8,framerate=25/1");
+    h.set_src_caps_str(caps);
     h.play();
-    let frame = gst::Buffer::with_size(v210_stride(96) * 8).unwrap();
-    assert_eq!(h.push(frame), Ok(gst::FlowSuccess::Ok));
+    let buffer = gst::Buffer::with_size(bytes).unwrap();
+    assert_eq!(h.push(buffer), Ok(gst::FlowSuccess::Ok));
     let d = Domain::open(dir.path()).unwrap();
     let reader = d.open_grain_reader(id, &ReaderOptions::default()).unwrap();
     reader.grain_count()
 }
 
-/// A reliable sender's ring is 4 grains whatever the rate (back-pressure, not history);
-/// a live one's is the domain's history (200 ms: 5 grains at 25 fps); `buffer-queue-capacity`
-/// sets either.
+/// A reliable sender's video ring is 4 grains whatever the rate (back-pressure, not
+/// history); a live one's is the domain's history (200 ms: 5 grains at 25 fps), and so is
+/// a reliable sender's of 1 ms PCM grains (200); `buffer-queue-capacity` sets any of them.
 #[test]
 fn mcmsink_sizes_a_reliable_ring_for_pipelining_and_a_live_one_for_history() {
     init();
-    assert_eq!(ring_created_by("reliable=true"), 4);
-    assert_eq!(ring_created_by(""), 5);
-    assert_eq!(ring_created_by("reliable=true buffer-queue-capacity=9"), 9);
-    assert_eq!(ring_created_by("buffer-queue-capacity=3"), 3);
+    let frame = v210_stride(96) * 8;
+    assert_eq!(ring_created_by(SMALL_V210, frame, "reliable=true"), 4);
+    assert_eq!(ring_created_by(SMALL_V210, frame, ""), 5);
+    let both = "reliable=true buffer-queue-capacity=9";
+    assert_eq!(ring_created_by(SMALL_V210, frame, both), 9);
+    let set = "buffer-queue-capacity=3";
+    assert_eq!(ring_created_by(SMALL_V210, frame, set), 3);
+    let pcm = "audio/x-raw,format=S24BE,layout=interleaved,rate=48000,channels=2";
+    assert_eq!(ring_created_by(pcm, 48 * 6, "reliable=true"), 200);
 }
 
 /// Through a reliable flow with mcmsink's 4-grain ring, into a sink that keeps its last

@@ -184,7 +184,7 @@ impl McmSink {
                 .map_err(negotiation)?;
                 let options = WriterOptions {
                     back_pressure: settings.conn.reliable.then_some(WAIT_SLICE),
-                    grain_count: settings.conn.direct_ring(),
+                    grain_count: settings.conn.direct_ring(&kind),
                     ..Default::default()
                 };
                 let writer = domain.create_grain_writer(&def, &options).map_err(|e| {
