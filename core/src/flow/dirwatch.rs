@@ -73,9 +73,15 @@ impl DirWatch {
             tv_nsec: timeout.subsec_nanos().into(),
         };
         let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
-        // EINTR and the timeout both mean "look again"; the drain says whether anything came.
-        let _ = poll(&mut fds, Some(&ts));
-        self.drain()
+        // The timeout and EINTR both mean "look again"; the drain says whether anything came.
+        // Any other error would return at once every time: the watch is given up.
+        match poll(&mut fds, Some(&ts)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => self.drain(),
+            Err(_) => Drained {
+                changed: true,
+                lost: true,
+            },
+        }
     }
 }
 

@@ -64,9 +64,14 @@ pub struct Follower {
     /// Watch on the domain while the flow is not there, so a receiver that waits for its
     /// sender sleeps until the flow is published instead of looking 200 times a second.
     appear: Appear,
+    /// [`FLOW_APPEAR_BACKSTOP`]; longer in tests, so that only an event ends a wait.
+    appear_backstop: Duration,
     /// Attempts at opening the flow so far.
     #[cfg(test)]
     opens_tried: u64,
+    /// Told as the follower starts to wait on the domain watch.
+    #[cfg(test)]
+    waiting: Option<std::sync::mpsc::Sender<()>>,
 }
 
 /// The domain watch of a [`Follower`] waiting for its flow.
@@ -99,8 +104,11 @@ impl Follower {
             commits: None,
             schedule: None,
             appear: Appear::Untried,
+            appear_backstop: FLOW_APPEAR_BACKSTOP,
             #[cfg(test)]
             opens_tried: 0,
+            #[cfg(test)]
+            waiting: None,
         })
     }
 
@@ -209,7 +217,11 @@ impl Follower {
                         return Err(FollowError::Timeout("no writer on this flow yet".into()));
                     }
                     let left = deadline - now;
-                    let absent = matches!(e, FlowError::NotFound { .. });
+                    // No flow directory at all: its publication (a rename, or the mkdir of
+                    // a writer that builds it in place) is an event of the domain. A
+                    // directory being filled in is not, and is polled.
+                    let absent = matches!(e, FlowError::NotFound { .. })
+                        && !self.domain.flow_dir(self.flow_id).exists();
                     match &self.appear {
                         Appear::Untried if absent => {
                             // Watching from before the next look: a flow published in
@@ -220,7 +232,11 @@ impl Follower {
                             };
                         }
                         Appear::Watching(w) if absent => {
-                            if w.wait(FLOW_APPEAR_BACKSTOP.min(left)).lost {
+                            #[cfg(test)]
+                            if let Some(waiting) = &self.waiting {
+                                let _ = waiting.send(());
+                            }
+                            if w.wait(self.appear_backstop.min(left)).lost {
                                 // The domain directory went, or events were dropped: a new
                                 // watch (or polling, while the directory is not there).
                                 self.appear = Appear::Untried;
@@ -420,10 +436,12 @@ mod tests {
 
     /// A receiver waiting for its sender sleeps on the domain until the flow is published:
     /// it looks a handful of times in 600 ms (polling every 5 ms looked about 120 times),
-    /// and a flow published during a 60 s wait ends the wait at once.
+    /// and a flow published while it waits (with no backstop short of 60 s) ends the wait
+    /// at once.
     #[test]
     fn waiting_for_a_flow_sleeps_until_it_is_published() {
         let (dir, mut f) = follower();
+        f.appear_backstop = Duration::from_secs(60);
         assert!(matches!(
             f.open(Duration::from_millis(600)),
             Err(FollowError::Timeout(_))
@@ -445,8 +463,8 @@ mod tests {
         )
         .unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        f.waiting = Some(tx);
         let waiter = std::thread::spawn(move || {
-            tx.send(()).unwrap();
             let t = Instant::now();
             let opened = f.open(Duration::from_secs(60)).is_ok();
             (opened, t.elapsed(), f.opens_tried)

@@ -31,7 +31,9 @@ pub use domain::{Domain, DomainOptions, FlowStatus, GcReport};
 pub use error::FlowError;
 pub use follower::{FollowError, Follower};
 pub use reader::{Grain, GrainReader, HeldGrain, ReaderOptions, SamplesRead, SamplesReader};
-pub use writer::{GrainLease, GrainWrite, GrainWriter, SamplesWrite, SamplesWriter, WriterOptions};
+pub use writer::{
+    GrainLease, GrainWrite, GrainWriter, RoomWatch, SamplesWrite, SamplesWriter, WriterOptions,
+};
 
 /// `mxlGrainInfo` validSlices request meaning "any number, even none" (MXL `MXL_GRAIN_VALID_SLICES_ANY`).
 pub const VALID_SLICES_ANY: u16 = 0;

@@ -94,14 +94,19 @@ impl ReaderCore {
         FlowError::FlowInvalid { id: self.files.id }
     }
 
+    /// A back-pressure writer has written this flow (the flag stays for the flow's life).
+    fn back_pressure(&self) -> bool {
+        let rt = &self.header().info.runtime;
+        rt.mcm_magic.load(Ordering::Relaxed) == MCM_EXT_MAGIC
+            && rt.mcm_flags.load(Ordering::Acquire) & MCM_EXT_BACK_PRESSURE != 0
+    }
+
     /// A back-pressure writer of this flow predates [`MCM_EXT_DRAIN_READ`]: its end of
     /// stream waits until reliable readers let go of the grains they hold.
     fn end_waits_for_held(&self) -> bool {
         let rt = &self.header().info.runtime;
         let flags = rt.mcm_flags.load(Ordering::Acquire);
-        rt.mcm_magic.load(Ordering::Relaxed) == MCM_EXT_MAGIC
-            && flags & MCM_EXT_BACK_PRESSURE != 0
-            && flags & MCM_EXT_DRAIN_READ == 0
+        self.back_pressure() && flags & MCM_EXT_DRAIN_READ == 0
     }
 
     fn end_of_stream(&self) -> Option<u64> {
@@ -237,6 +242,13 @@ impl GrainReader {
     /// the cursor's consumed position); false for a writer that waits only for grains read.
     pub fn end_waits_for_held(&self) -> bool {
         self.cursor.is_some() && self.core.end_waits_for_held()
+    }
+
+    /// Whether the flow's writer waits for this reader: it is reliable (has a cursor) and a
+    /// back-pressure writer has written the flow. A reliable reader of a live writer (one
+    /// that never waits, as MXL's) has its grains overwritten like any other reader.
+    pub fn writer_waits(&self) -> bool {
+        self.cursor.is_some() && self.core.back_pressure()
     }
 
     /// Next index this reliable reader needs, if reliable.

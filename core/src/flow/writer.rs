@@ -231,7 +231,7 @@ impl GrainWriter {
                 "grain {open} is still open; commit or cancel it before opening {index}"
             )));
         }
-        let slot = self.prepare_slot(index, reopening)?;
+        let slot = self.prepare_slot(index, reopening, None)?;
         self.open_index = Some(index);
         Ok(GrainWrite {
             writer: self,
@@ -250,12 +250,54 @@ impl GrainWriter {
     /// refused, and [`Self::next_free_index`] steps over them. A lease dropped before its
     /// commit marks its grain invalid, so readers skip it instead of waiting.
     pub fn lease_grain(&mut self, index: u64) -> Result<GrainLease> {
+        self.lease_grain_waiting(index, None)
+    }
+
+    /// [`Self::lease_grain`] without waiting for readers: `BackPressureTimeout` at once if
+    /// the slot is not free for them. For a caller that shares this writer behind a lock
+    /// and waits for room with a [`RoomWatch`], outside the lock, so that the thread that
+    /// commits grains (and so lets readers move on) is never kept waiting for the lock.
+    pub fn try_lease_grain(&mut self, index: u64) -> Result<GrainLease> {
+        self.lease_grain_waiting(index, Some(Duration::ZERO))
+    }
+
+    /// A watch on this writer's readers, to wait for room apart from the writer (see
+    /// [`Self::try_lease_grain`]); `None` without back-pressure.
+    pub fn room_watch(&self) -> Result<Option<RoomWatch>> {
+        if self.back_pressure.is_none() {
+            return Ok(None);
+        }
+        let files = &self.core.files;
+        let file = files
+            .data_file
+            .try_clone()
+            .map_err(|e| FlowError::io(&files.dir, e))?;
+        let data = Mapping::map(&file, true).map_err(|e| FlowError::io(&files.dir, e))?;
+        data.header::<FlowData>(0)
+            .ok_or_else(|| FlowError::Corrupt {
+                file: files.data_path(),
+                reason: "flow header does not fit its mapping".into(),
+            })?;
+        Ok(Some(RoomWatch {
+            cursors: CursorSet::for_writer(&files.dir),
+            data,
+            grain_count: self.grain_count,
+        }))
+    }
+
+    /// The oldest grain this writer takes as existing: back-pressure's floor (its first
+    /// commit, or the oldest readable grain when it joined a flow with grains).
+    pub fn first_committed(&self) -> Option<u64> {
+        self.first_committed
+    }
+
+    fn lease_grain_waiting(&mut self, index: u64, wait: Option<Duration>) -> Result<GrainLease> {
         if let Some(open) = self.open_index {
             return Err(FlowError::InvalidArgument(format!(
                 "grain {open} is still open; commit or cancel it before leasing {index}"
             )));
         }
-        let slot = self.prepare_slot(index, false)?;
+        let slot = self.prepare_slot(index, false, wait)?;
         let map = match &self.lease_maps[slot] {
             Some(m) => m.clone(),
             None => {
@@ -337,9 +379,15 @@ impl GrainWriter {
             .count()
     }
 
-    /// The common part of opening and leasing: checks, back-pressure, the slots a jump
-    /// skips, and the grain header. Returns the slot.
-    fn prepare_slot(&mut self, index: u64, reopening: bool) -> Result<usize> {
+    /// The common part of opening and leasing: checks, back-pressure (waiting up to `wait`,
+    /// or the writer's own slice), the slots a jump skips, and the grain header. Returns
+    /// the slot.
+    fn prepare_slot(
+        &mut self,
+        index: u64,
+        reopening: bool,
+        wait: Option<Duration>,
+    ) -> Result<usize> {
         if index == u64::MAX {
             return Err(FlowError::InvalidArgument(
                 "index u64::MAX is the undefined index".into(),
@@ -361,26 +409,14 @@ impl GrainWriter {
             )));
         }
         if let Some((cursors, timeout)) = &mut self.back_pressure {
-            // The oldest grain that exists: none before this writer's first (or, once the ring
-            // is full, before the oldest readable one).
-            let head = self
-                .core
-                .header()
-                .info
-                .runtime
-                .head_index
-                .load(Ordering::Acquire);
-            let floor = match self.first_committed {
-                None => index,
-                Some(first) => first.max(head.saturating_add(2).saturating_sub(self.grain_count)),
-            };
             let rt = &self.core.header().info.runtime;
+            let head = rt.head_index.load(Ordering::Acquire);
             cursors.wait_for_room(
                 index,
                 self.grain_count,
-                floor,
+                room_floor(index, self.first_committed, head, self.grain_count),
                 &rt.head_index,
-                *timeout,
+                wait.unwrap_or(*timeout),
                 &rt.mcm_cursor_waiters,
             )?;
         }
@@ -870,6 +906,51 @@ impl SamplesWriter {
 
 /// Ring offsets of samples `end-count .. end`: `((first offset, first length), second length)`;
 /// the second fragment, when not empty, starts at offset 0 (MXL `OpenSamples`).
+/// The oldest grain that exists, for back-pressure on grain `index`: none before the
+/// writer's first (or, once the ring is full, before the oldest readable one).
+fn room_floor(index: u64, first_committed: Option<u64>, head: u64, grain_count: u64) -> u64 {
+    match first_committed {
+        None => index,
+        Some(first) => first.max(head.saturating_add(2).saturating_sub(grain_count)),
+    }
+}
+
+/// Waits for room in a back-pressure writer's ring apart from the writer (see
+/// [`GrainWriter::try_lease_grain`]): its own view of the readers' cursors and its own
+/// mapping of the flow header, so no lock on the writer is held while it sleeps.
+pub struct RoomWatch {
+    cursors: CursorSet,
+    data: Mapping,
+    grain_count: u64,
+}
+
+impl RoomWatch {
+    /// Waits up to `timeout` until writing grain `index` no longer has to wait for a reader
+    /// (`BackPressureTimeout` if it still does); `first_committed` is the writer's
+    /// ([`GrainWriter::first_committed`]).
+    pub fn wait(
+        &mut self,
+        index: u64,
+        first_committed: Option<u64>,
+        timeout: Duration,
+    ) -> Result<()> {
+        let Some(header) = self.data.header::<FlowData>(0) else {
+            return Ok(()); // checked in `room_watch`: unreachable
+        };
+        let rt = &header.info.runtime;
+        let head = rt.head_index.load(Ordering::Acquire);
+        let floor = room_floor(index, first_committed, head, self.grain_count);
+        self.cursors.wait_for_room(
+            index,
+            self.grain_count,
+            floor,
+            &rt.head_index,
+            timeout,
+            &rt.mcm_cursor_waiters,
+        )
+    }
+}
+
 pub(crate) fn ring_fragments(ring: u64, end: u64, count: u64) -> ((usize, usize), usize) {
     let start = (end % ring + ring - count % ring) % ring;
     let stop = end % ring;

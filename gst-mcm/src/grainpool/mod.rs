@@ -7,7 +7,11 @@
 //! Each acquired buffer wraps a [`GrainLease`](mcm_core::flow::GrainLease) of the next free
 //! index. Buffers are never recycled: the lease ends (and its ring slot is free again) when
 //! the buffer is freed. When no lease can be had (the flow is gone, or too many buffers are
-//! out), the pool hands out an ordinary buffer and the sink copies it, counting the copy.
+//! out), the pool hands out an ordinary buffer and the sink copies it, counting the copy;
+//! until every such buffer is freed, it hands out no grain (the sink would otherwise write
+//! the frames to the flow out of order: a grain leased after an ordinary buffer has the
+//! lower index). A reliable flow's pool waits for room for a grain without holding the
+//! writer's lock, which the sink needs to commit.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

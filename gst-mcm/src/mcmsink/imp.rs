@@ -107,6 +107,10 @@ impl ObjectImpl for McmSink {
         self.parent_constructed();
         // A reliable sink paces nothing; a live one renders on the clock as usual.
         self.obj().set_sync(false);
+        // A last sample kept by basesink is a grain of the pool kept out of the ring: one
+        // of the few the pool may lease (two for a reliable ring of 4), so upstream would
+        // get ordinary buffers, and copies, whenever it holds more than one (a queue).
+        self.obj().set_enable_last_sample(false);
     }
 }
 

@@ -586,11 +586,7 @@ impl McmSrc {
                             // short of the ring for a live writer (which comes back to them
                             // by itself), two for a reliable one (which waits for them, and
                             // whose ring may be short: mcmsink's is 4 grains).
-                            let margin = if held.reader().cursor().is_some() {
-                                1
-                            } else {
-                                2
-                            };
+                            let margin = if held.reader().writer_waits() { 1 } else { 2 };
                             let room = (held.reader().held_count() as u64).saturating_add(margin)
                                 < held.reader().grain_count();
                             let lent = room && !near_writer(&held);

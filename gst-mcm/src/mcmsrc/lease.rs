@@ -194,11 +194,12 @@ impl Drop for Lease {
 }
 
 /// A live writer is within half a ring of reusing `grain`'s slot (see [`risk_head`]): a
-/// grain received this close is copied, not lent. Never for a reliable reader, whose
-/// writer does not overwrite what it holds.
+/// grain received this close is copied, not lent. Never for a reliable reader of a
+/// back-pressure writer, which does not overwrite what the reader holds (see
+/// `GrainReader::writer_waits`; a reliable reader of a live writer is treated as live).
 pub fn near_writer(grain: &HeldGrain) -> bool {
     let reader = grain.reader();
-    reader.cursor().is_none() && reader.head_index() >= risk_head(reader, grain.index())
+    !reader.writer_waits() && reader.head_index() >= risk_head(reader, grain.index())
 }
 
 /// Whether a lease on `grain` is due to be copied out: a live writer is within half a ring
@@ -216,7 +217,7 @@ fn is_due(grain: &HeldGrain, waiting: bool) -> bool {
         return true;
     }
     let near = reader.head_index() >= risk_head(reader, grain.index());
-    near && (waiting || reader.cursor().is_none())
+    near && (waiting || !reader.writer_waits())
 }
 
 /// A reliable writer that has not committed for two grain periods (at least 100 ms): it
@@ -224,7 +225,7 @@ fn is_due(grain: &HeldGrain, waiting: bool) -> bool {
 fn writer_stalled(reader: &GrainReader) -> bool {
     let period = index_to_timestamp(reader.grain_rate(), 1);
     let quiet = now_tai_ns().saturating_sub(reader.last_write_time());
-    reader.cursor().is_some() && quiet >= period.saturating_mul(2).max(100_000_000)
+    reader.writer_waits() && quiet >= period.saturating_mul(2).max(100_000_000)
 }
 
 /// The writer's head from which grain `index` is within half a ring of reuse: the margin
@@ -236,9 +237,9 @@ fn risk_head(reader: &GrainReader, index: u64) -> u64 {
 }
 
 /// How long until a live writer comes within half a ring of grain `index` at the flow's
-/// grain rate (at least half a period); `None` for a reliable reader, whose writer waits.
+/// grain rate (at least half a period); `None` when the writer waits for this reader.
 fn due_in(reader: &GrainReader, index: u64) -> Option<Duration> {
-    if reader.cursor().is_some() {
+    if reader.writer_waits() {
         return None;
     }
     let grains = risk_head(reader, index).saturating_sub(reader.head_index());
