@@ -530,38 +530,17 @@ fn a_reliable_four_grain_ring_lends_every_frame_to_a_sink_keeping_its_last_sampl
     init();
     let frames = 60;
     for run in 0..8 {
-        let dir = domain();
-        let at = format!(
-            "domain={} flow-id={} reliable=true",
-            dir.path().display(),
-            Uuid::new_v4()
+        let r = run_reliable_pair(
+            "fakesink enable-last-sample=true sync=false",
+            &format!("videotestsrc num-buffers={frames} ! video/x-raw,format=v210,width=240,height=64,framerate=25/1 ! queue max-size-buffers=2"),
+            gst::ClockTime::from_seconds(30),
         );
-        let rx = gst::parse::launch(&format!(
-            "mcmsrc name=src {at} ! fakesink enable-last-sample=true sync=false"
-        ))
-        .unwrap();
-        let tx = gst::parse::launch(&format!(
-            "videotestsrc num-buffers={frames} ! video/x-raw,format=v210,width=240,height=64,framerate=25/1 ! queue max-size-buffers=2 ! mcmsink name=sink {at}"
-        ))
-        .unwrap();
-        rx.set_state(gst::State::Playing).unwrap();
-        tx.set_state(gst::State::Playing).unwrap();
-        let limit = gst::ClockTime::from_seconds(30);
-        let (tx_done, rx_done) = (runs_to_eos(&tx, limit), runs_to_eos(&rx, limit));
-        let stats_of = |pipeline: &gst::Element, name: &str| {
-            pipeline
-                .downcast_ref::<gst::Bin>()
-                .unwrap()
-                .by_name(name)
-                .unwrap()
-                .property::<gst::Structure>("stats")
-        };
-        let (stats, sink_stats) = (stats_of(&rx, "src"), stats_of(&tx, "sink"));
-        tx.set_state(gst::State::Null).unwrap();
-        rx.set_state(gst::State::Null).unwrap();
+        let (stats, sink_stats) = (&r.src, &r.sink);
         assert!(
-            tx_done && rx_done,
-            "run {run}: sender {tx_done}, receiver {rx_done}; {stats}; {sink_stats}"
+            r.tx_done && r.rx_done,
+            "run {run}: sender {}, receiver {}; {stats}; {sink_stats}",
+            r.tx_done,
+            r.rx_done
         );
         assert_eq!(
             sink_stats.get::<u64>("grains").unwrap(),
@@ -1427,40 +1406,64 @@ fn runs_to_eos(pipeline: &gst::Element, limit: gst::ClockTime) -> bool {
     matches!(msg, Some(m) if m.type_() == gst::MessageType::Eos)
 }
 
+/// How a pair of pipelines on one reliable flow ended (see [`run_reliable_pair`]).
+struct PairRun {
+    tx_done: bool,
+    rx_done: bool,
+    /// `stats` of `mcmsrc` and of `mcmsink`.
+    src: gst::Structure,
+    sink: gst::Structure,
+}
+
+/// Runs `mcmsrc ! {downstream}` and `{upstream} ! mcmsink` on a fresh reliable flow until
+/// both end (at most `limit` each), then stops them.
+fn run_reliable_pair(downstream: &str, upstream: &str, limit: gst::ClockTime) -> PairRun {
+    let dir = domain();
+    let at = format!(
+        "domain={} flow-id={} reliable=true",
+        dir.path().display(),
+        Uuid::new_v4()
+    );
+    let rx = gst::parse::launch(&format!("mcmsrc name=src {at} ! {downstream}")).unwrap();
+    let tx = gst::parse::launch(&format!("{upstream} ! mcmsink name=sink {at}")).unwrap();
+    rx.set_state(gst::State::Playing).unwrap();
+    tx.set_state(gst::State::Playing).unwrap();
+    let (tx_done, rx_done) = (runs_to_eos(&tx, limit), runs_to_eos(&rx, limit));
+    let stats_of = |pipeline: &gst::Element, name: &str| {
+        pipeline
+            .downcast_ref::<gst::Bin>()
+            .unwrap()
+            .by_name(name)
+            .unwrap()
+            .property::<gst::Structure>("stats")
+    };
+    let (src, sink) = (stats_of(&rx, "src"), stats_of(&tx, "sink"));
+    tx.set_state(gst::State::Null).unwrap();
+    rx.set_state(gst::State::Null).unwrap();
+    PairRun {
+        tx_done,
+        rx_done,
+        src,
+        sink,
+    }
+}
+
 #[test]
 fn reliable_mcmsink_to_mcmsrc_through_a_holding_queue_always_finishes() {
     init();
     // Seen to stall 4 runs in 10 before the fix, so several runs.
     for run in 0..5 {
-        let dir = domain();
-        let at = format!(
-            "domain={} flow-id={} reliable=true",
-            dir.path().display(),
-            Uuid::new_v4()
+        let r = run_reliable_pair(
+            "queue min-threshold-buffers=12 max-size-buffers=50 ! fakesink",
+            "videotestsrc num-buffers=100 ! video/x-raw,format=I420,width=320,height=240,framerate=25/1",
+            gst::ClockTime::from_seconds(20),
         );
-        let rx = gst::parse::launch(&format!(
-            "mcmsrc name=src {at} ! queue min-threshold-buffers=12 max-size-buffers=50 ! fakesink"
-        ))
-        .unwrap();
-        let tx = gst::parse::launch(&format!(
-            "videotestsrc num-buffers=100 ! video/x-raw,format=I420,width=320,height=240,framerate=25/1 ! mcmsink {at}"
-        ))
-        .unwrap();
-        rx.set_state(gst::State::Playing).unwrap();
-        tx.set_state(gst::State::Playing).unwrap();
-        let limit = gst::ClockTime::from_seconds(20);
-        let (tx_done, rx_done) = (runs_to_eos(&tx, limit), runs_to_eos(&rx, limit));
-        let stats = rx
-            .downcast_ref::<gst::Bin>()
-            .unwrap()
-            .by_name("src")
-            .unwrap()
-            .property::<gst::Structure>("stats");
-        tx.set_state(gst::State::Null).unwrap();
-        rx.set_state(gst::State::Null).unwrap();
+        let stats = &r.src;
         assert!(
-            tx_done && rx_done,
-            "run {run}: sender {tx_done}, receiver {rx_done}; {stats}"
+            r.tx_done && r.rx_done,
+            "run {run}: sender {}, receiver {}; {stats}",
+            r.tx_done,
+            r.rx_done
         );
         assert_eq!(
             stats.get::<u64>("grains").unwrap(),
