@@ -6,9 +6,9 @@ For 1080p and 2160p v210 from videotestsrc, a sender and a receiver process per 
 - frames per second at full speed, and the transport's own CPU time per frame: both
   processes' user+system CPU minus that of the same source into fakesink;
 - the same in steady state: the CPU of a run of 3N frames less that of a run of N, over
-  2N frames (each transport's one-time costs cancel out: mcm's ring of grains, 5 at
-  25 fps (MXL's 200 ms of history), is faulted in on its first lap, shmsink's area as
-  its allocator reaches it);
+  2N frames (each transport's one-time costs cancel out: mcm's ring of grains, 4 for
+  a reliable video flow, is faulted in on its first lap, shmsink's area as its
+  allocator reaches it);
 - end-to-end latency, p50 and p99, from the buffer reaching the sender's sink to it
   reaching the receiver's fakesink, on a live 50 fps stream (so no frame waits in a queue),
   stamped with the host's monotonic clock by `latency_probe` (gst-mcm/examples); and
